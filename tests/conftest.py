@@ -1,0 +1,34 @@
+"""Shared pytest fixtures: where the built binaries and the default model are.
+
+BW_BUILD_DIR (default: build) names the meson build directory; BW_MODEL the GGUF file (default:
+models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by scripts/fetch-model.sh)."""
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BUILD = pathlib.Path(os.environ.get("BW_BUILD_DIR", ROOT / "build")).resolve()
+MODEL = pathlib.Path(os.environ.get("BW_MODEL", ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")).resolve()
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    if not (BUILD / "build.ninja").exists():
+        pytest.fail(f"no meson build in {BUILD}: run scripts/build.sh first")
+    return BUILD
+
+
+@pytest.fixture(scope="session")
+def engine_bin(build_dir):
+    path = build_dir / "engine" / "beeworker-engine"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the build failed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path():
+    if not MODEL.exists():
+        pytest.fail(f"model {MODEL} is missing: run scripts/fetch-model.sh")
+    return MODEL
