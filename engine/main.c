@@ -1,1 +1,602 @@
-int main(void) { return 1; }
+/* beeworker-engine: command-line entry point.
+ *
+ * Modes: --generate (prints each token the moment it is sampled), --tokenize / --detokenize, --bench,
+ * and the daemon (--rundir: serves the front over nng). This file parses flags and drives the modes;
+ * the work happens in the modules it calls. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <math.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "engine/chat.h"
+#include "engine/generate.h"
+#include "engine/loader.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+
+#if __has_include("engine/daemon.h")
+#include "engine/daemon.h"
+#define BW_HAVE_DAEMON 1
+#endif
+
+enum mode { MODE_NONE, MODE_GENERATE, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH };
+
+typedef struct {
+    bw_engine_opts eng;
+    enum mode mode;
+    const char *prompt;
+    const char *system;
+    int chat, json, special, add_bos; /* add_bos: -1 = model default */
+    int top_logits;
+    const char *dump_logits;
+    bw_gen_params gen;
+    int seed_set;
+    int bench_p, bench_n, bench_reps;
+} cli;
+
+static void usage(FILE *f)
+{
+    fputs("usage: beeworker-engine --model PATH [options] MODE\n"
+          "\n"
+          "Modes:\n"
+          "  --rundir DIR          serve the front over ipc sockets in DIR (the daemon; default mode)\n"
+          "  --generate            generate from --prompt and print each token as it is sampled\n"
+          "  --tokenize            read text on stdin, print a JSON array of token ids\n"
+          "  --detokenize          read a JSON array of token ids on stdin, print the text\n"
+          "  --bench               prefill and decode tokens/s (like llama-bench pp/tg)\n"
+          "\n"
+          "Engine:\n"
+          "  --model PATH          GGUF model file (llama family)\n"
+          "  --backend cpu|cuda    compute backend (default cpu)\n"
+          "  --device N            GPU ordinal (default 0)\n"
+          "  --threads N, -t N     CPU threads (default: all online CPUs)\n"
+          "  --slots N             concurrent sequences (default 4 on the CPU, 64 on a GPU)\n"
+          "  --ctx N               context per sequence (default: the model's, at most 4096)\n"
+          "  --batch N             prefill chunk in tokens (default 512)\n"
+          "\n"
+          "Generation (--generate):\n"
+          "  --prompt TEXT         the prompt\n"
+          "  --chat                wrap the prompt in the model's chat template (user message)\n"
+          "  --system TEXT         system message for --chat\n"
+          "  --special             parse special-token text in the prompt (implied by --chat)\n"
+          "  --max-tokens N        1..2048 (default 128)\n"
+          "  --temperature T       0..2, 0 = greedy (default 1.0)\n"
+          "  --top-p P --top-k K --min-p P --repeat-penalty R --seed S\n"
+          "  --stop STR            stop string (up to 4)\n"
+          "  --json                one JSON line per token, then a summary line\n"
+          "  --top-logits K        with --json: the K best logits of every step\n"
+          "  --dump-logits FILE    write the first step's logits (float32) to FILE\n"
+          "\n"
+          "Tokenizer (--tokenize):\n"
+          "  --no-special          treat special-token text as plain text\n"
+          "  --bos / --no-bos      override the model's add-BOS default\n"
+          "\n"
+          "Benchmark (--bench):\n"
+          "  -p N                  prompt tokens (default 512)\n"
+          "  -n N                  generated tokens (default 128)\n"
+          "  -r N                  repetitions (default 3)\n"
+          "\n"
+          "  --help, --version\n",
+          f);
+}
+
+static int parse_int(const char *s, long lo, long hi, const char *flag, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "beeworker-engine: %s wants an integer in %ld..%ld, got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *s, double lo, double hi, const char *flag, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "beeworker-engine: %s wants a number in %g..%g, got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, cli *c)
+{
+    enum {
+        O_MODEL = 256, O_BACKEND, O_DEVICE, O_SLOTS, O_CTX, O_BATCH, O_RUNDIR, O_GENERATE, O_TOKENIZE,
+        O_DETOKENIZE, O_BENCH, O_PROMPT, O_SYSTEM, O_CHAT, O_SPECIAL, O_NOSPECIAL, O_BOS, O_NOBOS, O_MAXTOK,
+        O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REPPEN, O_SEED, O_STOP, O_JSON, O_TOPLOG, O_DUMP, O_HELP, O_VERSION,
+    };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL}, {"backend", required_argument, 0, O_BACKEND},
+        {"device", required_argument, 0, O_DEVICE}, {"threads", required_argument, 0, 't'},
+        {"slots", required_argument, 0, O_SLOTS}, {"ctx", required_argument, 0, O_CTX},
+        {"batch", required_argument, 0, O_BATCH}, {"rundir", required_argument, 0, O_RUNDIR},
+        {"generate", no_argument, 0, O_GENERATE}, {"tokenize", no_argument, 0, O_TOKENIZE},
+        {"detokenize", no_argument, 0, O_DETOKENIZE}, {"bench", no_argument, 0, O_BENCH},
+        {"prompt", required_argument, 0, O_PROMPT}, {"system", required_argument, 0, O_SYSTEM},
+        {"chat", no_argument, 0, O_CHAT}, {"special", no_argument, 0, O_SPECIAL},
+        {"no-special", no_argument, 0, O_NOSPECIAL}, {"bos", no_argument, 0, O_BOS},
+        {"no-bos", no_argument, 0, O_NOBOS}, {"max-tokens", required_argument, 0, O_MAXTOK},
+        {"temperature", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
+        {"top-k", required_argument, 0, O_TOPK}, {"min-p", required_argument, 0, O_MINP},
+        {"repeat-penalty", required_argument, 0, O_REPPEN}, {"seed", required_argument, 0, O_SEED},
+        {"stop", required_argument, 0, O_STOP}, {"json", no_argument, 0, O_JSON},
+        {"top-logits", required_argument, 0, O_TOPLOG}, {"dump-logits", required_argument, 0, O_DUMP},
+        {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0},
+    };
+    long v;
+    int o;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "t:p:n:r:", opts, NULL)) != -1) {
+        switch (o) {
+        case O_MODEL: c->eng.model_path = optarg; break;
+        case O_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-engine: --backend is cpu or cuda, got '%s'\n", optarg);
+                return -1;
+            }
+            c->eng.backend = optarg;
+            break;
+        case O_DEVICE: if (parse_int(optarg, 0, 64, "--device", &v)) return -1; c->eng.device = (int)v; break;
+        case 't': if (parse_int(optarg, 1, 256, "--threads", &v)) return -1; c->eng.n_threads = (int)v; break;
+        case O_SLOTS: if (parse_int(optarg, 1, 1024, "--slots", &v)) return -1; c->eng.n_slots = (int)v; break;
+        case O_CTX: if (parse_int(optarg, 16, 1 << 20, "--ctx", &v)) return -1; c->eng.n_ctx = (int)v; break;
+        case O_BATCH: if (parse_int(optarg, 1, 8192, "--batch", &v)) return -1; c->eng.max_batch = (int)v; break;
+        case O_RUNDIR: c->eng.rundir = optarg; break;
+        case O_GENERATE: c->mode = MODE_GENERATE; break;
+        case O_TOKENIZE: c->mode = MODE_TOKENIZE; break;
+        case O_DETOKENIZE: c->mode = MODE_DETOKENIZE; break;
+        case O_BENCH: c->mode = MODE_BENCH; break;
+        case O_PROMPT: c->prompt = optarg; break;
+        case O_SYSTEM: c->system = optarg; break;
+        case O_CHAT: c->chat = 1; break;
+        case O_SPECIAL: c->special = 1; break;
+        case O_NOSPECIAL: c->special = 0; break;
+        case O_BOS: c->add_bos = 1; break;
+        case O_NOBOS: c->add_bos = 0; break;
+        case O_MAXTOK: if (parse_int(optarg, 1, 2048, "--max-tokens", &v)) return -1; c->gen.max_tokens = (int32_t)v; break;
+        case O_TEMP: if (parse_float(optarg, 0, 2, "--temperature", &c->gen.sampling.temperature)) return -1; break;
+        case O_TOPP: if (parse_float(optarg, 0, 1, "--top-p", &c->gen.sampling.top_p)) return -1; break;
+        case O_TOPK: if (parse_int(optarg, 0, 1 << 20, "--top-k", &v)) return -1; c->gen.sampling.top_k = (int32_t)v; break;
+        case O_MINP: if (parse_float(optarg, 0, 1, "--min-p", &c->gen.sampling.min_p)) return -1; break;
+        case O_REPPEN: if (parse_float(optarg, 0, 2, "--repeat-penalty", &c->gen.sampling.repetition_penalty)) return -1; break;
+        case O_SEED: {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-') {
+                fprintf(stderr, "beeworker-engine: --seed wants an unsigned 64-bit integer, got '%s'\n", optarg);
+                return -1;
+            }
+            c->gen.sampling.seed = s;
+            c->seed_set = 1;
+            break;
+        }
+        case O_STOP:
+            if (c->gen.n_stop >= BW_MAX_STOP || !optarg[0] || strlen(optarg) > BW_MAX_STOP_LEN) {
+                fprintf(stderr, "beeworker-engine: --stop takes up to %d strings of 1..%d bytes\n", BW_MAX_STOP,
+                        BW_MAX_STOP_LEN);
+                return -1;
+            }
+            strcpy(c->gen.stop[c->gen.n_stop++], optarg);
+            break;
+        case O_JSON: c->json = 1; break;
+        case O_TOPLOG: if (parse_int(optarg, 0, 100, "--top-logits", &v)) return -1; c->top_logits = (int)v; break;
+        case O_DUMP: c->dump_logits = optarg; break;
+        case 'p': if (parse_int(optarg, 1, 1 << 16, "-p", &v)) return -1; c->bench_p = (int)v; break;
+        case 'n': if (parse_int(optarg, 1, 1 << 16, "-n", &v)) return -1; c->bench_n = (int)v; break;
+        case 'r': if (parse_int(optarg, 1, 1000, "-r", &v)) return -1; c->bench_reps = (int)v; break;
+        case O_HELP: usage(stdout); exit(0);
+        case O_VERSION: printf("beeworker-engine %s\n", BW_VERSION); exit(0);
+        default:
+            fprintf(stderr, "beeworker-engine: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "beeworker-engine: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    if (!c->eng.model_path) {
+        fprintf(stderr, "beeworker-engine: --model PATH is required (see --help)\n");
+        return -1;
+    }
+    if (c->mode == MODE_GENERATE && !c->prompt) {
+        fprintf(stderr, "beeworker-engine: --generate needs --prompt TEXT\n");
+        return -1;
+    }
+    if (c->mode == MODE_NONE && !c->eng.rundir) {
+        fprintf(stderr, "beeworker-engine: choose a mode: --rundir DIR, --generate, --tokenize, --detokenize or --bench\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- --tokenize / --detokenize ---- */
+
+static char *read_stdin(size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) return NULL;
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n, stdin)) > 0) {
+        n += r;
+        if (n == cap) {
+            if (cap >= (size_t)64 << 20) break; /* 64 MiB is far past any prompt */
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int32_t *encode_text(const bw_tok *tok, const char *text, size_t len, int add_bos, int special, int32_t *n)
+{
+    int32_t cap = (int32_t)(len + 8 > INT32_MAX / 2 ? INT32_MAX / 2 : len + 8);
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    if (!ids) return NULL;
+    *n = bw_tok_encode(tok, text, len, add_bos, special, ids, cap);
+    if (*n < 0) {
+        free(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+static int run_tokenize(const bw_tok *tok, const cli *c)
+{
+    size_t len;
+    char *text = read_stdin(&len);
+    if (!text) return 1;
+    int32_t n;
+    int add_bos = c->add_bos >= 0 ? c->add_bos : bw_tok_add_bos(tok);
+    int32_t *ids = encode_text(tok, text, len, add_bos, c->special, &n);
+    free(text);
+    if (!ids) {
+        fprintf(stderr, "beeworker-engine: tokenizer failed\n");
+        return 1;
+    }
+    putchar('[');
+    for (int32_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+    puts("]");
+    free(ids);
+    return 0;
+}
+
+static int run_detokenize(const bw_tok *tok)
+{
+    size_t len;
+    char *text = read_stdin(&len);
+    if (!text) return 1;
+    json_error_t jerr;
+    json_t *arr = json_loadb(text, len, 0, &jerr);
+    free(text);
+    if (!json_is_array(arr)) {
+        fprintf(stderr, "beeworker-engine: --detokenize wants a JSON array of token ids on stdin\n");
+        json_decref(arr);
+        return 1;
+    }
+    bw_detok d;
+    bw_detok_init(&d);
+    char buf[512];
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        json_int_t id = json_integer_value(v);
+        if (!json_is_integer(v) || id < 0 || id >= bw_tok_n_vocab(tok)) {
+            fprintf(stderr, "beeworker-engine: element %zu is not a token id in 0..%d\n", i, bw_tok_n_vocab(tok) - 1);
+            json_decref(arr);
+            return 1;
+        }
+        int n = bw_detok_push(&d, tok, (int32_t)id, buf, sizeof buf);
+        if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
+    }
+    int n = bw_detok_flush(&d, buf, sizeof buf);
+    if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
+    json_decref(arr);
+    return 0;
+}
+
+/* ---- --generate ---- */
+
+static void print_top_logits(const float *logits, int n_vocab, int k)
+{
+    int best[100];
+    for (int j = 0; j < k; j++) best[j] = -1;
+    for (int i = 0; i < n_vocab; i++) {
+        for (int j = 0; j < k; j++) {
+            if (best[j] < 0 || logits[i] > logits[best[j]]) {
+                memmove(&best[j + 1], &best[j], (size_t)(k - j - 1) * sizeof *best);
+                best[j] = i;
+                break;
+            }
+        }
+    }
+    fputs(",\"top\":[", stdout);
+    for (int j = 0; j < k; j++) printf(j ? ",[%d,%.6g]" : "[%d,%.6g]", best[j], (double)logits[best[j]]);
+    putchar(']');
+}
+
+static void print_json_text(const char *s, size_t n)
+{
+    json_t *str = json_stringn(s, n);
+    char *enc = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+    fputs(enc ? enc : "\"\"", stdout);
+    free(enc);
+    json_decref(str);
+}
+
+static int32_t *build_prompt(const bw_engine *e, const cli *c, int32_t *n, char *err, size_t errlen)
+{
+    const char *text = c->prompt;
+    char *rendered = NULL;
+    int special = c->special;
+    if (c->chat) {
+        bw_gguf_str tmpl = {0, NULL};
+        bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &tmpl);
+        bw_chat_msg msgs[2];
+        size_t nm = 0;
+        if (c->system) msgs[nm++] = (bw_chat_msg){"system", c->system};
+        msgs[nm++] = (bw_chat_msg){"user", c->prompt};
+        rendered = bw_chat_render(bw_chat_detect(tmpl.str, tmpl.len), tmpl.str, tmpl.len, msgs, nm, err, errlen);
+        if (!rendered) return NULL;
+        text = rendered;
+        special = 1;
+    }
+    int add_bos = c->add_bos >= 0 ? c->add_bos : bw_tok_add_bos(e->tok);
+    int32_t *ids = encode_text(e->tok, text, strlen(text), add_bos, special, n);
+    free(rendered);
+    if (!ids) snprintf(err, errlen, "the prompt could not be tokenized");
+    else if (*n == 0) {
+        snprintf(err, errlen, "the prompt is empty after tokenization");
+        free(ids);
+        ids = NULL;
+    }
+    return ids;
+}
+
+static int dump_logits(const char *path, const float *logits, int n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(logits, sizeof *logits, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "beeworker-engine: cannot write %s: %s\n", path, strerror(errno));
+        if (f) fclose(f);
+        return -1;
+    }
+    return fclose(f);
+}
+
+static int run_generate(bw_engine *e, cli *c)
+{
+    char err[256];
+    int32_t n_prompt;
+    int32_t *prompt = build_prompt(e, c, &n_prompt, err, sizeof err);
+    if (!prompt) {
+        fprintf(stderr, "beeworker-engine: %s\n", err);
+        return 1;
+    }
+    if (n_prompt + c->gen.max_tokens > e->n_ctx) {
+        fprintf(stderr, "beeworker-engine: prompt (%d tokens) + --max-tokens %d exceed the context of %d\n", n_prompt,
+                c->gen.max_tokens, e->n_ctx);
+        free(prompt);
+        return 1;
+    }
+    if (!c->seed_set) c->gen.sampling.seed = bw_clock_real_ns() ^ ((uint64_t)getpid() << 32);
+    const int nv = e->model.cfg.n_vocab;
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    int32_t *pos = malloc((size_t)n_prompt * sizeof *pos), *slot = calloc((size_t)n_prompt, sizeof *slot);
+    uint8_t *want = calloc((size_t)n_prompt, 1);
+    bw_sampler *s = bw_sampler_create(nv);
+    bw_gen *g = bw_gen_create(e->tok, &c->gen, prompt, (size_t)n_prompt, 0);
+    int rc = 1;
+    if (!logits || !pos || !slot || !want || !s || !g) {
+        fprintf(stderr, "beeworker-engine: out of memory\n");
+        goto out;
+    }
+    for (int32_t i = 0; i < n_prompt; i++) pos[i] = i;
+    want[n_prompt - 1] = 1;
+
+    uint64_t t0 = bw_clock_mono_ns();
+    bw_batch b = {n_prompt, prompt, pos, slot, want};
+    if (bw_backend_forward(e->backend, &b, logits)) {
+        fprintf(stderr, "beeworker-engine: forward pass failed\n");
+        goto out;
+    }
+    uint64_t t1 = bw_clock_mono_ns();
+    if (c->dump_logits && dump_logits(c->dump_logits, logits, nv)) goto out;
+
+    bw_gen_token tk;
+    int32_t cur_pos = n_prompt, n_out = 0;
+    for (;;) {
+        if (c->json && c->top_logits > 0) {
+            /* the top logits are those the sampler sees, before any penalty changes them */
+            printf("{\"i\":%d", n_out);
+            print_top_logits(logits, nv, c->top_logits);
+        }
+        if (bw_gen_next(g, s, logits, &tk)) {
+            fprintf(stderr, "beeworker-engine: out of memory\n");
+            goto out;
+        }
+        n_out++;
+        if (c->json) {
+            if (c->top_logits <= 0) printf("{\"i\":%d", tk.index);
+            printf(",\"id\":%d,\"t\":", tk.id);
+            print_json_text(tk.text, tk.text_len);
+            printf(",\"ts_ns\":%llu}\n", (unsigned long long)bw_clock_real_ns());
+        } else {
+            fwrite(tk.text, 1, tk.text_len, stdout);
+        }
+        fflush(stdout);
+        if (tk.stop != BW_STOP_NONE) break;
+        int32_t one_pos = cur_pos++, one_slot = 0;
+        uint8_t one_want = 1;
+        bw_batch d = {1, &tk.id, &one_pos, &one_slot, &one_want};
+        if (bw_backend_forward(e->backend, &d, logits)) {
+            fprintf(stderr, "beeworker-engine: forward pass failed\n");
+            goto out;
+        }
+    }
+    uint64_t t2 = bw_clock_mono_ns();
+    double prefill_ms = (double)(t1 - t0) / 1e6, decode_ms = (double)(t2 - t1) / 1e6;
+    /* n_out tokens were sampled, n_out - 1 of them needed a decode step */
+    double tps = n_out > 1 ? (n_out - 1) / ((double)(t2 - t1) / 1e9) : 0.0;
+    if (c->json) {
+        printf("{\"done\":true,\"stop_reason\":\"%s\",", bw_stop_reason_name(tk.stop));
+        if (tk.stop == BW_STOP_SEQUENCE) {
+            fputs("\"stop_sequence_matched\":", stdout);
+            print_json_text(tk.stop_matched, strlen(tk.stop_matched));
+            putchar(',');
+        }
+        printf("\"prompt_tokens\":%d,\"tokens_out\":%d,\"seed\":%llu,\"prefill_ms\":%.3f,\"decode_ms\":%.3f,"
+               "\"decode_tps\":%.2f}\n",
+               n_prompt, n_out, (unsigned long long)c->gen.sampling.seed, prefill_ms, decode_ms, tps);
+    } else {
+        putchar('\n');
+        fprintf(stderr, "\n[%s] prompt %d tokens in %.1f ms, %d tokens out, %.1f tokens/s\n",
+                bw_stop_reason_name(tk.stop), n_prompt, prefill_ms, n_out, tps);
+    }
+    rc = 0;
+out:
+    bw_gen_free(g);
+    bw_sampler_free(s);
+    free(logits);
+    free(pos);
+    free(slot);
+    free(want);
+    free(prompt);
+    return rc;
+}
+
+/* ---- --bench ---- */
+
+typedef struct {
+    double mean, sd;
+} stat;
+
+static stat stats(const double *v, int n)
+{
+    stat s = {0, 0};
+    for (int i = 0; i < n; i++) s.mean += v[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0;
+    return s;
+}
+
+static int run_bench(bw_engine *e, const cli *c)
+{
+    const int P = c->bench_p ? c->bench_p : 512, N = c->bench_n ? c->bench_n : 128;
+    const int reps = c->bench_reps ? c->bench_reps : 3;
+    if (P > e->n_ctx || N > e->n_ctx) {
+        fprintf(stderr, "beeworker-engine: -p/-n exceed the context of %d\n", e->n_ctx);
+        return 1;
+    }
+    const int nv = e->model.cfg.n_vocab;
+    int32_t *tok = malloc((size_t)P * sizeof *tok), *pos = malloc((size_t)P * sizeof *pos);
+    int32_t *slot = calloc((size_t)P, sizeof *slot);
+    uint8_t *want = calloc((size_t)P, 1);
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    double pp[1000], tg[1000];
+    int rc = 1;
+    if (!tok || !pos || !slot || !want || !logits) goto out;
+    for (int i = 0; i < P; i++) {
+        tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv); /* fixed, arbitrary ids */
+        pos[i] = i;
+    }
+    want[P - 1] = 1;
+    /* one untimed warm-up of each kind: page in the weights, wake the threads */
+    for (int r = -1; r < reps; r++) {
+        bw_batch b = {P, tok, pos, slot, want};
+        uint64_t t0 = bw_clock_mono_ns();
+        if (bw_backend_forward(e->backend, &b, logits)) goto out;
+        uint64_t t1 = bw_clock_mono_ns();
+        for (int i = 0; i < N; i++) {
+            uint8_t w = 1;
+            bw_batch d = {1, &tok[i % P], &pos[i], slot, &w};
+            if (bw_backend_forward(e->backend, &d, logits)) goto out;
+        }
+        uint64_t t2 = bw_clock_mono_ns();
+        if (r >= 0) {
+            pp[r] = P / ((double)(t1 - t0) / 1e9);
+            tg[r] = N / ((double)(t2 - t1) / 1e9);
+        }
+    }
+    stat sp = stats(pp, reps), sg = stats(tg, reps);
+    printf("| model | backend | threads | test | t/s |\n|---|---|---|---|---|\n");
+    printf("| %s | %s | %d | pp%d | %.2f ± %.2f |\n", e->model.id, e->backend->ops->name,
+           e->backend->params.n_threads, P, sp.mean, sp.sd);
+    printf("| %s | %s | %d | tg%d | %.2f ± %.2f |\n", e->model.id, e->backend->ops->name,
+           e->backend->params.n_threads, N, sg.mean, sg.sd);
+    printf("{\"pp\":%d,\"tg\":%d,\"pp_tps\":%.3f,\"pp_sd\":%.3f,\"tg_tps\":%.3f,\"tg_sd\":%.3f,\"threads\":%d,"
+           "\"backend\":\"%s\"}\n",
+           P, N, sp.mean, sp.sd, sg.mean, sg.sd, e->backend->params.n_threads, e->backend->ops->name);
+    rc = 0;
+out:
+    if (rc) fprintf(stderr, "beeworker-engine: benchmark failed\n");
+    free(tok);
+    free(pos);
+    free(slot);
+    free(want);
+    free(logits);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    bw_log_init("engine");
+    cli c;
+    memset(&c, 0, sizeof c);
+    c.eng.backend = "cpu";
+    c.add_bos = -1;
+    bw_gen_params_defaults(&c.gen);
+    if (parse_args(argc, argv, &c)) return 2;
+
+    if (c.mode == MODE_NONE) {
+#ifdef BW_HAVE_DAEMON
+        return bw_daemon_main(&c.eng);
+#else
+        fprintf(stderr, "beeworker-engine: daemon mode is not built into this binary\n");
+        return 2;
+#endif
+    }
+    if (c.mode == MODE_TOKENIZE || c.mode == MODE_DETOKENIZE) c.eng.n_slots = 1, c.eng.n_ctx = 16;
+    if (c.mode == MODE_GENERATE || c.mode == MODE_BENCH) c.eng.n_slots = 1;
+    bw_engine e;
+    char err[512];
+    if (bw_engine_load(&e, &c.eng, NULL, NULL, err, sizeof err)) {
+        fprintf(stderr, "beeworker-engine: %s\n", err);
+        return 1;
+    }
+    int rc;
+    switch (c.mode) {
+    case MODE_TOKENIZE: rc = run_tokenize(e.tok, &c); break;
+    case MODE_DETOKENIZE: rc = run_detokenize(e.tok); break;
+    case MODE_GENERATE: rc = run_generate(&e, &c); break;
+    default: rc = run_bench(&e, &c); break;
+    }
+    bw_engine_unload(&e);
+    return rc;
+}
