@@ -470,6 +470,9 @@ static int run_generate(bw_engine *e, cli *c)
             print_json_text(tk.stop_matched, strlen(tk.stop_matched));
             putchar(',');
         }
+        fputs("\"prompt_ids\":[", stdout);
+        for (int32_t i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
+        fputs("],", stdout);
         printf("\"prompt_tokens\":%d,\"tokens_out\":%d,\"seed\":%llu,\"prefill_ms\":%.3f,\"decode_ms\":%.3f,"
                "\"decode_tps\":%.2f}\n",
                n_prompt, n_out, (unsigned long long)c->gen.sampling.seed, prefill_ms, decode_ms, tps);
