@@ -29,7 +29,7 @@ typedef struct {
 } bw_gguf_kv;
 
 typedef struct {
-    bw_gguf_str name;
+    bw_gguf_str name;  /* also NUL-terminated (a copy owned by the reader, valid until close) */
     uint32_t type;     /* enum bw_type number; validated to be one we support */
     uint32_t n_dims;   /* 1..4 */
     int64_t ne[4];     /* unused dims are 1 */
