@@ -212,8 +212,9 @@ static int parse_value(cursor *c, bw_gguf_kv *kv, uint64_t *n_strs)
 
 static void key_where(cursor *c, const bw_gguf_kv *kv)
 {
-    snprintf(c->where, sizeof c->where, "the value of key '%.*s'", (int)(kv->key.len > 80 ? 80 : kv->key.len),
-             kv->key.str);
+    char key[81];
+    bw_gguf_str_print(kv->key, key, sizeof key);
+    snprintf(c->where, sizeof c->where, "the value of key '%s'", key);
 }
 
 static int parse_kvs(cursor *c)
@@ -249,6 +250,18 @@ static int parse_kvs(cursor *c)
     return 0;
 }
 
+size_t bw_gguf_str_print(bw_gguf_str s, char *out, size_t outlen)
+{
+    if (outlen == 0) return 0;
+    size_t n = s.len < outlen - 1 ? (size_t)s.len : outlen - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s.str[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '_';
+    }
+    out[n] = '\0';
+    return n;
+}
+
 static uint64_t name_hash(const char *s, uint64_t len)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -276,20 +289,19 @@ static int parse_tensor_info(cursor *c, uint64_t i)
     snprintf(c->where, sizeof c->where, "the name of tensor %" PRIu64 " of %" PRIu64, i, g->n_tensors);
     if (read_str(c, &t->name)) return -1;
     if (t->name.len == 0) return fail(c, "tensor %" PRIu64 " has an empty name: corrupt model file", i);
-    int nl = (int)(t->name.len > 96 ? 96 : t->name.len);
-    snprintf(c->where, sizeof c->where, "tensor %.*s", nl, t->name.str);
+    char nm[97];
+    bw_gguf_str_print(t->name, nm, sizeof nm);
+    snprintf(c->where, sizeof c->where, "tensor %s", nm);
 
     if (read_u32(c, &t->n_dims)) return -1;
     if (t->n_dims < 1 || t->n_dims > 4)
-        return fail(c, "tensor %.*s has %" PRIu32 " dimensions (1 to 4 allowed): corrupt model file", nl,
-                    t->name.str, t->n_dims);
+        return fail(c, "tensor %s has %" PRIu32 " dimensions (1 to 4 allowed): corrupt model file", nm, t->n_dims);
     uint64_t n_elems = 1;
     for (int d = 0; d < 4; d++) {
         uint64_t ne = 1;
         if ((uint32_t)d < t->n_dims && read_u64(c, &ne)) return -1;
         if (ne == 0 || ne > INT64_MAX || n_elems > INT64_MAX / ne)
-            return fail(c, "tensor %.*s has an impossible dimension %" PRIu64 " (dim %d): corrupt model file", nl,
-                        t->name.str, ne, d);
+            return fail(c, "tensor %s has an impossible dimension %" PRIu64 " (dim %d): corrupt model file", nm, ne, d);
         n_elems *= ne;
         t->ne[d] = (int64_t)ne;
     }
@@ -297,25 +309,23 @@ static int parse_tensor_info(cursor *c, uint64_t i)
     if (read_u32(c, &t->type)) return -1;
     const struct bw_type_info *ti = bw_type_info(t->type);
     if (!ti || !ti->is_weight_type)
-        return fail(c, "tensor %.*s has type %" PRIu32 " (%s), which this engine does not support yet", nl,
-                    t->name.str, t->type, type_name(t->type));
+        return fail(c, "tensor %s has type %" PRIu32 " (%s), which this engine does not support yet", nm, t->type, type_name(t->type));
     size_t row = bw_type_row_bytes(t->type, (uint64_t)t->ne[0]);
     if (row == 0)
-        return fail(c, "tensor %.*s has %" PRId64 " columns, not a multiple of the %s block size %d", nl,
-                    t->name.str, t->ne[0], ti->name, ti->block_size);
+        return fail(c, "tensor %s has %" PRId64 " columns, not a multiple of the %s block size %d", nm, t->ne[0], ti->name, ti->block_size);
     uint64_t n_rows = n_elems / (uint64_t)t->ne[0];
     if (n_rows > UINT64_MAX / row)
-        return fail(c, "tensor %.*s is impossibly large: corrupt model file", nl, t->name.str);
+        return fail(c, "tensor %s is impossibly large: corrupt model file", nm);
     t->nbytes = n_rows * row;
 
     if (read_u64(c, &t->offset)) return -1;
     if (t->offset % g->alignment)
-        return fail(c, "tensor %.*s has offset %" PRIu64 ", not a multiple of the file's alignment %" PRIu64
+        return fail(c, "tensor %s has offset %" PRIu64 ", not a multiple of the file's alignment %" PRIu64
                        ": corrupt model file",
-                    nl, t->name.str, t->offset, g->alignment);
+                    nm, t->offset, g->alignment);
 
     uint64_t slot = hash_slot(g, t->name.str, t->name.len);
-    if (g->hash[slot]) return fail(c, "tensor %.*s appears twice in the model file", nl, t->name.str);
+    if (g->hash[slot]) return fail(c, "tensor %s appears twice in the model file", nm);
     g->hash[slot] = (uint32_t)(i + 1);
     return 0;
 }
@@ -347,14 +357,15 @@ static int place_tensors(cursor *c, uint64_t data_start)
                     data_start, human(g->size, a));
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         bw_gguf_tensor *t = &g->tensors[i];
-        int nl = (int)(t->name.len > 96 ? 96 : t->name.len);
+        char nm[97];
+        bw_gguf_str_print(t->name, nm, sizeof nm);
         uint64_t room = g->size - data_start;
         if (t->offset >= room)
-            return fail(c, "tensor %.*s starts at offset %" PRIu64 " of the data section, past the end of the "
+            return fail(c, "tensor %s starts at offset %" PRIu64 " of the data section, past the end of the "
                            "file (%s of tensor data): corrupt or truncated model file",
-                        nl, t->name.str, t->offset, human(room, a));
+                        nm, t->offset, human(room, a));
         if (t->nbytes > room - t->offset)
-            return fail(c, "model file truncated: tensor %.*s ends at %s, file has %s", nl, t->name.str,
+            return fail(c, "model file truncated: tensor %s ends at %s, file has %s", nm,
                         human(data_start + t->offset + t->nbytes, a), human(g->size, b));
         t->data = g->map + data_start + t->offset;
     }

@@ -60,6 +60,11 @@ int bw_gguf_get_f32(const bw_gguf *g, const char *key, float *out);
 int bw_gguf_get_bool(const bw_gguf *g, const char *key, int *out);
 int bw_gguf_get_str(const bw_gguf *g, const char *key, bw_gguf_str *out);
 
+/* Copies at most outlen-1 bytes of s into out, NUL-terminated, each byte outside printable ASCII
+ * replaced by '_': file strings are untrusted, and error lines and ids must stay one printable line.
+ * Returns the length written. */
+size_t bw_gguf_str_print(bw_gguf_str s, char *out, size_t outlen);
+
 /* Element i of an array of strings (O(1) after open: the reader indexes string arrays). -1 if out of
  * range or not a string array. */
 int bw_gguf_arr_str(const bw_gguf *g, const bw_gguf_kv *kv, uint64_t i, bw_gguf_str *out);

@@ -72,9 +72,11 @@ static int read_config(loader *L, bw_model_config *c)
     const bw_gguf *g = L->g;
     bw_gguf_str arch;
     if (bw_gguf_get_str(g, "general.architecture", &arch)) return fail(L, "model file lacks general.architecture");
-    if (!str_is(arch, "llama"))
-        return fail(L, "architecture '%.*s' is not supported (llama family only)", (int)(arch.len > 64 ? 64 : arch.len),
-                    arch.str);
+    char shown[65];
+    if (!str_is(arch, "llama")) {
+        bw_gguf_str_print(arch, shown, sizeof shown);
+        return fail(L, "architecture '%s' is not supported (llama family only)", shown);
+    }
 
     if (get_int(L, "llama.block_count", -1, 1, BW_MAX_LAYERS, &c->n_layer) ||
         get_int(L, "llama.embedding_length", -1, 1, MAX_EMBD, &c->n_embd) ||
@@ -103,8 +105,8 @@ static int read_config(loader *L, bw_model_config *c)
         if (str_is(st, "linear")) {
             if (get_float(L, "llama.rope.scaling.factor", NAN, 0.0f, 1024.0f, &c->rope_scale)) return -1;
         } else if (!str_is(st, "none")) {
-            return fail(L, "rope scaling type '%.*s' is not supported (only linear and none)",
-                        (int)(st.len > 32 ? 32 : st.len), st.str);
+            bw_gguf_str_print(st, shown, sizeof shown);
+            return fail(L, "rope scaling type '%s' is not supported (only linear and none)", shown);
         }
     }
     return 0;
@@ -161,23 +163,13 @@ static int get_layer(loader *L, int i, bw_layer_weights *w)
 static void set_id(bw_model *m, const bw_gguf *g, const char *path)
 {
     bw_gguf_str name;
-    const char *src;
-    size_t len;
-    if (bw_gguf_get_str(g, "general.name", &name) == 0 && name.len > 0) {
-        src = name.str;
-        len = (size_t)name.len;
-    } else {
+    if (bw_gguf_get_str(g, "general.name", &name) != 0 || name.len == 0) {
         const char *slash = path ? strrchr(path, '/') : NULL;
-        src = slash ? slash + 1 : path ? path : "model";
-        len = strlen(src);
-        if (len > 5 && strcmp(src + len - 5, ".gguf") == 0) len -= 5;
+        name.str = slash ? slash + 1 : path ? path : "model";
+        name.len = strlen(name.str);
+        if (name.len > 5 && strcmp(name.str + name.len - 5, ".gguf") == 0) name.len -= 5;
     }
-    if (len > sizeof m->id - 1) len = sizeof m->id - 1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        m->id[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '_';
-    }
-    m->id[len] = '\0';
+    bw_gguf_str_print(name, m->id, sizeof m->id);
 }
 
 int bw_model_load(bw_model *m, const bw_gguf *g, const char *path, char *err, size_t errlen)

@@ -401,7 +401,8 @@ struct tiny {
 
 enum { TE = 32, TV = 5, TFF = 64, TLAYERS = 2 };
 
-static void build_tiny(buf *b, const struct tiny *o)
+/* Returns the offset of the data section. */
+static size_t build_tiny(buf *b, const struct tiny *o)
 {
     struct { char name[48]; uint64_t ne[2]; uint32_t type; } t[4 + 9 * TLAYERS];
     int nt = 0, kvw = o->n_head ? TE / o->n_head * (o->n_head_kv ? o->n_head_kv : o->n_head) : TE;
@@ -456,6 +457,7 @@ static void build_tiny(buf *b, const struct tiny *o)
         blk[1] = 0x38;
         for (int k = 0; k < 32; k++) blk[2 + k] = (uint8_t)(int8_t)(r * 32 + k - 64);
     }
+    return data;
 }
 
 static int load_tiny(const struct tiny *o, bw_model *m, char *err, size_t errlen)
@@ -553,6 +555,79 @@ static void test_tiny_models(void)
     o = base;
     o.bad_shape = 1;
     expect_model_refused("wrong shape", &o, "tensor blk.1.attn_k.weight has shape 32x32, expected 32x16");
+}
+
+/* ---- every metadata byte corrupted ------------------------------------------------------------------- */
+
+/* Touches everything an open file hands out, so ASan sees any pointer that escaped the mapping. */
+static unsigned walk(const bw_gguf *g)
+{
+    unsigned sum = 0;
+    bw_gguf_str s;
+    for (uint64_t i = 0; i < bw_gguf_n_kv(g); i++) {
+        const bw_gguf_kv *kv = bw_gguf_kv_at(g, i);
+        for (uint64_t k = 0; k < kv->key.len; k++) sum += (uint8_t)kv->key.str[k];
+        for (uint64_t j = 0; kv->type == BW_GGUF_ARRAY && bw_gguf_arr_str(g, kv, j, &s) == 0; j++)
+            for (uint64_t k = 0; k < s.len; k++) sum += (uint8_t)s.str[k];
+    }
+    for (uint64_t i = 0; i < bw_gguf_n_tensors(g); i++) {
+        const bw_gguf_tensor *t = bw_gguf_tensor_at(g, i);
+        sum += (uint8_t)t->name.str[t->name.len] + ((const uint8_t *)t->data)[t->nbytes - 1];
+        sum += bw_gguf_find_tensor(g, t->name.str) != NULL;
+    }
+    return sum;
+}
+
+/* Each byte before the tensor data set to values that make lengths, counts and types hostile. Every
+ * outcome is fine but a crash, a multi-line error or a model that loads with a bad shape. */
+static void mutate_all(const char *what, buf *b, size_t upto, int load_model)
+{
+    static const uint8_t vals[] = {0x00, 0xff, 0x80, 0x7f, 0x01, 0x20};
+    static bw_model m;
+    char err[512];
+    int opened = 0, loaded = 0, tries = 0;
+    static volatile unsigned sink; /* keeps the walks from being optimized away */
+    for (size_t pos = 0; pos < upto; pos++) {
+        uint8_t orig = b->p[pos];
+        for (size_t v = 0; v <= sizeof vals; v++) {
+            b->p[pos] = v < sizeof vals ? vals[v] : (uint8_t)(orig + 1);
+            if (b->p[pos] == orig) continue;
+            tries++;
+            err[0] = '\0';
+            const char *path = write_file(b, b->len, "mutant.gguf");
+            bw_gguf *g = bw_gguf_open(path, err, sizeof err);
+            if (g) {
+                opened++;
+                sink += walk(g);
+                if (load_model && bw_model_load(&m, g, path, err, sizeof err) == 0) {
+                    float row[TE];
+                    loaded++;
+                    bw_model_embed(&m, m.cfg.n_vocab - 1, row);
+                    sink += row[0] != 0;
+                    CHECK(m.cfg.n_embd * (int64_t)m.cfg.n_vocab == m.tok_embd.cols * m.tok_embd.rows, "mutant shape");
+                } else if (load_model) {
+                    CHECK(err[0] && !strchr(err, '\n'), "%s byte %zu: model error '%s'", what, pos, err);
+                }
+                bw_gguf_close(g);
+            } else {
+                CHECK(err[0] && !strchr(err, '\n'), "%s byte %zu: error '%s'", what, pos, err);
+            }
+        }
+        b->p[pos] = orig;
+    }
+    printf("ok   %s: %d single-byte corruptions of %zu metadata bytes, %d opened, %d loaded\n", what, tries,
+           upto, opened, loaded);
+}
+
+static void test_mutations(void)
+{
+    buf b = {0};
+    size_t data = build_good(&b, 32, 3);
+    mutate_all("good file", &b, data, 0);
+    const struct tiny base = {"llama", "linear", 2.0f, 4, 2, -1, 0, 0, 1};
+    data = build_tiny(&b, &base);
+    mutate_all("tiny llama", &b, data, 1);
+    free(b.p);
 }
 
 /* ---- the default model ------------------------------------------------------------------------------- */
@@ -677,6 +752,7 @@ int main(int argc, char **argv)
     test_good_file(8, 3);
     test_bad_files();
     test_tiny_models();
+    test_mutations();
     test_real_model(default_model(argc, argv));
 
     char cmd[300];
