@@ -309,10 +309,12 @@ static int parse_tensor_info(cursor *c, uint64_t i)
     if (read_u32(c, &t->type)) return -1;
     const struct bw_type_info *ti = bw_type_info(t->type);
     if (!ti || !ti->is_weight_type)
-        return fail(c, "tensor %s has type %" PRIu32 " (%s), which this engine does not support yet", nm, t->type, type_name(t->type));
+        return fail(c, "tensor %s has type %" PRIu32 " (%s), which this engine does not support yet", nm, t->type,
+                    type_name(t->type));
     size_t row = bw_type_row_bytes(t->type, (uint64_t)t->ne[0]);
     if (row == 0)
-        return fail(c, "tensor %s has %" PRId64 " columns, not a multiple of the %s block size %d", nm, t->ne[0], ti->name, ti->block_size);
+        return fail(c, "tensor %s has %" PRId64 " columns, not a multiple of the %s block size %d", nm, t->ne[0],
+                    ti->name, ti->block_size);
     uint64_t n_rows = n_elems / (uint64_t)t->ne[0];
     if (n_rows > UINT64_MAX / row)
         return fail(c, "tensor %s is impossibly large: corrupt model file", nm);
@@ -377,7 +379,9 @@ static int parse_header(cursor *c)
     bw_gguf *g = c->g;
     snprintf(c->where, sizeof c->where, "the file header");
     if (g->size < 4 || memcmp(g->map, "GGUF", 4) != 0) {
-        if (g->size >= 4 && (!memcmp(g->map, "lmgg", 4) || !memcmp(g->map, "fmgg", 4) || !memcmp(g->map, "tjgg", 4)))
+        /* The pre-GGUF formats, whose magic is a little-endian u32 ("ggml", "ggmf", "ggjt"). */
+        const uint8_t *m = g->map;
+        if (g->size >= 4 && (!memcmp(m, "lmgg", 4) || !memcmp(m, "fmgg", 4) || !memcmp(m, "tjgg", 4)))
             return fail(c, "this is an old GGML/GGJT model file; convert it to GGUF with a current llama.cpp");
         if (g->size < 4) return need(c, 4);
         return fail(c, "not a GGUF model file (bad magic %02x %02x %02x %02x, expected 'GGUF')", g->map[0],

@@ -101,7 +101,8 @@ static int read_config(loader *L, bw_model_config *c)
     c->rope_scale = 1.0f;
     bw_gguf_str st;
     if (bw_gguf_find(g, "llama.rope.scaling.type")) {
-        if (bw_gguf_get_str(g, "llama.rope.scaling.type", &st)) return fail(L, "llama.rope.scaling.type is not a string");
+        if (bw_gguf_get_str(g, "llama.rope.scaling.type", &st))
+            return fail(L, "llama.rope.scaling.type is not a string");
         if (str_is(st, "linear")) {
             if (get_float(L, "llama.rope.scaling.factor", NAN, 0.0f, 1024.0f, &c->rope_scale)) return -1;
         } else if (!str_is(st, "none")) {
