@@ -1,1 +1,401 @@
-/* placeholder: implementation in progress */
+/* CPU kernels: the portable path, the run-time choice of SIMD path, and the threading of bw_matmul.
+ *
+ * Activation scratch (what bw_matmul quantizes x into for a quantized weight), one record per token,
+ * each record BW_ACT_ALIGN-aligned and bw_act_stride(cols) bytes long:
+ *   int8_t qs[cols]    q = round_half_even(x / d), 32 per block, blocks in column order
+ *   float  d[cols/32]  d = fp16(max|x| / 127), the block scale exactly as llama.cpp stores it
+ *   float  c[cols/32]  the per-block constant the weight type needs, times the path's c_scale:
+ *                      Q4_0: -8 * d * sum(q)  (folds the "-8" of the weight into one term)
+ *                      Q4_1: fp16(d_unrounded * sum(q))  (Q8_1's s)
+ *                      Q8_0: 0
+ * The portable path stores c as above; the AVX2 path stores c / 8 because it spreads the term over the
+ * 8 lanes of a vector (a power of two, so no rounding). Both paths produce identical qs and d.
+ * Products are y[t][r] = sum over blocks b of W-block(r, b) . x-block(t, b), blocks in increasing order. */
+#include "engine/cpu/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BW_ACT_ALIGN 64
+
+/* The SIMD path lives in kernels_avx2.c; these are its entry points (same contracts as the portable
+ * ones below). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BW_HAVE_AVX2_PATH 1
+void bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec);
+void bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
+                         size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
+                         int64_t r1);
+float bw_avx2_dot_f32(const float *a, const float *b, int64_t n);
+void bw_avx2_axpy_f32(float *y, float a, const float *x, int64_t n);
+void bw_avx2_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps);
+void bw_avx2_swiglu(float *out, const float *gate, const float *up, int64_t n);
+#endif
+
+struct bw_kernel_path {
+    const char *name;
+    void (*quant_act)(enum bw_type wtype, const float *x, int64_t cols, void *rec);
+    void (*matmul_rows)(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
+                        size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
+                        int64_t r1);
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*rmsnorm)(float *out, const float *x, const float *weight, int64_t n, float eps);
+    void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
+};
+
+/* ---- scalar helpers ---------------------------------------------------------------------------- */
+
+/* Inline versions of the tensor.h conversions: these sit in the innermost loops of the portable path,
+ * where an out-of-line call per element would dominate. */
+static inline float bw_h2f(uint16_t h)
+{
+    uint32_t em = h & 0x7fffu;
+    uint32_t u = em << 13;
+    float f;
+    memcpy(&f, &u, 4);
+    f *= 0x1p112f; /* rebias the exponent; exact for normals and subnormals alike */
+    memcpy(&u, &f, 4);
+    if (em >= 0x7c00u) u = 0x7f800000u | (em << 13); /* inf and nan */
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* float -> half, round to nearest even (what F16C's vcvtps2ph does in its default mode). */
+static inline uint16_t bw_f2h(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return sign | 0x7e00u;
+    if (ax >= 0x477ff000u) return sign | 0x7c00u; /* >= 65520 rounds to inf */
+    if (ax < 0x38800000u) {                      /* below 2^-14: a subnormal half */
+        float a;
+        memcpy(&a, &ax, 4);
+        float r = (a * 0x1p24f + 0x1p23f) - 0x1p23f; /* exact scale, then round to an integer */
+        return sign | (uint16_t)r;                     /* 1024 is the smallest normal: still right */
+    }
+    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);
+    return sign | (uint16_t)((r - (112u << 23)) >> 13);
+}
+
+static inline float bw_round_f16(float f)
+{
+    return bw_h2f(bw_f2h(f));
+}
+
+static inline uint16_t bw_load_u16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline float bw_bf2f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Round half to even for |v| < 2^22 (the default rounding mode does it when adding 1.5 * 2^23), the same
+ * rounding as vcvtps2dq, and cheaper than a libm call the compiler cannot vectorize. Needs strict IEEE
+ * arithmetic: do not build this file with -ffast-math. */
+static inline int bw_round_even(float v)
+{
+    return (int)((v + 0x1.8p23f) - 0x1.8p23f);
+}
+
+static inline size_t bw_act_stride(int64_t cols)
+{
+    size_t bytes = (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
+    return (bytes + BW_ACT_ALIGN - 1) / BW_ACT_ALIGN * BW_ACT_ALIGN;
+}
+
+static int bw_is_quant(enum bw_type t)
+{
+    return t == BW_TYPE_Q4_0 || t == BW_TYPE_Q4_1 || t == BW_TYPE_Q8_0;
+}
+
+/* ---- dequantization ------------------------------------------------------------------------------ */
+
+void bw_dequant_row(enum bw_type type, const void *row, float *out, int64_t cols)
+{
+    const uint8_t *p = row;
+    switch (type) {
+    case BW_TYPE_F32:
+        memcpy(out, row, (size_t)cols * sizeof(float));
+        return;
+    case BW_TYPE_F16:
+        for (int64_t i = 0; i < cols; i++) out[i] = bw_h2f(bw_load_u16(p + 2 * i));
+        return;
+    case BW_TYPE_BF16:
+        for (int64_t i = 0; i < cols; i++) out[i] = bw_bf2f(bw_load_u16(p + 2 * i));
+        return;
+    case BW_TYPE_Q4_0:
+        for (int64_t b = 0; b < cols / BW_QK; b++, p += sizeof(bw_block_q4_0), out += BW_QK) {
+            float d = bw_h2f(bw_load_u16(p));
+            const uint8_t *qs = p + 2;
+            for (int j = 0; j < BW_QK / 2; j++) {
+                out[j] = d * (float)((qs[j] & 15) - 8);
+                out[j + BW_QK / 2] = d * (float)((qs[j] >> 4) - 8);
+            }
+        }
+        return;
+    case BW_TYPE_Q4_1:
+        for (int64_t b = 0; b < cols / BW_QK; b++, p += sizeof(bw_block_q4_1), out += BW_QK) {
+            float d = bw_h2f(bw_load_u16(p)), m = bw_h2f(bw_load_u16(p + 2));
+            const uint8_t *qs = p + 4;
+            for (int j = 0; j < BW_QK / 2; j++) {
+                out[j] = d * (float)(qs[j] & 15) + m;
+                out[j + BW_QK / 2] = d * (float)(qs[j] >> 4) + m;
+            }
+        }
+        return;
+    case BW_TYPE_Q8_0:
+        for (int64_t b = 0; b < cols / BW_QK; b++, p += sizeof(bw_block_q8_0), out += BW_QK) {
+            float d = bw_h2f(bw_load_u16(p));
+            const int8_t *qs = (const int8_t *)(p + 2);
+            for (int j = 0; j < BW_QK; j++) out[j] = d * (float)qs[j];
+        }
+        return;
+    case BW_TYPE_Q8_1:
+        for (int64_t b = 0; b < cols / BW_QK; b++, p += sizeof(bw_block_q8_1), out += BW_QK) {
+            float d = bw_h2f(bw_load_u16(p));
+            const int8_t *qs = (const int8_t *)(p + 4);
+            for (int j = 0; j < BW_QK; j++) out[j] = d * (float)qs[j];
+        }
+        return;
+    }
+}
+
+/* ---- portable path ------------------------------------------------------------------------------ */
+
+static void bw_port_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec)
+{
+    int64_t nb = cols / BW_QK;
+    int8_t *qs = rec;
+    float *dd = (float *)(qs + cols), *cc = dd + nb;
+    for (int64_t b = 0; b < nb; b++, x += BW_QK, qs += BW_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < BW_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < BW_QK; j++) {
+            int q = bw_round_even(x[j] * id);
+            qs[j] = (int8_t)q;
+            sum += q;
+        }
+        dd[b] = bw_round_f16(d);
+        if (wtype == BW_TYPE_Q4_0) cc[b] = -8.0f * (dd[b] * (float)sum);
+        else if (wtype == BW_TYPE_Q4_1) cc[b] = bw_round_f16(d * (float)sum);
+        else cc[b] = 0.0f;
+    }
+}
+
+/* One output: row `w` of W (type given) against one activation record. */
+static float bw_port_dot_q(enum bw_type type, const uint8_t *w, const uint8_t *rec, int64_t cols)
+{
+    int64_t nb = cols / BW_QK;
+    const int8_t *xq = (const int8_t *)rec;
+    const float *dd = (const float *)(rec + cols), *cc = dd + nb;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, xq += BW_QK) {
+        int isum = 0;
+        switch (type) {
+        case BW_TYPE_Q4_0: {
+            const uint8_t *qs = w + b * (int64_t)sizeof(bw_block_q4_0) + 2;
+            for (int j = 0; j < BW_QK / 2; j++)
+                isum += ((qs[j] & 15) - 8) * xq[j] + ((qs[j] >> 4) - 8) * xq[j + BW_QK / 2];
+            sum += (float)isum * (bw_h2f(bw_load_u16(qs - 2)) * dd[b]);
+            break;
+        }
+        case BW_TYPE_Q4_1: {
+            const uint8_t *blk = w + b * (int64_t)sizeof(bw_block_q4_1), *qs = blk + 4;
+            for (int j = 0; j < BW_QK / 2; j++) isum += (qs[j] & 15) * xq[j] + (qs[j] >> 4) * xq[j + BW_QK / 2];
+            sum += (float)isum * (bw_h2f(bw_load_u16(blk)) * dd[b]) + bw_h2f(bw_load_u16(blk + 2)) * cc[b];
+            break;
+        }
+        default: { /* Q8_0 */
+            const uint8_t *blk = w + b * (int64_t)sizeof(bw_block_q8_0);
+            const int8_t *qs = (const int8_t *)(blk + 2);
+            for (int j = 0; j < BW_QK; j++) isum += qs[j] * xq[j];
+            sum += (float)isum * (bw_h2f(bw_load_u16(blk)) * dd[b]);
+            break;
+        }
+        }
+    }
+    return sum;
+}
+
+static float bw_port_dot_float(enum bw_type type, const uint8_t *w, const float *x, int64_t cols)
+{
+    float sum = 0.0f;
+    switch (type) {
+    case BW_TYPE_F16:
+        for (int64_t i = 0; i < cols; i++) sum += bw_h2f(bw_load_u16(w + 2 * i)) * x[i];
+        break;
+    case BW_TYPE_BF16:
+        for (int64_t i = 0; i < cols; i++) sum += bw_bf2f(bw_load_u16(w + 2 * i)) * x[i];
+        break;
+    default: /* F32 */
+        for (int64_t i = 0; i < cols; i++) {
+            float v;
+            memcpy(&v, w + 4 * i, 4);
+            sum += v * x[i];
+        }
+        break;
+    }
+    return sum;
+}
+
+static void bw_port_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
+                                size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
+                                int64_t r1)
+{
+    const uint8_t *base = W->data;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = base + (size_t)r * W->row_bytes;
+        for (int64_t t = 0; t < n_tok; t++) {
+            float v = bw_is_quant(W->type)
+                          ? bw_port_dot_q(W->type, w, (const uint8_t *)act + (size_t)t * act_stride, W->cols)
+                          : bw_port_dot_float(W->type, w, x + t * x_stride, W->cols);
+            y[t * y_stride + r] = v;
+        }
+    }
+}
+
+static float bw_port_dot_f32(const float *a, const float *b, int64_t n)
+{
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void bw_port_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* Squares are rounded to float and summed in double, then the row is scaled and multiplied by the
+ * weight in that order: the arithmetic of llama.cpp's rms_norm followed by its mul. */
+static void bw_port_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps)
+{
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * weight[i];
+}
+
+static void bw_port_swiglu(float *out, const float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static const struct bw_kernel_path bw_path_portable = {
+    "portable", bw_port_quant_act, bw_port_matmul_rows, bw_port_dot_f32,
+    bw_port_axpy_f32, bw_port_rmsnorm, bw_port_swiglu,
+};
+
+#ifdef BW_HAVE_AVX2_PATH
+static const struct bw_kernel_path bw_path_avx2 = {
+    "avx2", bw_avx2_quant_act, bw_avx2_matmul_rows, bw_avx2_dot_f32,
+    bw_avx2_axpy_f32, bw_avx2_rmsnorm, bw_avx2_swiglu,
+};
+#endif
+
+/* Until bw_kernels_init runs, everything works on the portable path. */
+static const struct bw_kernel_path *bw_path = &bw_path_portable;
+
+const char *bw_kernels_init(int force_portable)
+{
+    bw_path = &bw_path_portable;
+#ifdef BW_HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        bw_path = &bw_path_avx2;
+#else
+    (void)force_portable;
+#endif
+    return bw_path->name;
+}
+
+/* ---- bw_matmul: quantize the activations, then split the rows over the pool ---------------------- */
+
+size_t bw_matmul_scratch_bytes(enum bw_type wtype, int64_t cols, int64_t n_tok)
+{
+    if (!bw_is_quant(wtype)) return 0;
+    return (size_t)n_tok * bw_act_stride(cols);
+}
+
+struct bw_mm_job {
+    const struct bw_kernel_path *path;
+    const bw_tensor *W;
+    const float *x;
+    int64_t x_stride, n_tok;
+    float *y;
+    int64_t y_stride;
+    void *act;
+    size_t act_stride;
+};
+
+static void bw_mm_quant_task(void *ctx, int ith, int nth)
+{
+    struct bw_mm_job *j = ctx;
+    int64_t t0 = j->n_tok * ith / nth, t1 = j->n_tok * (ith + 1) / nth;
+    for (int64_t t = t0; t < t1; t++)
+        j->path->quant_act(j->W->type, j->x + t * j->x_stride, j->W->cols,
+                           (uint8_t *)j->act + (size_t)t * j->act_stride);
+}
+
+/* Rows split in contiguous ranges, multiples of 4 so every thread gets whole micro-kernel tiles. */
+static void bw_mm_rows_task(void *ctx, int ith, int nth)
+{
+    struct bw_mm_job *j = ctx;
+    int64_t rows = j->W->rows;
+    int64_t r0 = rows * ith / nth / 4 * 4;
+    int64_t r1 = ith == nth - 1 ? rows : rows * (ith + 1) / nth / 4 * 4;
+    if (r1 > r0)
+        j->path->matmul_rows(j->W, j->x, j->x_stride, j->act, j->act_stride, j->n_tok, j->y, j->y_stride,
+                             r0, r1);
+}
+
+void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok,
+               float *y, int64_t y_stride, void *scratch)
+{
+    struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0};
+    if (bw_is_quant(W->type)) {
+        j.act_stride = bw_act_stride(W->cols);
+        /* A few rows quantize in well under a microsecond: cheaper than a fork-join. */
+        if (n_tok <= 4) bw_mm_quant_task(&j, 0, 1);
+        else bw_pool_run(pool, bw_mm_quant_task, &j);
+    }
+    bw_pool_run(pool, bw_mm_rows_task, &j);
+}
+
+/* ---- vector ops ---------------------------------------------------------------------------------- */
+
+void bw_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps)
+{
+    bw_path->rmsnorm(out, x, weight, n, eps);
+}
+
+void bw_swiglu(float *out, const float *gate, const float *up, int64_t n)
+{
+    bw_path->swiglu(out, gate, up, n);
+}
+
+float bw_dot_f32(const float *a, const float *b, int64_t n)
+{
+    return bw_path->dot(a, b, n);
+}
+
+void bw_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    bw_path->axpy(y, a, x, n);
+}

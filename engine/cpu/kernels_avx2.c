@@ -1,1 +1,400 @@
-/* placeholder: implementation in progress */
+/* The AVX2/FMA/F16C path of the CPU kernels (chosen at run time by bw_kernels_init; every function
+ * carries its own target attribute so the rest of the binary still runs on a CPU without AVX2).
+ *
+ * Products: y[t][r] = sum over 32-blocks b of W-block(r, b) . x-block(t, b). Quantized weights meet the
+ * activation records of kernels.c (int8 qs[cols], float d[cols/32], float c[cols/32], with c stored
+ * divided by 8 on this path). Per block and output, 8 lanes of int32 partial dots are turned to float
+ * and multiply-added with the block scales; the 8 lanes are summed only once per output, at the end.
+ * The -8 of Q4_0 and the m * s of Q4_1 enter as a per-block constant spread over the 8 lanes (c / 8
+ * in each), so the unsigned 4-bit weights go straight into vpmaddubsw without re-centering.
+ * Outputs are computed in tiles: 4 rows x 1 token for decode (the activation block is loaded once for
+ * four weight rows), 2 rows x 4 tokens for prefill (each unpacked weight block serves four tokens). */
+#include "engine/tensor.h"
+
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define BW_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define BW_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+/* Tokens per prefill tile: their activation records (46 KB at 576 columns, 123 KB at 1536) stay in L2
+ * while the thread's rows stream past them, so each weight row is read from memory n_tok / 64 times. */
+#define BW_TOK_TILE 64
+
+BW_AVX2_INLINE float bw_hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The four horizontal sums of a, b, c, d, in that order. */
+BW_AVX2_INLINE __m128 bw_hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    __m256 ab = _mm256_hadd_ps(a, b);
+    __m256 cd = _mm256_hadd_ps(c, d);
+    __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+BW_AVX2_INLINE __m256 bw_h2f_bcast(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes 0..15: low nibbles (elements 0..15) in the low half. */
+BW_AVX2_INLINE __m256i bw_nibbles(const uint8_t *qs)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(15));
+}
+
+/* 8 lanes of partial sums of u[i] * s[i], u unsigned, s signed. No pair saturates vpmaddubsw here:
+ * |u| <= 128 and |s| <= 127 gives at most 32512. */
+BW_AVX2_INLINE __m256 bw_dot_u8s8(__m256i u, __m256i s)
+{
+    __m256i p16 = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+/* ---- activation quantization --------------------------------------------------------------------- */
+
+void BW_AVX2 bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec)
+{
+    int64_t nb = cols / BW_QK;
+    int8_t *qs = rec;
+    float *dd = (float *)(qs + cols), *cc = dd + nb;
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < nb; b++, x += BW_QK, qs += BW_QK) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_and_ps(v1, absmask)),
+                                 _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f;
+        __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        /* vcvtps2dq rounds half to even, as the portable path does. */
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+        __m256i s8 = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        int sum = _mm_cvtsi128_si32(s4);
+        /* The packs interleave 128-bit lanes; the permute puts the 32 bytes back in element order. */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_store_si256((__m256i *)qs, _mm256_permutevar8x32_epi32(p, perm));
+        dd[b] = _cvtsh_ss(_cvtss_sh(d, 0));
+        if (wtype == BW_TYPE_Q4_0) cc[b] = -(dd[b] * (float)sum); /* (-8 * d * sum) / 8 */
+        else if (wtype == BW_TYPE_Q4_1) cc[b] = _cvtsh_ss(_cvtss_sh(d * (float)sum, 0)) * 0.125f;
+        else cc[b] = 0.0f;
+    }
+}
+
+/* ---- tiles --------------------------------------------------------------------------------------- */
+
+/* Writes the NR x NT sums of acc into y (y[t * ys + r]). */
+BW_AVX2_INLINE void bw_store_tile(const int NR, const int NT, __m256 acc[4][4], float *y, int64_t ys)
+{
+    if (NR == 4) {
+        for (int t = 0; t < NT; t++)
+            _mm_storeu_ps(y + t * ys, bw_hsum4x8(acc[0][t], acc[1][t], acc[2][t], acc[3][t]));
+    } else if (NT == 4) {
+        for (int r = 0; r < NR; r++) {
+            float s[4];
+            _mm_storeu_ps(s, bw_hsum4x8(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+            for (int t = 0; t < 4; t++) y[t * ys + r] = s[t];
+        }
+    } else {
+        for (int r = 0; r < NR; r++)
+            for (int t = 0; t < NT; t++) y[t * ys + r] = bw_hsum8(acc[r][t]);
+    }
+}
+
+/* NR rows of a quantized W (w = first row) times NT activation records (act = first record). */
+BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT, const uint8_t *w,
+                             size_t wrow, const uint8_t *act, size_t astride, int64_t cols, float *y,
+                             int64_t ys)
+{
+    const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
+                      : type == BW_TYPE_Q4_1 ? sizeof(bw_block_q4_1)
+                                             : sizeof(bw_block_q8_0);
+    const int64_t nb = cols / BW_QK;
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i xq[4];
+        __m256 dx[4], cx[4];
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *rec = act + t * astride;
+            const float *d = (const float *)(rec + cols);
+            xq[t] = _mm256_load_si256((const __m256i *)(rec + b * BW_QK));
+            dx[t] = _mm256_broadcast_ss(d + b);
+            cx[t] = type == BW_TYPE_Q8_0 ? _mm256_setzero_ps() : _mm256_broadcast_ss(d + nb + b);
+        }
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *blk = w + r * wrow + b * bb;
+            __m256 dw = bw_h2f_bcast(blk);
+            if (type == BW_TYPE_Q4_0) {
+                __m256i wq = bw_nibbles(blk + 2);
+                for (int t = 0; t < NT; t++) {
+                    __m256 p = bw_dot_u8s8(wq, xq[t]);
+                    acc[r][t] = _mm256_fmadd_ps(dw, _mm256_fmadd_ps(dx[t], p, cx[t]), acc[r][t]);
+                }
+            } else if (type == BW_TYPE_Q4_1) {
+                __m256 mw = bw_h2f_bcast(blk + 2);
+                __m256i wq = bw_nibbles(blk + 4);
+                for (int t = 0; t < NT; t++) {
+                    __m256 p = bw_dot_u8s8(wq, xq[t]);
+                    acc[r][t] = _mm256_fmadd_ps(dw, _mm256_mul_ps(dx[t], p), acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(mw, cx[t], acc[r][t]);
+                }
+            } else {
+                /* Signed x signed: move the weight's sign onto the activation. */
+                __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                __m256i aw = _mm256_sign_epi8(wq, wq);
+                for (int t = 0; t < NT; t++) {
+                    __m256 p = bw_dot_u8s8(aw, _mm256_sign_epi8(xq[t], wq));
+                    acc[r][t] = _mm256_fmadd_ps(dw, _mm256_mul_ps(dx[t], p), acc[r][t]);
+                }
+            }
+        }
+    }
+    bw_store_tile(NR, NT, acc, y, ys);
+}
+
+BW_AVX2_INLINE __m256 bw_load_w8(const enum bw_type type, const uint8_t *p)
+{
+    if (type == BW_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (type == BW_TYPE_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    return _mm256_loadu_ps((const float *)p);
+}
+
+BW_AVX2_INLINE float bw_load_w1(const enum bw_type type, const uint8_t *p)
+{
+    uint16_t h;
+    float f;
+    if (type == BW_TYPE_F32) {
+        memcpy(&f, p, 4);
+        return f;
+    }
+    memcpy(&h, p, 2);
+    if (type == BW_TYPE_F16) return _cvtsh_ss(h);
+    uint32_t u = (uint32_t)h << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* NR rows of a float-typed W times NT rows of x. */
+BW_AVX2_INLINE void bw_ftile(const enum bw_type type, const int NR, const int NT, const uint8_t *w,
+                             size_t wrow, const float *x, int64_t xs, int64_t cols, float *y, int64_t ys)
+{
+    const int64_t esz = type == BW_TYPE_F32 ? 4 : 2;
+    const int64_t n8 = cols & ~(int64_t)7;
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 xv[4];
+        for (int t = 0; t < NT; t++) xv[t] = _mm256_loadu_ps(x + t * xs + i);
+        for (int r = 0; r < NR; r++) {
+            __m256 wv = bw_load_w8(type, w + r * wrow + i * esz);
+            for (int t = 0; t < NT; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    if (n8 == cols) {
+        bw_store_tile(NR, NT, acc, y, ys);
+        return;
+    }
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) {
+            float s = bw_hsum8(acc[r][t]);
+            for (int64_t i = n8; i < cols; i++) s += bw_load_w1(type, w + r * wrow + i * esz) * x[t * xs + i];
+            y[t * ys + r] = s;
+        }
+}
+
+/* ---- row ranges ---------------------------------------------------------------------------------- */
+
+struct bw_rows_args {
+    const uint8_t *w; /* row 0 of W */
+    size_t wrow;
+    int64_t cols;
+    const float *x;
+    int64_t xs;
+    const uint8_t *act;
+    size_t astride;
+    float *y;
+    int64_t ys;
+};
+
+/* Tile (r, t) of NR x NT outputs. */
+BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT, const struct bw_rows_args *a,
+                            int64_t r, int64_t t)
+{
+    float *y = a->y + t * a->ys + r;
+    if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0)
+        bw_qtile(type, NR, NT, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
+                 a->ys);
+    else
+        bw_ftile(type, NR, NT, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
+}
+
+BW_AVX2_INLINE void bw_rows(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
+                            int64_t r1)
+{
+    if (n_tok < 4) {
+        for (int64_t t = 0; t < n_tok; t++) {
+            int64_t r = r0;
+            for (; r + 4 <= r1; r += 4) bw_tile(type, 4, 1, a, r, t);
+            for (; r < r1; r++) bw_tile(type, 1, 1, a, r, t);
+        }
+        return;
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += BW_TOK_TILE) {
+        int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
+        int64_t r = r0;
+        for (; r + 2 <= r1; r += 2) {
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) bw_tile(type, 2, 4, a, r, t);
+            for (; t < t1; t++) bw_tile(type, 2, 1, a, r, t);
+        }
+        for (; r < r1; r++) {
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) bw_tile(type, 1, 4, a, r, t);
+            for (; t < t1; t++) bw_tile(type, 1, 1, a, r, t);
+        }
+    }
+}
+
+/* One instantiation per type, so each gets its own fully specialized inner loops. */
+#define BW_ROWS_FN(name, type)                                                                             \
+    static void BW_AVX2 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)         \
+    {                                                                                                      \
+        bw_rows(type, a, n_tok, r0, r1);                                                                   \
+    }
+BW_ROWS_FN(bw_rows_q4_0, BW_TYPE_Q4_0)
+BW_ROWS_FN(bw_rows_q4_1, BW_TYPE_Q4_1)
+BW_ROWS_FN(bw_rows_q8_0, BW_TYPE_Q8_0)
+BW_ROWS_FN(bw_rows_f32, BW_TYPE_F32)
+BW_ROWS_FN(bw_rows_f16, BW_TYPE_F16)
+BW_ROWS_FN(bw_rows_bf16, BW_TYPE_BF16)
+
+void BW_AVX2 bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
+                                 size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
+                                 int64_t r1)
+{
+    struct bw_rows_args a = {W->data, W->row_bytes, W->cols, x, x_stride, act, act_stride, y, y_stride};
+    switch (W->type) {
+    case BW_TYPE_Q4_0: bw_rows_q4_0(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q4_1: bw_rows_q4_1(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q8_0: bw_rows_q8_0(&a, n_tok, r0, r1); break;
+    case BW_TYPE_F32: bw_rows_f32(&a, n_tok, r0, r1); break;
+    case BW_TYPE_F16: bw_rows_f16(&a, n_tok, r0, r1); break;
+    case BW_TYPE_BF16: bw_rows_bf16(&a, n_tok, r0, r1); break;
+    default: break; /* Q8_1 is never a weight; the loader rejects it */
+    }
+}
+
+/* ---- vector ops ---------------------------------------------------------------------------------- */
+
+float BW_AVX2 bw_avx2_dot_f32(const float *a, const float *b, int64_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = bw_hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void BW_AVX2 bw_avx2_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void BW_AVX2 bw_avx2_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps)
+{
+    /* Squares rounded to float, summed in double: the portable path's arithmetic, lane-parallel. */
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 sq = _mm256_mul_ps(v, v);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+    double ss = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (; i < n; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    __m256 sv = _mm256_set1_ps(scale);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i,
+                         _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), _mm256_loadu_ps(weight + i)));
+    for (; i < n; i++) out[i] = (x[i] * scale) * weight[i];
+}
+
+/* exp(x) for 8 lanes, within 2 ulp of expf over the range silu needs: x = n ln2 + r, |r| <= ln2 / 2, a
+ * degree-6 polynomial for e^r, then 2^n built in the exponent bits. Inputs are clamped so 2^n stays a
+ * normal float; exp(-87.3) and below is treated as exp(-87.3), which leaves silu unchanged. */
+BW_AVX2_INLINE __m256 bw_exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int64_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 neg = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 den = _mm256_add_ps(one, bw_exp8(_mm256_xor_ps(g, neg)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, den), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+#endif

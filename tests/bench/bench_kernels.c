@@ -1,0 +1,238 @@
+/* Throughput of bw_matmul on the shapes of SmolLM2-135M (Q4_1 layers, Q8_0 output matrix): decode
+ * (n_tok = 1) and prefill (n_tok = 512), 1 and 2 threads, the AVX2 and portable paths.
+ *
+ * "streamed" rotates over enough copies of the matrix (>= 192 MB) that every call reads its weights
+ * from DRAM, as a decode step does (the whole model is ~100 MB); "cached" repeats one matrix, which
+ * shows the compute ceiling. Each figure is the best over many calls, since the machine is shared.
+ * GB/s counts weight bytes only; GFLOP/s counts 2 * rows * cols * n_tok. The last line replays the
+ * matrix products of one whole decode step (30 layers + output) over distinct buffers.
+ * Usage: bench_kernels [seconds per figure, default 0.3] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/pool.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static size_t row_bytes(enum bw_type t, int64_t cols)
+{
+    switch (t) {
+    case BW_TYPE_Q4_0: return (size_t)(cols / 32) * 18;
+    case BW_TYPE_Q4_1: return (size_t)(cols / 32) * 20;
+    case BW_TYPE_Q8_0: return (size_t)(cols / 32) * 34;
+    case BW_TYPE_F16: return (size_t)cols * 2;
+    default: return (size_t)cols * 4;
+    }
+}
+
+static const char *type_name(enum bw_type t)
+{
+    switch (t) {
+    case BW_TYPE_Q4_0: return "Q4_0";
+    case BW_TYPE_Q4_1: return "Q4_1";
+    case BW_TYPE_Q8_0: return "Q8_0";
+    case BW_TYPE_F16: return "F16";
+    default: return "F32";
+    }
+}
+
+static uint64_t g_rng = 12345;
+
+static uint64_t rnd(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+/* Random codes with small, finite scales: what a model file holds, as far as speed is concerned. */
+static void *make_matrix(enum bw_type t, int64_t cols, int64_t rows)
+{
+    size_t rb = row_bytes(t, cols), n = rb * (size_t)rows;
+    uint8_t *m = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!m) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) m[i] = (uint8_t)rnd();
+    size_t bb = t == BW_TYPE_Q4_0 ? 18 : t == BW_TYPE_Q4_1 ? 20 : t == BW_TYPE_Q8_0 ? 34 : 0;
+    if (bb)
+        for (size_t o = 0; o < n; o += bb) {
+            uint16_t d = (uint16_t)(0x1c00 + (rnd() & 0x3ff)); /* ~0.004..0.008 */
+            memcpy(m + o, &d, 2);
+            if (t == BW_TYPE_Q4_1) memcpy(m + o + 2, &d, 2);
+        }
+    else if (t == BW_TYPE_F16)
+        for (size_t o = 0; o < n; o += 2) {
+            uint16_t h = (uint16_t)(0x3000 + (rnd() & 0x7ff)) | (uint16_t)(rnd() & 0x8000);
+            memcpy(m + o, &h, 2);
+        }
+    else
+        for (size_t o = 0; o < n; o += 4) {
+            float f = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+            memcpy(m + o, &f, 4);
+        }
+    return m;
+}
+
+struct shape {
+    const char *what;
+    enum bw_type type;
+    int64_t cols, rows, n_tok;
+};
+
+static double g_secs = 0.3;
+
+/* Best seconds per call of W x over `copies` matrices in rotation. */
+static double time_matmul(bw_pool *pool, bw_tensor *Ws, int copies, const float *x, int64_t n_tok, float *y,
+                          void *scratch)
+{
+    double best = 1e30, start = now_s();
+    int calls = 0;
+    for (;;) {
+        bw_tensor *W = &Ws[calls % copies];
+        double t0 = now_s();
+        bw_matmul(pool, W, x, W->cols, n_tok, y, W->rows, scratch);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+        calls++;
+        if (calls >= 3 && now_s() - start > g_secs) break;
+    }
+    return best;
+}
+
+static void bench_shape(const struct shape *s, bw_pool **pools, const char **paths, int n_paths)
+{
+    size_t bytes = row_bytes(s->type, s->cols) * (size_t)s->rows;
+    int copies = (int)((192u << 20) / bytes) + 1;
+    if (s->n_tok > 1) copies = 1; /* prefill reuses each weight block 512 times: DRAM is not the limit */
+    bw_tensor *Ws = calloc((size_t)copies, sizeof(*Ws));
+    for (int c = 0; c < copies; c++) {
+        Ws[c] = (bw_tensor){s->what, s->type, s->cols, s->rows, make_matrix(s->type, s->cols, s->rows),
+                            row_bytes(s->type, s->cols)};
+    }
+    float *x = malloc(sizeof(float) * (size_t)(s->cols * s->n_tok));
+    for (int64_t i = 0; i < s->cols * s->n_tok; i++) x[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    float *y = malloc(sizeof(float) * (size_t)(s->rows * s->n_tok));
+    size_t sb = bw_matmul_scratch_bytes(s->type, s->cols, s->n_tok);
+    void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
+    double flop = 2.0 * (double)s->rows * (double)s->cols * (double)s->n_tok;
+
+    for (int p = 0; p < n_paths; p++) {
+        bw_kernels_init(strcmp(paths[p], "portable") == 0);
+        for (int th = 0; th < 2; th++) {
+            double ts = time_matmul(pools[th], Ws, copies, x, s->n_tok, y, scratch);
+            double tc = copies > 1 ? time_matmul(pools[th], Ws, 1, x, s->n_tok, y, scratch) : ts;
+            if (s->n_tok == 1)
+                printf("%-24s %-4s %4lldx%-5lld ntok=%-3lld %-8s %dT  streamed %7.1f us %6.1f GB/s %6.1f GFLOP/s"
+                       " | cached %7.1f us %6.1f GB/s\n",
+                       s->what, type_name(s->type),
+                       (long long)s->cols, (long long)s->rows, (long long)s->n_tok, paths[p], th + 1, ts * 1e6,
+                       bytes / ts * 1e-9, flop / ts * 1e-9, tc * 1e6, bytes / tc * 1e-9);
+            else
+                printf("%-24s %-4s %4lldx%-5lld ntok=%-3lld %-8s %dT  %9.2f ms %6.1f GFLOP/s  (%.0f tok/s for this matrix)\n",
+                       s->what, type_name(s->type),
+                       (long long)s->cols, (long long)s->rows, (long long)s->n_tok, paths[p], th + 1, ts * 1e3,
+                       flop / ts * 1e-9, (double)s->n_tok / ts);
+            fflush(stdout);
+        }
+    }
+    for (int c = 0; c < copies; c++) free((void *)Ws[c].data);
+    free(Ws);
+    free(x);
+    free(y);
+    free(scratch);
+}
+
+/* The products of one SmolLM2-135M decode step, every matrix its own buffer. */
+static void bench_decode_step(bw_pool **pools, const char **paths, int n_paths)
+{
+    enum { N_LAYER = 30 };
+    static const int64_t layer_shapes[7][2] = {{576, 576}, {576, 192}, {576, 192}, {576, 576},
+                                               {576, 1536}, {576, 1536}, {1536, 576}};
+    bw_tensor Ws[N_LAYER * 7 + 1];
+    size_t total = 0;
+    for (int l = 0; l < N_LAYER; l++)
+        for (int k = 0; k < 7; k++) {
+            int64_t cols = layer_shapes[k][0], rows = layer_shapes[k][1];
+            Ws[l * 7 + k] = (bw_tensor){"layer", BW_TYPE_Q4_1, cols, rows, make_matrix(BW_TYPE_Q4_1, cols, rows),
+                                        row_bytes(BW_TYPE_Q4_1, cols)};
+            total += row_bytes(BW_TYPE_Q4_1, cols) * (size_t)rows;
+        }
+    Ws[N_LAYER * 7] = (bw_tensor){"output", BW_TYPE_Q8_0, 576, 49152, make_matrix(BW_TYPE_Q8_0, 576, 49152),
+                                  row_bytes(BW_TYPE_Q8_0, 576)};
+    total += row_bytes(BW_TYPE_Q8_0, 576) * 49152;
+    float *x = calloc(1536, sizeof(float)), *y = calloc(49152, sizeof(float));
+    for (int i = 0; i < 1536; i++) x[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    void *scratch = aligned_alloc(64, 4096);
+
+    for (int p = 0; p < n_paths; p++) {
+        bw_kernels_init(strcmp(paths[p], "portable") == 0);
+        for (int th = 0; th < 2; th++) {
+            double best = 1e30, start = now_s();
+            for (int rep = 0; rep < 3 || now_s() - start < 3 * g_secs; rep++) {
+                double t0 = now_s();
+                for (int i = 0; i < N_LAYER * 7 + 1; i++) bw_matmul(pools[th], &Ws[i], x, 1536, 1, y, 49152, scratch);
+                double dt = now_s() - t0;
+                if (dt < best) best = dt;
+            }
+            printf("decode step (211 products, %.1f MB)  %-8s %dT  %6.2f ms  %6.1f GB/s  -> %.0f tok/s if "
+                   "products were all\n",
+                   total / 1048576.0, paths[p], th + 1, best * 1e3, total / best * 1e-9, 1.0 / best);
+            fflush(stdout);
+        }
+    }
+    for (int i = 0; i < N_LAYER * 7 + 1; i++) free((void *)Ws[i].data);
+    free(x);
+    free(y);
+    free(scratch);
+}
+
+static void nop_fn(void *ctx, int ith, int nth)
+{
+    (void)ctx;
+    (void)ith;
+    (void)nth;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) g_secs = atof(argv[1]);
+    const char *best = bw_kernels_init(0);
+    const char *paths[2] = {best, "portable"};
+    int n_paths = strcmp(best, "portable") == 0 ? 1 : 2;
+    bw_pool *pools[2] = {bw_pool_create(1), bw_pool_create(2)};
+    if (!pools[0] || !pools[1]) return 1;
+
+    double t0 = now_s();
+    for (int i = 0; i < 100000; i++) bw_pool_run(pools[1], nop_fn, NULL);
+    printf("bw_pool_run, 2 threads, empty task: %.2f us per run\n", (now_s() - t0) / 100000 * 1e6);
+
+    static const struct shape shapes[] = {
+        {"attn_q/attn_output", BW_TYPE_Q4_1, 576, 576, 1},
+        {"attn_k/attn_v", BW_TYPE_Q4_1, 576, 192, 1},
+        {"ffn_gate/ffn_up", BW_TYPE_Q4_1, 576, 1536, 1},
+        {"ffn_down", BW_TYPE_Q4_1, 1536, 576, 1},
+        {"output", BW_TYPE_Q8_0, 576, 49152, 1},
+        {"(Q4_0 ffn_up)", BW_TYPE_Q4_0, 576, 1536, 1},
+        {"(F16 ffn_up)", BW_TYPE_F16, 576, 1536, 1},
+        {"ffn_gate/ffn_up prefill", BW_TYPE_Q4_1, 576, 1536, 512},
+        {"ffn_down prefill", BW_TYPE_Q4_1, 1536, 576, 512},
+        {"(Q8_0 ffn_up prefill)", BW_TYPE_Q8_0, 576, 1536, 512},
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) bench_shape(&shapes[i], pools, paths, n_paths);
+    bench_decode_step(pools, paths, n_paths);
+    bw_pool_destroy(pools[0]);
+    bw_pool_destroy(pools[1]);
+    return 0;
+}
