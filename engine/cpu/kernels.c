@@ -22,6 +22,7 @@
  * ones below). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BW_HAVE_AVX2_PATH 1
+#include <cpuid.h>
 void bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec);
 void bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
                          size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
@@ -316,8 +317,11 @@ const char *bw_kernels_init(int force_portable)
     bw_path = &bw_path_portable;
 #ifdef BW_HAVE_AVX2_PATH
     __builtin_cpu_init();
-    if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    /* clang's __builtin_cpu_supports knows no "f16c": read CPUID leaf 1 for it (ECX bit 29). The
+     * builtin's avx2 test also covers the OS saving the YMM registers. */
+    unsigned a, b, c = 0, d;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
         bw_path = &bw_path_avx2;
 #else
     (void)force_portable;
