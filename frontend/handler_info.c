@@ -1,0 +1,35 @@
+/* GET /info: who this worker is and what its engine is doing (SPEC §3.4). */
+#include <stdio.h>
+
+#include "frontend/handlers.h"
+#include "frontend/http.h"
+#include "frontend/jobs.h"
+#include "frontend/link.h"
+
+int bw_handle_info(bw_front *f, h2o_req_t *req)
+{
+    const bw_proto_hello *h = bw_link_hello(f->link);
+    int have = bw_link_state(f->link) != BW_LINK_NONE;
+    char device[160], epoch[20];
+    snprintf(device, sizeof(device), "%s:%d", have && h->backend[0] ? h->backend : f->opts->backend, f->opts->device);
+    snprintf(epoch, sizeof(epoch), "%016llx", (unsigned long long)bw_link_epoch(f->link));
+    unsigned epochs = bw_link_epochs_seen(f->link);
+    const char *model = have && h->model_id[0] ? h->model_id : (f->opts->model_ref ? f->opts->model_ref : "");
+    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "id", f->opts->worker_id, "model_id", model, "device",
+                          device, "port", f->port, "status", bw_link_state(f->link) == BW_LINK_READY ? "ready" : "not_ready",
+                          "implementation", "beeworker", "version", BW_VERSION);
+    json_t *e = json_pack("{s:s,s:s,s:{s:I,s:I},s:I,s:I,s:I}", "epoch", epoch, "state", bw_link_state_name(f->link),
+                          "slots", "total", (json_int_t)h->slots_total, "busy", (json_int_t)h->slots_busy,
+                          "queue_depth", (json_int_t)h->queue_depth, "restarts", (json_int_t)(epochs ? epochs - 1 : 0),
+                          "pid", (json_int_t)h->pid);
+    if (o && e) {
+        json_object_set_new(o, "engine", e);
+        json_t *jobs = json_pack("{s:I,s:I,s:I}", "waiting", (json_int_t)bw_jobs_queued(f->jobs), "running",
+                                 (json_int_t)bw_jobs_running(f->jobs), "streams", (json_int_t)bw_jobs_streams(f->jobs));
+        if (jobs) json_object_set_new(o, "jobs", jobs);
+    } else {
+        json_decref(e);
+    }
+    bw_http_send_obj(req, 200, o);
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* GET /v1/{inference,jobs}/<id>/stream: attaches the one reader a job may have and replays what it
+ * produced so far; resumes after Last-Event-ID (or from ?from=). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend/handlers.h"
+#include "frontend/http.h"
+#include "frontend/jobs.h"
+#include "frontend/sse.h"
+
+static int parse_u64(const char *s, size_t n, uint64_t *out)
+{
+    char buf[24];
+    if (n == 0 || n >= sizeof(buf)) return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] < '0' || buf[i] > '9') return -1;
+    errno = 0;
+    unsigned long long v = strtoull(buf, NULL, 10);
+    if (errno) return -1;
+    *out = v;
+    return 0;
+}
+
+int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
+{
+    bw_job *j = bw_jobs_find(f->jobs, id, id_len);
+    if (!j) {
+        bw_http_send_error(req, 404, "JOB_NOT_FOUND", "no such job (finished jobs are kept for --retain seconds)");
+        return 0;
+    }
+    uint64_t from = 0;
+    char q[32];
+    const h2o_iovec_t *last = bw_http_header(req, H2O_STRLIT("last-event-id"));
+    if (last) {
+        uint64_t n;
+        if (parse_u64(last->base, last->len, &n) || n == UINT64_MAX) {
+            bw_http_send_error(req, 400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (a number)");
+            return 0;
+        }
+        from = n + 1;
+    } else if (bw_http_query(req, "from", q, sizeof(q)) == 0) {
+        if (parse_u64(q, strlen(q), &from)) {
+            bw_http_send_error(req, 400, "INVALID_FROM", "from must be an event id (a number)");
+            return 0;
+        }
+    }
+    int timing = bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0;
+    if (bw_sse_open(f, req, j, from, timing) != 0)
+        bw_http_send_error(req, 409, "STREAM_ALREADY_OPEN", "this job's stream is already being read");
+    return 0;
+}

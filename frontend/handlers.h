@@ -1,0 +1,19 @@
+/* The HTTP handlers, one per file (handler_*.c), and the router that registers them (server.c).
+ * A handler is called after routing and authentication; it answers the request (now or later). */
+#ifndef BW_FRONT_HANDLERS_H
+#define BW_FRONT_HANDLERS_H
+
+#include <stddef.h>
+
+#include "frontend/front.h"
+
+/* POST /v1/inference and /v1/jobs; jobs_form selects the sse_url form that is returned. */
+int bw_handle_submit(bw_front *f, h2o_req_t *req, int jobs_form);
+/* GET /v1/{inference,jobs}/<id>/stream */
+int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len);
+/* DELETE /v1/{inference,jobs}/<id> */
+int bw_handle_cancel(bw_front *f, h2o_req_t *req, const char *id, size_t id_len);
+int bw_handle_health(bw_front *f, h2o_req_t *req);
+int bw_handle_info(bw_front *f, h2o_req_t *req);
+
+#endif

@@ -1,0 +1,100 @@
+/* Shared response helpers; see http.h. */
+#include "frontend/http.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "frontend/auth.h"
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+void bw_http_send_json(h2o_req_t *req, int status, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_send_inline(req, body, len);
+}
+
+void bw_http_send_obj(h2o_req_t *req, int status, json_t *obj)
+{
+    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!s) {
+        static const char oom[] = "{\"error\":{\"code\":\"INTERNAL\",\"message\":\"out of memory\"}}";
+        bw_http_send_json(req, 500, oom, sizeof(oom) - 1);
+        return;
+    }
+    bw_http_send_json(req, status, s, strlen(s));
+    free(s);
+}
+
+void bw_http_send_error(h2o_req_t *req, int status, const char *code, const char *message)
+{
+    bw_http_send_obj(req, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
+}
+
+const h2o_iovec_t *bw_http_header(h2o_req_t *req, const char *name, size_t name_len)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, name_len, -1);
+    return i < 0 ? NULL : &req->headers.entries[i].value;
+}
+
+int bw_http_authorize(bw_front *f, h2o_req_t *req)
+{
+    const h2o_iovec_t *v = NULL;
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i >= 0) v = &req->headers.entries[i].value;
+    switch (bw_auth_check(f->auth, v ? v->base : NULL, v ? v->len : 0)) {
+    case BW_AUTH_OK:
+        return 0;
+    case BW_AUTH_MISSING:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+        bw_http_send_error(req, 401, "MISSING_API_KEY", "this endpoint needs 'Authorization: Bearer <token>'");
+        return -1;
+    default:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+        bw_http_send_error(req, 401, "INVALID_API_KEY", "the bearer token is not valid for this worker");
+        return -1;
+    }
+}
+
+int bw_http_query(h2o_req_t *req, const char *name, char *out, size_t cap)
+{
+    if (req->query_at == SIZE_MAX) return -1;
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    size_t nl = strlen(name);
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *kend = eq ? eq : stop;
+        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+            const char *v = eq ? eq + 1 : stop;
+            size_t vl = (size_t)(stop - v);
+            if (vl >= cap) return -1;
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return 0;
+        }
+        p = stop + 1;
+    }
+    return -1;
+}

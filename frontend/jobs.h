@@ -1,0 +1,59 @@
+/* The front's job table: every job from POST until it has been finished and retained for resume
+ * (SPEC §3.2), the events it has produced so far, and its life cycle against the engine.
+ *
+ * Owns: job ids, the wait queue for an absent engine (bounded, QUEUE_TIMEOUT), submission and
+ * cancellation over the link, per-job sequence checking and gap repair (REPLAY), the buffered event
+ * history a stream reads from, and the timers (engine wait, never-opened stream, retention).
+ * It does not write HTTP: an attached bw_sse_stream is told when there is something new. */
+#ifndef BW_FRONT_JOBS_H
+#define BW_FRONT_JOBS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frontend/front.h"
+#include "proto/bw_proto.h"
+
+typedef struct bw_job bw_job;
+typedef struct bw_sse_stream bw_sse_stream;
+
+typedef struct {
+    const char *prompt; /* copied by bw_jobs_submit */
+    size_t prompt_len;
+    int32_t max_tokens;
+    float temperature, top_p, min_p, repetition_penalty;
+    int32_t top_k;
+    uint64_t seed;
+    int n_stop;
+    char stop[BW_PROTO_MAX_STOP][BW_PROTO_MAX_STOP_LEN + 1];
+} bw_job_params;
+
+bw_jobs *bw_jobs_create(bw_front *f);
+
+enum bw_jobs_submit_result { BW_JOBS_OK = 0, BW_JOBS_FULL, BW_JOBS_NOMEM };
+enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, bw_job **out);
+bw_job *bw_jobs_find(bw_jobs *js, const char *id, size_t len);
+/* DELETE, disconnect or an unopened stream: the job ends with stop_reason CANCELLED. */
+void bw_jobs_cancel(bw_jobs *js, bw_job *j);
+
+/* From the link: a message of the current engine epoch for some job. */
+void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m);
+void bw_jobs_engine_ready(bw_jobs *js); /* submits queued jobs */
+void bw_jobs_engine_lost(bw_jobs *js);  /* ENGINE_LOST to every job the engine had */
+/* Ends every unfinished job with an error event (front shutdown). */
+void bw_jobs_fail_all(bw_jobs *js, const char *code, const char *message);
+
+unsigned bw_jobs_queued(const bw_jobs *js);
+unsigned bw_jobs_running(const bw_jobs *js);
+unsigned bw_jobs_streams(const bw_jobs *js);
+
+/* For the stream that reads a job. Events are numbered as SSE ids: 0 = started, i + 1 = token i. */
+const char *bw_job_id(const bw_job *j);
+int bw_job_attach(bw_job *j, bw_sse_stream *s); /* -1 when another reader is attached */
+void bw_job_detach(bw_job *j, bw_sse_stream *s); /* cancels the job if it is not finished */
+const char *bw_job_started(const bw_job *j, size_t *len); /* JSON of the started event, or NULL yet */
+size_t bw_job_n_tokens(const bw_job *j);
+void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uint64_t *ts_ns);
+const char *bw_job_terminal(const bw_job *j, size_t *len); /* JSON of end/error, or NULL yet */
+
+#endif

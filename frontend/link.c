@@ -1,0 +1,268 @@
+/* nng sockets of the front and engine liveness; see link.h.
+ *
+ * Threading: nng calls on_pipe() on its own threads. It only updates the live-pipe set under `mu` and
+ * wakes the loop through an eventfd; every decision (engine lost, jobs failed) is made on the loop. */
+#include "frontend/link.h"
+
+#include <errno.h>
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "frontend/jobs.h"
+
+#define MAX_PIPES 64
+#define BUFFER_MSGS 8192 /* SPEC §2: PUB/SUB drop silently when full; nng's defaults are 16/128 */
+
+struct bw_link {
+    bw_front *f;
+    nng_socket push, sub;
+    int evfd;
+    h2o_socket_t *rx_sock, *ev_sock;
+
+    pthread_mutex_t mu; /* guards the fields up to `engine_pipe_lost` */
+    uint32_t live[MAX_PIPES];
+    int n_live;
+    uint32_t engine_pipe; /* SUB pipe that delivered the HELLO we trust; 0 = none */
+    int engine_pipe_lost;
+
+    enum bw_link_state state;
+    uint64_t epoch;
+    bw_proto_hello hello;
+    unsigned epochs_seen;
+    unsigned long bad;
+    uint64_t last_bad_log_ns;
+    char jobs_path[128], tokens_path[128];
+};
+
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    bw_link *l = arg;
+    uint32_t id = nng_pipe_id(p);
+    int wake = 0;
+    pthread_mutex_lock(&l->mu);
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        if (l->n_live < MAX_PIPES) l->live[l->n_live++] = id;
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        for (int i = 0; i < l->n_live; i++)
+            if (l->live[i] == id) {
+                l->live[i] = l->live[--l->n_live];
+                break;
+            }
+        if (id == l->engine_pipe) {
+            l->engine_pipe_lost = 1;
+            wake = 1;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t w = write(l->evfd, &one, sizeof(one));
+        (void)w; /* a full eventfd counter still wakes the loop */
+    }
+}
+
+static void engine_lost(bw_link *l, const char *why)
+{
+    if (l->state == BW_LINK_NONE || l->state == BW_LINK_LOST) return;
+    bw_log_warn("engine (epoch %016llx, pid %u) lost: %s", (unsigned long long)l->epoch, l->hello.pid, why);
+    l->state = BW_LINK_LOST;
+    l->hello.slots_busy = 0;
+    l->hello.queue_depth = 0;
+    bw_jobs_engine_lost(l->f->jobs);
+}
+
+static void on_pipe_event(h2o_socket_t *sock, const char *err)
+{
+    bw_link *l = sock->data;
+    (void)err;
+    uint64_t v;
+    ssize_t r = read(l->evfd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&l->mu);
+    int lost = l->engine_pipe_lost;
+    l->engine_pipe_lost = 0;
+    if (lost) l->engine_pipe = 0;
+    pthread_mutex_unlock(&l->mu);
+    if (lost) engine_lost(l, "its connection closed");
+}
+
+static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
+{
+    uint32_t id = nng_pipe_id(p);
+    int alive = 0;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->n_live; i++) alive |= l->live[i] == id;
+    if (alive) l->engine_pipe = id;
+    pthread_mutex_unlock(&l->mu);
+    if (!alive) return; /* queued before its pipe died: that engine is gone already */
+
+    if (m->h.epoch != l->epoch) {
+        if (l->epoch) engine_lost(l, "a new engine epoch appeared");
+        l->epoch = m->h.epoch;
+        l->epochs_seen++;
+        bw_log_info("engine epoch %016llx (pid %u, %s, model %s) connected", (unsigned long long)m->h.epoch,
+                    m->u.hello.pid, m->u.hello.backend, m->u.hello.model_id);
+    }
+    enum bw_link_state prev = l->state;
+    l->hello = m->u.hello;
+    switch (m->u.hello.state) {
+    case BW_ENGINE_LOADING: l->state = BW_LINK_LOADING; break;
+    case BW_ENGINE_READY: l->state = BW_LINK_READY; break;
+    default: l->state = BW_LINK_DRAINING; break;
+    }
+    if (l->state == BW_LINK_READY) {
+        if (prev != BW_LINK_READY) bw_log_info("engine ready: %u slots, context %u", l->hello.slots_total, l->hello.n_ctx);
+        bw_jobs_engine_ready(l->f->jobs);
+    }
+}
+
+static void dispatch(bw_link *l, const uint8_t *body, size_t len, nng_pipe p)
+{
+    bw_proto_msg m;
+    char err[200];
+    int rc = bw_proto_decode(body, len, &m, err, sizeof(err));
+    if (rc == BW_PROTO_OK && m.h.type >= BW_MSG_SUBMIT) {
+        rc = BW_PROTO_ETYPE;
+        snprintf(err, sizeof(err), "%s is a front-to-engine message", bw_proto_type_name(m.h.type));
+    }
+    if (rc != BW_PROTO_OK) {
+        l->bad++;
+        uint64_t now = bw_clock_mono_ns();
+        if (now - l->last_bad_log_ns > 1000000000ull) { /* one line a second at most */
+            bw_log_warn("dropped an invalid engine message (%lu so far): %s", l->bad, err);
+            l->last_bad_log_ns = now;
+        }
+        return;
+    }
+    if (m.h.type == BW_MSG_HELLO) {
+        on_hello(l, &m, p);
+        return;
+    }
+    if (m.h.epoch != l->epoch || l->state == BW_LINK_LOST) return; /* from an engine we no longer trust */
+    if (m.h.type == BW_MSG_BYE) {
+        engine_lost(l, "it said BYE");
+        return;
+    }
+    bw_jobs_on_msg(l->f->jobs, &m);
+}
+
+static void on_readable(h2o_socket_t *sock, const char *err)
+{
+    bw_link *l = sock->data;
+    (void)err;
+    /* Bounded so a flood cannot starve HTTP; the fd stays readable while messages remain. */
+    for (int i = 0; i < 4096; i++) {
+        nng_msg *msg;
+        int rv = nng_recvmsg(l->sub, &msg, NNG_FLAG_NONBLOCK);
+        if (rv == NNG_EAGAIN) break;
+        if (rv != 0) {
+            bw_log_error("receiving from the engine: %s", nng_strerror(rv));
+            break;
+        }
+        dispatch(l, nng_msg_body(msg), nng_msg_len(msg), nng_msg_get_pipe(msg));
+        nng_msg_free(msg);
+    }
+}
+
+static h2o_socket_t *watch_fd(bw_link *l, int fd, h2o_socket_cb cb)
+{
+    h2o_socket_t *s = h2o_evloop_socket_create(l->f->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    s->data = l;
+    h2o_socket_read_start(s, cb);
+    return s;
+}
+
+bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errlen)
+{
+    bw_link *l = calloc(1, sizeof(*l));
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->f = f;
+    pthread_mutex_init(&l->mu, NULL);
+    snprintf(l->jobs_path, sizeof(l->jobs_path), "%s/jobs.ipc", rundir);
+    snprintf(l->tokens_path, sizeof(l->tokens_path), "%s/tokens.ipc", rundir);
+    char url[160];
+    int rv, fd;
+    const char *what = "opening sockets";
+    if ((rv = nng_push0_open(&l->push)) || (rv = nng_sub0_open(&l->sub))) goto fail;
+    what = "setting socket options";
+    if ((rv = nng_socket_set_int(l->push, NNG_OPT_SENDBUF, BUFFER_MSGS)) ||
+        (rv = nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, BUFFER_MSGS)) ||
+        (rv = nng_socket_set_size(l->sub, NNG_OPT_RECVMAXSZ, BW_PROTO_MAX_MSG)) ||
+        (rv = nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0)))
+        goto fail;
+    what = "registering pipe callbacks";
+    if ((rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_ADD_POST, on_pipe, l)) ||
+        (rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, on_pipe, l)))
+        goto fail;
+    what = l->jobs_path;
+    snprintf(url, sizeof(url), "ipc://%s", l->jobs_path);
+    if ((rv = nng_listen(l->push, url, NULL, 0))) goto fail;
+    what = l->tokens_path;
+    snprintf(url, sizeof(url), "ipc://%s", l->tokens_path);
+    if ((rv = nng_listen(l->sub, url, NULL, 0))) goto fail;
+    what = "getting the receive fd";
+    if ((rv = nng_socket_get_int(l->sub, NNG_OPT_RECVFD, &fd))) goto fail;
+    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->evfd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        return NULL;
+    }
+    l->rx_sock = watch_fd(l, fd, on_readable);
+    l->ev_sock = watch_fd(l, l->evfd, on_pipe_event);
+    return l;
+fail:
+    snprintf(err, errlen, "engine sockets: %s: %s", what, nng_strerror(rv));
+    /* the sockets are left open: closing them is what nng 1.5.2 may hang on, and we are about to exit */
+    return NULL;
+}
+
+void bw_link_remove_paths(bw_link *l)
+{
+    unlink(l->jobs_path);
+    unlink(l->tokens_path);
+}
+
+int bw_link_send(bw_link *l, bw_proto_msg *m)
+{
+    m->h.epoch = l->epoch;
+    m->h.mono_ns = bw_clock_mono_ns();
+    m->h.real_ns = bw_clock_real_ns();
+    size_t n = bw_proto_encoded_size(m);
+    nng_msg *msg;
+    if (n == 0 || nng_msg_alloc(&msg, n) != 0) return -1;
+    if (bw_proto_encode(m, nng_msg_body(msg), n) != (long)n || nng_sendmsg(l->push, msg, NNG_FLAG_NONBLOCK) != 0) {
+        nng_msg_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+enum bw_link_state bw_link_state(const bw_link *l) { return l->state; }
+
+const char *bw_link_state_name(const bw_link *l)
+{
+    switch (l->state) {
+    case BW_LINK_NONE: return l->f->sup ? "starting" : "down";
+    case BW_LINK_LOADING: return "loading";
+    case BW_LINK_READY: return "ready";
+    case BW_LINK_DRAINING: return "draining";
+    case BW_LINK_LOST: return l->f->sup && !l->f->stopping ? "restarting" : "down";
+    }
+    return "down";
+}
+
+uint64_t bw_link_epoch(const bw_link *l) { return l->epoch; }
+const bw_proto_hello *bw_link_hello(const bw_link *l) { return &l->hello; }
+unsigned bw_link_epochs_seen(const bw_link *l) { return l->epochs_seen; }
+unsigned long bw_link_bad_messages(const bw_link *l) { return l->bad; }

@@ -1,0 +1,39 @@
+/* The front's side of the engine protocol (SPEC §2): the two listening nng sockets in the run
+ * directory, their receive fd wired into the h2o loop, and what the front knows about the engine.
+ *
+ * Owns: the sockets, the engine's epoch and last HELLO, engine liveness (HELLO on a live pipe; pipe
+ * removal or a new epoch is an engine loss). Messages for jobs go to bw_jobs; this module does not know
+ * what a job is beyond its id. */
+#ifndef BW_FRONT_LINK_H
+#define BW_FRONT_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frontend/front.h"
+#include "proto/bw_proto.h"
+
+enum bw_link_state {
+    BW_LINK_NONE,     /* no engine has said HELLO yet */
+    BW_LINK_LOADING,  /* HELLO with state loading */
+    BW_LINK_READY,
+    BW_LINK_DRAINING, /* the engine is exiting */
+    BW_LINK_LOST,     /* an engine was there and is gone */
+};
+
+bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errlen);
+/* Unlinks the ipc files (the sockets themselves are left to process exit: nng_close can hang). */
+void bw_link_remove_paths(bw_link *l);
+
+/* Stamps (epoch, times) and sends a front → engine message without blocking; -1 if it could not be
+ * queued. */
+int bw_link_send(bw_link *l, bw_proto_msg *m);
+
+enum bw_link_state bw_link_state(const bw_link *l);
+const char *bw_link_state_name(const bw_link *l); /* "starting|loading|ready|restarting|down|draining" */
+uint64_t bw_link_epoch(const bw_link *l);
+const bw_proto_hello *bw_link_hello(const bw_link *l); /* last HELLO (zeroed before the first) */
+unsigned bw_link_epochs_seen(const bw_link *l);
+unsigned long bw_link_bad_messages(const bw_link *l);
+
+#endif

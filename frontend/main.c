@@ -1,0 +1,215 @@
+/* beeworker-front: wires the modules together, runs the one event loop, and shuts down in bounded time.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting, SIGTERM the supervised engine (its running jobs end with an
+ * error event and it says BYE), end what is left, give the last events ~100 ms to reach the clients,
+ * remove the ipc files and exit. nng sockets are never closed (SPEC §2: nng_close can hang). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "frontend/auth.h"
+#include "frontend/front.h"
+#include "frontend/jobs.h"
+#include "frontend/link.h"
+#include "frontend/server.h"
+#include "frontend/sse.h"
+#include "frontend/supervisor.h"
+
+#define TICK_MS 50
+#define ENGINE_EXIT_GRACE_MS 2400 /* the engine exits within 2 s of SIGTERM; the pair within 3 s */
+#define FLUSH_MS 100
+
+static int sig_fds[2] = {-1, -1};
+
+static struct {
+    bw_front f;
+    h2o_timeout_t tick_to;
+    h2o_timeout_entry_t tick;
+    char rundir[128];
+    int rundir_is_temp;
+    uint64_t stop_deadline_ms, flush_until_ms;
+    int jobs_ended, done;
+} g;
+
+static uint64_t now_ms(void) { return bw_clock_mono_ns() / 1000000ull; }
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char c = (unsigned char)sig;
+    ssize_t w = write(sig_fds[1], &c, 1);
+    (void)w;
+    errno = saved;
+}
+
+static void end_remaining_jobs(void)
+{
+    if (g.jobs_ended) return;
+    g.jobs_ended = 1;
+    bw_jobs_fail_all(g.f.jobs, "SHUTTING_DOWN", "the worker is shutting down");
+    g.flush_until_ms = now_ms() + FLUSH_MS;
+}
+
+static void begin_shutdown(void)
+{
+    if (g.f.stopping) {
+        /* a second signal: do not wait any longer */
+        if (g.f.sup) bw_sup_kill(g.f.sup);
+        g.done = 1;
+        return;
+    }
+    bw_log_info("shutting down");
+    g.f.stopping = 1;
+    bw_server_stop_listening(&g.f);
+    g.stop_deadline_ms = now_ms() + ENGINE_EXIT_GRACE_MS;
+    if (g.f.sup && bw_sup_pid(g.f.sup)) bw_sup_terminate(g.f.sup);
+    else end_remaining_jobs();
+}
+
+static void on_signal_readable(h2o_socket_t *sock, const char *err)
+{
+    (void)sock, (void)err;
+    unsigned char buf[64];
+    ssize_t n;
+    while ((n = read(sig_fds[0], buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == SIGCHLD) {
+                if (g.f.sup) bw_sup_reap(g.f.sup, g.f.stopping);
+            } else {
+                begin_shutdown();
+            }
+        }
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    uint64_t t = now_ms();
+    if (g.f.sup) {
+        bw_sup_reap(g.f.sup, g.f.stopping); /* SIGCHLD can coalesce; polling by PID is cheap */
+        if (!g.f.stopping) bw_sup_tick(g.f.sup);
+    }
+    if (g.f.stopping) {
+        if (g.f.sup && bw_sup_pid(g.f.sup) && t >= g.stop_deadline_ms) {
+            bw_log_warn("engine did not exit in time; killing pid %d", (int)bw_sup_pid(g.f.sup));
+            bw_sup_kill(g.f.sup);
+        }
+        if (!g.f.sup || !bw_sup_pid(g.f.sup)) end_remaining_jobs();
+        if (g.jobs_ended && t >= g.flush_until_ms) g.done = 1;
+    }
+    h2o_timeout_link(g.f.loop, &g.tick_to, e);
+}
+
+static int setup_rundir(const bw_front_opts *o, char *err, size_t errlen)
+{
+    if (o->rundir) {
+        snprintf(g.rundir, sizeof(g.rundir), "%s", o->rundir);
+        if (mkdir(g.rundir, 0700) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create --rundir '%s': %s", g.rundir, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    const char *base = getenv("RUNTIME_DIRECTORY"); /* systemd RuntimeDirectory= */
+    if (base && base[0] && strlen(base) < 60 && !strchr(base, ':')) {
+        snprintf(g.rundir, sizeof(g.rundir), "%s", base);
+        return 0;
+    }
+    snprintf(g.rundir, sizeof(g.rundir), "/tmp/beeworker-XXXXXX");
+    if (!mkdtemp(g.rundir)) {
+        snprintf(err, errlen, "cannot create a run directory in /tmp: %s", strerror(errno));
+        return -1;
+    }
+    g.rundir_is_temp = 1;
+    return 0;
+}
+
+static void cleanup_rundir(void)
+{
+    if (g.f.link) bw_link_remove_paths(g.f.link);
+    if (g.rundir_is_temp) rmdir(g.rundir);
+}
+
+static int install_signals(void)
+{
+    if (pipe2(sig_fds, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static bw_front_opts opts;
+    bw_log_init("front");
+    int rc = bw_opts_parse(argc, argv, &opts);
+    if (rc) return rc > 0 ? 0 : 2;
+
+    char err[512];
+    bw_front *f = &g.f;
+    f->opts = &opts;
+    f->auth = bw_auth_create(&opts, err, sizeof(err));
+    if (!f->auth) {
+        fprintf(stderr, "beeworker-front: %s\n", err);
+        return 2;
+    }
+    if (install_signals() != 0) {
+        fprintf(stderr, "beeworker-front: cannot set up signal handling: %s\n", strerror(errno));
+        return 1;
+    }
+    if (setup_rundir(&opts, err, sizeof(err)) != 0) {
+        fprintf(stderr, "beeworker-front: %s\n", err);
+        return 1;
+    }
+    f->rundir = g.rundir;
+    f->loop = h2o_evloop_create();
+    bw_sse_init(f);
+    f->jobs = bw_jobs_create(f);
+    if (opts.spawn_engine && !(f->sup = bw_sup_create(&opts, g.rundir, err, sizeof(err)))) {
+        fprintf(stderr, "beeworker-front: %s\n", err);
+        cleanup_rundir();
+        return 1;
+    }
+    if (!f->jobs || !(f->link = bw_link_create(f, g.rundir, err, sizeof(err)))) {
+        fprintf(stderr, "beeworker-front: %s\n", f->jobs ? err : "out of memory");
+        cleanup_rundir();
+        _exit(1);
+    }
+    if (bw_server_start(f, err, sizeof(err)) != 0) {
+        fprintf(stderr, "beeworker-front: %s\n", err);
+        cleanup_rundir();
+        _exit(1);
+    }
+    h2o_socket_t *sig_sock = h2o_evloop_socket_create(f->loop, sig_fds[0], H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(sig_sock, on_signal_readable);
+    h2o_timeout_init(f->loop, &g.tick_to, TICK_MS);
+    g.tick.cb = on_tick;
+    h2o_timeout_link(f->loop, &g.tick_to, &g.tick);
+
+    bw_log_info("beeworker-front %s listening on %s:%d (%s, HTTP/1.1%s), run directory %s", BW_VERSION,
+                opts.bind ? opts.bind : (opts.local_mode ? "127.0.0.1" : "0.0.0.0"), f->port,
+                opts.local_mode ? "local mode, no auth" : "bearer token required", opts.http2 ? " + h2c" : "",
+                g.rundir);
+    if (f->sup && bw_sup_start(f->sup) != 0) bw_log_error("the engine did not start; retrying on the next tick");
+
+    while (!g.done) h2o_evloop_run(f->loop, TICK_MS);
+
+    cleanup_rundir();
+    bw_log_info("stopped");
+    fflush(stderr);
+    /* no nng_close, no h2o teardown: nng 1.5.2 may hang closing a SUB socket with live pipes */
+    _exit(0);
+}

@@ -1,0 +1,194 @@
+/* Command-line parsing for beeworker-front; see opts.h. */
+#include "frontend/opts.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fputs("usage: beeworker-front [options]\n"
+          "\n"
+          "The HTTP side of a beeworker: job API, SSE streaming, auth. The model runs in beeworker-engine,\n"
+          "which dials this process over ipc sockets in --rundir (or is started by --spawn-engine).\n"
+          "\n"
+          "Serving:\n"
+          "  --port N               TCP port (default 8080)\n"
+          "  --bind ADDR            listen address (default 0.0.0.0; 127.0.0.1 with --local-mode)\n"
+          "  --local-mode           bind 127.0.0.1 only, no authentication (refused if a token is set)\n"
+          "  --api-token-file PATH  bearer token file (else env LLORCH_API_TOKEN); required unless --local-mode\n"
+          "  --http2                also serve HTTP/2 (h2c upgrade). Off by default: Debian's h2o 2.2.5 has no\n"
+          "                         fix for the HTTP/2 rapid-reset attack (CVE-2023-44487); enable only behind\n"
+          "                         a proxy that terminates HTTP/2\n"
+          "  --metrics-auth         require the token for /metrics too\n"
+          "\n"
+          "Identity (as passed by a hive):\n"
+          "  --worker-id ID  --model-ref REF  --hive-url URL (alias --queen-url)  --heartbeat-interval S\n"
+          "\n"
+          "Engine:\n"
+          "  --rundir DIR           where jobs.ipc and tokens.ipc live (default: a private temporary dir)\n"
+          "  --spawn-engine         start beeworker-engine and restart it (with backoff) when it dies\n"
+          "  --engine-bin PATH      engine binary (default: ../engine/beeworker-engine next to this one,\n"
+          "                         then beeworker-engine beside it)\n"
+          "  --model PATH           GGUF model (for --spawn-engine)\n"
+          "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "\n"
+          "Limits:\n"
+          "  --engine-wait S        how long a job waits for an engine before QUEUE_TIMEOUT (default 30)\n"
+          "  --queue-size N         jobs that may wait for an engine before 503 (default 256)\n"
+          "  --max-body BYTES       request body limit (default 1048576)\n"
+          "  --open-timeout S       cancel a job whose stream is not opened in S seconds (default 60)\n"
+          "  --retain S             keep a finished job S seconds for resume (default 60)\n"
+          "\n"
+          "  --help, --version\n",
+          f);
+}
+
+static int parse_long(const char *s, long lo, long hi, const char *flag, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "beeworker-front: %s wants an integer in %ld..%ld, got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double lo, double hi, const char *flag, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "beeworker-front: %s wants a number in %g..%g, got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int check_url(const char *u, const char *flag)
+{
+    if (strncmp(u, "http://", 7) && strncmp(u, "https://", 8)) {
+        fprintf(stderr, "beeworker-front: %s wants an http:// or https:// URL, got '%s'\n", flag, u);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_readable(const char *path, const char *what)
+{
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "beeworker-front: cannot read %s '%s': %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
+{
+    enum {
+        O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
+        O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
+        O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION,
+    };
+    static const struct option opts[] = {
+        {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
+        {"model-ref", required_argument, 0, O_MODELREF}, {"backend", required_argument, 0, O_BACKEND},
+        {"device", required_argument, 0, O_DEVICE}, {"port", required_argument, 0, O_PORT},
+        {"bind", required_argument, 0, O_BIND}, {"hive-url", required_argument, 0, O_HIVE},
+        {"queen-url", required_argument, 0, O_HIVE}, {"heartbeat-interval", required_argument, 0, O_HB},
+        {"local-mode", no_argument, 0, O_LOCAL}, {"api-token-file", required_argument, 0, O_TOKENF},
+        {"spawn-engine", no_argument, 0, O_SPAWN}, {"engine-bin", required_argument, 0, O_ENGBIN},
+        {"rundir", required_argument, 0, O_RUNDIR}, {"engine-wait", required_argument, 0, O_WAIT},
+        {"max-body", required_argument, 0, O_MAXBODY}, {"queue-size", required_argument, 0, O_QUEUE},
+        {"open-timeout", required_argument, 0, O_OPENTO}, {"retain", required_argument, 0, O_RETAIN},
+        {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
+        {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
+        {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
+        {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->worker_id = "beeworker";
+    o->backend = "cpu";
+    o->port = 8080;
+    o->heartbeat_s = 30;
+    o->engine_wait_s = 30;
+    o->max_body = 1 << 20;
+    o->queue_size = 256;
+    o->open_timeout_s = 60;
+    o->retain_s = 60;
+
+    long v;
+    double d;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_WORKER:
+            if (!optarg[0] || strlen(optarg) > 128) {
+                fprintf(stderr, "beeworker-front: --worker-id wants 1..128 characters\n");
+                return -1;
+            }
+            o->worker_id = optarg;
+            break;
+        case O_MODEL: o->model = optarg; break;
+        case O_MODELREF: o->model_ref = optarg; break;
+        case O_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-front: --backend is cpu or cuda, got '%s'\n", optarg);
+                return -1;
+            }
+            o->backend = optarg;
+            break;
+        case O_DEVICE: if (parse_long(optarg, 0, 64, "--device", &v)) return -1; o->device = (int)v; break;
+        case O_PORT: if (parse_long(optarg, 0, 65535, "--port", &v)) return -1; o->port = (int)v; break;
+        case O_BIND: o->bind = optarg; break;
+        case O_HIVE: if (check_url(optarg, "--hive-url")) return -1; o->hive_url = optarg; break;
+        case O_HB: if (parse_long(optarg, 1, 3600, "--heartbeat-interval", &v)) return -1; o->heartbeat_s = (int)v; break;
+        case O_LOCAL: o->local_mode = 1; break;
+        case O_TOKENF: o->api_token_file = optarg; break;
+        case O_SPAWN: o->spawn_engine = 1; break;
+        case O_ENGBIN: o->engine_bin = optarg; break;
+        case O_RUNDIR: o->rundir = optarg; break;
+        case O_WAIT: if (parse_double(optarg, 0, 86400, "--engine-wait", &d)) return -1; o->engine_wait_s = d; break;
+        case O_MAXBODY: if (parse_long(optarg, 1024, 64L << 20, "--max-body", &v)) return -1; o->max_body = (size_t)v; break;
+        case O_QUEUE: if (parse_long(optarg, 1, 100000, "--queue-size", &v)) return -1; o->queue_size = (int)v; break;
+        case O_OPENTO: if (parse_long(optarg, 1, 86400, "--open-timeout", &v)) return -1; o->open_timeout_s = (int)v; break;
+        case O_RETAIN: if (parse_long(optarg, 0, 86400, "--retain", &v)) return -1; o->retain_s = (int)v; break;
+        case O_SLOTS: if (parse_long(optarg, 1, 1024, "--slots", &v)) return -1; o->slots = (int)v; break;
+        case O_THREADS: if (parse_long(optarg, 1, 256, "--threads", &v)) return -1; o->threads = (int)v; break;
+        case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
+        case O_HTTP2: o->http2 = 1; break;
+        case O_METRICSAUTH: o->metrics_auth = 1; break;
+        case O_HELP: usage(stdout); return 1;
+        case O_VERSION: printf("beeworker-front %s\n", BW_VERSION); return 1;
+        default:
+            fprintf(stderr, "beeworker-front: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "beeworker-front: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    if (o->spawn_engine && !o->model) {
+        fprintf(stderr, "beeworker-front: --spawn-engine needs --model PATH\n");
+        return -1;
+    }
+    if (o->model && check_readable(o->model, "model")) return -1;
+    if (o->api_token_file && check_readable(o->api_token_file, "token file")) return -1;
+    if (o->rundir && strlen(o->rundir) > 80) {
+        /* ipc paths must fit sockaddr_un (108 bytes) with "/tokens.ipc" appended */
+        fprintf(stderr, "beeworker-front: --rundir path is too long for a unix socket (max 80 bytes)\n");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,40 @@
+/* beeworker-front's command line (SPEC §3.6): every flag a hive passes when it spawns a worker, the
+ * engine flags forwarded by --spawn-engine, and the front's own limits.
+ *
+ * Owns: flag names, defaults, validation and --help. Nothing here opens sockets or files other than
+ * checking that the model and token file are readable. */
+#ifndef BW_FRONT_OPTS_H
+#define BW_FRONT_OPTS_H
+
+#include <stddef.h>
+
+typedef struct {
+    const char *worker_id;
+    const char *model;     /* GGUF path (forwarded to the engine) */
+    const char *model_ref; /* the hive's name for the model */
+    const char *backend;   /* cpu | cuda */
+    int device;
+    int port;
+    const char *bind; /* NULL: 0.0.0.0, or 127.0.0.1 in local mode */
+    const char *hive_url;
+    int heartbeat_s;
+    int local_mode;
+    const char *api_token_file;
+    int spawn_engine;
+    const char *engine_bin; /* NULL: next to this binary */
+    const char *rundir;     /* NULL: a private directory made at start */
+    double engine_wait_s;
+    size_t max_body;
+    int queue_size;
+    int open_timeout_s; /* cancel a job whose stream is never opened */
+    int retain_s;       /* keep a finished job for resume */
+    int slots, threads, ctx; /* forwarded to a spawned engine; 0 = its default */
+    int http2;
+    int metrics_auth;
+} bw_front_opts;
+
+/* Returns 0 to run, 1 when --help/--version printed and the process should exit 0, -1 after printing a
+ * one-line error. */
+int bw_opts_parse(int argc, char **argv, bw_front_opts *o);
+
+#endif

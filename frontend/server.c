@@ -1,0 +1,148 @@
+/* h2o setup and routing; see server.h. One catch-all h2o handler dispatches on method and path, so the
+ * whole route table is visible in route() below. */
+#include "frontend/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "frontend/handlers.h"
+#include "frontend/http.h"
+
+typedef struct {
+    h2o_handler_t super;
+    bw_front *f;
+} router;
+
+static h2o_socket_t *listener;
+
+static int path_is(const h2o_iovec_t *p, const char *s)
+{
+    return h2o_memis(p->base, p->len, s, strlen(s));
+}
+
+static int method_is(h2o_req_t *req, const char *m)
+{
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+static int not_allowed(h2o_req_t *req, const char *allow)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, NULL, allow, strlen(allow));
+    bw_http_send_error(req, 405, "METHOD_NOT_ALLOWED", "this method is not allowed on this path");
+    return 0;
+}
+
+/* "/v1/inference/<id>[/stream]" or "/v1/jobs/<id>[/stream]": splits out the id. */
+static int job_path(const h2o_iovec_t *p, const char **id, size_t *id_len, int *stream)
+{
+    static const char *prefixes[] = {"/v1/inference/", "/v1/jobs/"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (p->len <= n || memcmp(p->base, prefixes[i], n) != 0) continue;
+        const char *s = p->base + n, *end = p->base + p->len;
+        const char *slash = memchr(s, '/', (size_t)(end - s));
+        *id = s;
+        *id_len = (size_t)((slash ? slash : end) - s);
+        if (!slash) *stream = 0;
+        else if ((size_t)(end - slash) == 7 && memcmp(slash, "/stream", 7) == 0) *stream = 1;
+        else return 0;
+        return *id_len > 0;
+    }
+    return 0;
+}
+
+static int route(h2o_handler_t *self, h2o_req_t *req)
+{
+    bw_front *f = ((router *)self)->f;
+    const h2o_iovec_t *p = &req->path_normalized;
+
+    if (path_is(p, "/health")) return method_is(req, "GET") ? bw_handle_health(f, req) : not_allowed(req, "GET");
+    if (bw_http_authorize(f, req) != 0) return 0;
+
+    if (path_is(p, "/info")) return method_is(req, "GET") ? bw_handle_info(f, req) : not_allowed(req, "GET");
+    int jobs_form = path_is(p, "/v1/jobs");
+    if (jobs_form || path_is(p, "/v1/inference"))
+        return method_is(req, "POST") ? bw_handle_submit(f, req, jobs_form) : not_allowed(req, "POST");
+    const char *id;
+    size_t id_len;
+    int stream;
+    if (job_path(p, &id, &id_len, &stream)) {
+        if (stream) return method_is(req, "GET") ? bw_handle_stream(f, req, id, id_len) : not_allowed(req, "GET");
+        return method_is(req, "DELETE") ? bw_handle_cancel(f, req, id, id_len) : not_allowed(req, "DELETE");
+    }
+    bw_http_send_error(req, 404, "NOT_FOUND", "no such endpoint");
+    return 0;
+}
+
+static void on_accept(h2o_socket_t *l, const char *err)
+{
+    bw_front *f = l->data;
+    if (err) return;
+    h2o_socket_t *sock = h2o_evloop_socket_accept(l);
+    if (!sock) return;
+    /* one small write per token: Nagle would hold each behind the previous ACK */
+    int one = 1;
+    setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    h2o_accept(&f->accept_ctx, sock);
+}
+
+static int open_listener(bw_front *f, char *err, size_t errlen)
+{
+    const char *bind_addr = f->opts->bind ? f->opts->bind : (f->opts->local_mode ? "127.0.0.1" : "0.0.0.0");
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->opts->port)};
+    if (inet_pton(AF_INET, bind_addr, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "--bind '%s' is not an IPv4 address", bind_addr);
+        return -1;
+    }
+    if (f->opts->local_mode && ntohl(sa.sin_addr.s_addr) >> 24 != 127) {
+        snprintf(err, errlen, "--local-mode serves loopback only; --bind %s is not a loopback address", bind_addr);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, SOMAXCONN) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", bind_addr, f->opts->port, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    socklen_t len = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    f->port = ntohs(sa.sin_port);
+    listener = h2o_evloop_socket_create(f->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    listener->data = f;
+    h2o_socket_read_start(listener, on_accept);
+    return 0;
+}
+
+int bw_server_start(bw_front *f, char *err, size_t errlen)
+{
+    h2o_config_init(&f->config);
+    /* h2o's own limit sits above ours so that oversized bodies get our JSON 413, up to twice the limit */
+    f->config.max_request_entity_size = f->opts->max_body * 2;
+    f->config.http1.upgrade_to_http2 = f->opts->http2;
+    h2o_hostconf_t *host = h2o_config_register_host(&f->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    router *r = (router *)h2o_create_handler(path, sizeof(router));
+    r->super.on_req = route;
+    r->f = f;
+    h2o_context_init(&f->ctx, f->loop, &f->config);
+    f->accept_ctx.ctx = &f->ctx;
+    f->accept_ctx.hosts = f->config.hosts;
+    return open_listener(f, err, errlen);
+}
+
+void bw_server_stop_listening(bw_front *f)
+{
+    (void)f;
+    if (listener) {
+        h2o_socket_read_stop(listener);
+        h2o_socket_close(listener);
+        listener = NULL;
+    }
+}

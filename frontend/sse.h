@@ -1,0 +1,25 @@
+/* Server-sent events for one job (SPEC §3.3): the response headers, the event format, h2o flow control
+ * and the keep-alive comment.
+ *
+ * Owns: the stream object (allocated in the request's pool, freed with it) and its cursor into the job's
+ * events. At most one h2o_send is outstanding; events that arrive meanwhile are coalesced into the next
+ * send when h2o calls proceed. When the request goes away before the job ends (client disconnect), the
+ * job is detached, which cancels it. */
+#ifndef BW_FRONT_SSE_H
+#define BW_FRONT_SSE_H
+
+#include <stdint.h>
+
+#include "frontend/front.h"
+#include "frontend/jobs.h"
+
+void bw_sse_init(bw_front *f);
+
+/* Starts the 200 text/event-stream response for job j from event id `from` (0 = everything).
+ * timing: token events carry "ts_ns". Returns -1 without touching req when j already has a reader. */
+int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int timing);
+
+/* The job has new events (or ended): send what the stream has not sent, unless a send is in flight. */
+void bw_sse_notify(bw_sse_stream *s);
+
+#endif
