@@ -9,6 +9,9 @@
  *      merges by rank) or SentencePiece-style BPE (spaces as U+2581, merges by score, byte fallback);
  *   3. BOS in front when asked.
  * Every step is O(n log n) in the input length; nothing recurses on input. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem, qsort_r */
+#endif
 #include "engine/tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
