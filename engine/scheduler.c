@@ -1,0 +1,554 @@
+/* Continuous batching; see scheduler.h.
+ *
+ * A job is QUEUED (on the wait list, ACCEPTED already published), then holds a slot: first its prompt is
+ * fed in chunks (prefill), then one token per step (decode). Each step feeds every slot in one
+ * bw_backend_forward call, then samples and publishes per job. Finished jobs move to a short retired
+ * list so that a REPLAY that arrives after the end can still be served. */
+#include "engine/scheduler.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "engine/chat.h"
+#include "engine/generate.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+
+#define QUEUE_MAX 1024  /* jobs waiting for a slot; more is QUEUE_FULL */
+#define RETIRED_MAX 64  /* finished jobs whose history is kept for REPLAY */
+
+typedef struct job {
+    char id[BW_PROTO_JOB_ID_MAX + 1];
+    bw_gen *gen;
+    const int32_t *toks; /* the prompt, owned by gen */
+    size_t n_prompt;
+    size_t n_fed;        /* positions in the slot's KV cache */
+    size_t chunk;        /* prompt tokens in the current step's batch */
+    int prefilled;
+    int32_t next_tok;    /* sampled, to be fed in the next step */
+    int slot;
+    int cancelled;
+    uint64_t seq;
+    uint64_t seed;
+    int32_t first_index;
+    uint32_t n_published;
+    uint64_t t_admit, t_first;
+    struct {
+        uint8_t **msg;
+        uint32_t *len;
+        size_t n, cap;
+    } hist;
+    struct job *next; /* wait queue or retired list */
+} job;
+
+struct bw_sched {
+    bw_engine *e;
+    uint64_t epoch;
+    bw_sched_publish_fn publish;
+    void *ctx;
+    bw_sampler *sampler;
+    int n_vocab, n_slots, n_ctx, max_batch;
+    job **slots;
+    job *q_head, *q_tail;
+    job *r_head, *r_tail;
+    unsigned n_retired;
+    atomic_uint busy, queued;
+    /* batch scratch */
+    int32_t *b_tok, *b_pos, *b_slot;
+    uint8_t *b_want;
+    job **b_rows;
+    float *logits;
+    enum bw_chat_kind chat_kind;
+    bw_gguf_str tmpl;
+};
+
+/* ---- jobs and their history ---- */
+
+static void job_free(job *j)
+{
+    if (!j) return;
+    bw_gen_free(j->gen);
+    for (size_t i = 0; i < j->hist.n; i++) free(j->hist.msg[i]);
+    free(j->hist.msg);
+    free(j->hist.len);
+    free(j);
+}
+
+static void keep(job *j, uint8_t *buf, uint32_t len)
+{
+    if (j->hist.n == j->hist.cap) {
+        size_t cap = j->hist.cap ? j->hist.cap * 2 : 64;
+        uint8_t **m = realloc(j->hist.msg, cap * sizeof(*m));
+        if (m) j->hist.msg = m;
+        uint32_t *l = realloc(j->hist.len, cap * sizeof(*l));
+        if (l) j->hist.len = l;
+        if (!m || !l) {
+            /* history is best effort: a later REPLAY of this message is answered by its absence */
+            free(buf);
+            return;
+        }
+        j->hist.cap = cap;
+    }
+    j->hist.msg[j->hist.n] = buf;
+    j->hist.len[j->hist.n++] = len;
+}
+
+/* Stamps, encodes, keeps and publishes one message of job j. */
+static void emit(bw_sched *s, job *j, bw_proto_msg *m)
+{
+    m->h.version = BW_PROTO_VERSION;
+    m->h.epoch = s->epoch;
+    m->h.seq = j->seq++;
+    memcpy(m->h.job_id, j->id, sizeof(j->id));
+    m->h.mono_ns = bw_clock_mono_ns();
+    m->h.real_ns = bw_clock_real_ns();
+    size_t n = bw_proto_encoded_size(m);
+    uint8_t *buf = n ? malloc(n) : NULL;
+    if (!buf || bw_proto_encode(m, buf, n) != (long)n) {
+        bw_log_error("%s: cannot encode a %s message", j->id, bw_proto_type_name(m->h.type));
+        free(buf);
+        return;
+    }
+    s->publish(s->ctx, buf, n);
+    keep(j, buf, (uint32_t)n);
+}
+
+static void emit_error(bw_sched *s, job *j, uint16_t code, const char *message)
+{
+    bw_proto_msg m;
+    bw_proto_init(&m, BW_MSG_ERROR, 0, NULL, 0);
+    m.u.error.code = code;
+    m.u.error.message = message;
+    m.u.error.message_len = (uint32_t)strnlen(message, BW_PROTO_MAX_ERRMSG);
+    emit(s, j, &m);
+}
+
+static void retire(bw_sched *s, job *j)
+{
+    bw_gen_free(j->gen);
+    j->gen = NULL;
+    j->next = NULL;
+    if (s->r_tail) s->r_tail->next = j;
+    else s->r_head = j;
+    s->r_tail = j;
+    if (++s->n_retired > RETIRED_MAX) {
+        job *old = s->r_head;
+        s->r_head = old->next;
+        if (!s->r_head) s->r_tail = NULL;
+        s->n_retired--;
+        job_free(old);
+    }
+}
+
+static void free_slot(bw_sched *s, job *j)
+{
+    if (j->slot >= 0) {
+        s->slots[j->slot] = NULL;
+        j->slot = -1;
+        atomic_fetch_sub_explicit(&s->busy, 1, memory_order_relaxed);
+    }
+}
+
+static void finish_done(bw_sched *s, job *j, enum bw_stop_reason why, const char *matched)
+{
+    uint64_t now = bw_clock_mono_ns();
+    bw_proto_msg m;
+    bw_proto_init(&m, BW_MSG_DONE, 0, NULL, 0);
+    m.u.done.stop = (uint8_t)why;
+    m.u.done.n_prompt = (uint32_t)j->n_prompt;
+    m.u.done.n_generated = j->n_published;
+    m.u.done.prefill_ns = j->t_first ? j->t_first - j->t_admit : 0;
+    m.u.done.decode_ns = j->t_first ? now - j->t_first : 0;
+    if (matched) {
+        m.u.done.stop_matched = matched;
+        m.u.done.stop_matched_len = (uint32_t)strnlen(matched, BW_PROTO_MAX_STOP_LEN);
+    }
+    emit(s, j, &m);
+    free_slot(s, j);
+    retire(s, j);
+}
+
+static void finish_error(bw_sched *s, job *j, uint16_t code, const char *message)
+{
+    emit_error(s, j, code, message);
+    free_slot(s, j);
+    retire(s, j);
+}
+
+/* ---- lookup ---- */
+
+static job *find_active(bw_sched *s, const char *id, job **prev_in_queue)
+{
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i] && strcmp(s->slots[i]->id, id) == 0) return s->slots[i];
+    job *prev = NULL;
+    for (job *j = s->q_head; j; prev = j, j = j->next)
+        if (strcmp(j->id, id) == 0) {
+            if (prev_in_queue) *prev_in_queue = prev;
+            return j;
+        }
+    return NULL;
+}
+
+static job *find_retired(bw_sched *s, const char *id)
+{
+    for (job *j = s->r_head; j; j = j->next)
+        if (strcmp(j->id, id) == 0) return j;
+    return NULL;
+}
+
+static void unqueue(bw_sched *s, job *j, job *prev)
+{
+    if (prev) prev->next = j->next;
+    else s->q_head = j->next;
+    if (s->q_tail == j) s->q_tail = prev;
+    j->next = NULL;
+    atomic_fetch_sub_explicit(&s->queued, 1, memory_order_relaxed);
+}
+
+/* ---- create ---- */
+
+bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publish, void *ctx, char *err,
+                          size_t errlen)
+{
+    bw_sched *s = calloc(1, sizeof(*s));
+    if (!s) goto oom;
+    s->e = e;
+    s->epoch = epoch;
+    s->publish = publish;
+    s->ctx = ctx;
+    s->n_vocab = e->model.cfg.n_vocab;
+    s->n_slots = e->n_slots;
+    s->n_ctx = e->n_ctx;
+    s->max_batch = e->backend->params.max_batch > 0 ? e->backend->params.max_batch : 512;
+    if (s->max_batch < s->n_slots) s->max_batch = s->n_slots; /* every running job gets its decode token */
+    size_t bcap = (size_t)s->max_batch;
+    s->sampler = bw_sampler_create(s->n_vocab);
+    s->slots = calloc((size_t)s->n_slots, sizeof(*s->slots));
+    s->b_tok = malloc(bcap * sizeof(int32_t));
+    s->b_pos = malloc(bcap * sizeof(int32_t));
+    s->b_slot = malloc(bcap * sizeof(int32_t));
+    s->b_want = malloc(bcap);
+    s->b_rows = malloc((size_t)s->n_slots * sizeof(job *));
+    s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
+    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->logits)
+        goto oom;
+    if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
+    s->chat_kind = bw_chat_detect(s->tmpl.str, s->tmpl.len);
+    return s;
+oom:
+    snprintf(err, errlen, "out of memory creating the scheduler (%d slots, vocabulary %d)", e->n_slots,
+             e->model.cfg.n_vocab);
+    bw_sched_free(s);
+    return NULL;
+}
+
+void bw_sched_free(bw_sched *s)
+{
+    if (!s) return;
+    for (int i = 0; s->slots && i < s->n_slots; i++) job_free(s->slots[i]);
+    for (job *j = s->q_head, *n; j; j = n) n = j->next, job_free(j);
+    for (job *j = s->r_head, *n; j; j = n) n = j->next, job_free(j);
+    bw_sampler_free(s->sampler);
+    free(s->slots);
+    free(s->b_tok);
+    free(s->b_pos);
+    free(s->b_slot);
+    free(s->b_want);
+    free(s->b_rows);
+    free(s->logits);
+    free(s);
+}
+
+/* ---- submit ---- */
+
+/* The prompt of a SUBMIT as token ids (malloc'd), or NULL with the reason in err. */
+static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_out, char *err, size_t errlen)
+{
+    const bw_tok *tok = s->e->tok;
+    size_t n_resume = x->n_resume;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (x->flags & BW_SUBMIT_TEXT) {
+        char *text = malloc((size_t)x->text_len + 1);
+        if (!text) goto oom;
+        memcpy(text, x->text, x->text_len);
+        text[x->text_len] = '\0';
+        int special = 0;
+        if (x->flags & BW_SUBMIT_CHAT) {
+            bw_chat_msg msg = {"user", text};
+            char *r = bw_chat_render(s->chat_kind, s->tmpl.str, s->tmpl.len, &msg, 1, err, errlen);
+            free(text);
+            if (!r) return NULL;
+            text = r;
+            special = 1; /* the template's markers are special tokens */
+        }
+        int add_bos = !(x->flags & BW_SUBMIT_NO_BOS) && bw_tok_add_bos(tok);
+        size_t len = strlen(text);
+        int32_t cap = (int32_t)(len + 16);
+        for (int tries = 0; tries < 2; tries++) {
+            ids = malloc(((size_t)cap + n_resume) * sizeof(int32_t));
+            if (!ids) {
+                free(text);
+                goto oom;
+            }
+            int32_t got = bw_tok_encode(tok, text, len, add_bos, special, ids, cap);
+            if (got >= 0) {
+                n = (size_t)got;
+                break;
+            }
+            free(ids);
+            ids = NULL;
+            if (got == INT32_MIN) break;
+            cap = -got;
+        }
+        free(text);
+        if (!ids) {
+            snprintf(err, errlen, "the tokenizer failed on the prompt");
+            return NULL;
+        }
+    } else {
+        ids = malloc(((size_t)x->n_tokens + n_resume) * sizeof(int32_t));
+        if (!ids) goto oom;
+        for (uint32_t i = 0; i < x->n_tokens; i++) ids[n++] = bw_proto_token_at(x->tokens_le, i);
+    }
+    for (uint32_t i = 0; i < x->n_resume; i++) ids[n++] = bw_proto_token_at(x->resume_le, i);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= s->n_vocab) {
+            snprintf(err, errlen, "token id %d is outside the vocabulary of %d", ids[i], s->n_vocab);
+            free(ids);
+            return NULL;
+        }
+    if (n == 0) {
+        snprintf(err, errlen, "the prompt encodes to no tokens");
+        free(ids);
+        return NULL;
+    }
+    *n_out = n;
+    return ids;
+oom:
+    snprintf(err, errlen, "out of memory tokenizing the prompt");
+    return NULL;
+}
+
+void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
+{
+    const bw_proto_submit *x = &m->u.submit;
+    if (find_active(s, m->h.job_id, NULL)) {
+        bw_log_warn("%s: duplicate SUBMIT ignored", m->h.job_id);
+        return;
+    }
+    job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        bw_log_error("%s: out of memory", m->h.job_id);
+        return;
+    }
+    memcpy(j->id, m->h.job_id, sizeof(j->id));
+    j->slot = -1;
+    j->seed = x->seed;
+    j->first_index = x->resume_index;
+    /* a job with the id of a retired one replaces it: its history must not answer REPLAYs any more */
+    job *old = find_retired(s, j->id);
+    if (old) old->id[0] = '\0';
+
+    char err[256];
+    if (atomic_load_explicit(&s->queued, memory_order_relaxed) >= QUEUE_MAX) {
+        finish_error(s, j, BW_PERR_QUEUE_FULL, "the engine's wait queue is full");
+        return;
+    }
+    size_t n = 0;
+    int32_t *ids = prompt_tokens(s, x, &n, err, sizeof(err));
+    if (!ids) {
+        finish_error(s, j, BW_PERR_TOKENIZE, err);
+        return;
+    }
+    if (n >= (size_t)s->n_ctx) {
+        snprintf(err, sizeof(err), "the prompt is %zu tokens; the context holds %d", n, s->n_ctx);
+        free(ids);
+        finish_error(s, j, BW_PERR_BAD_REQUEST, err);
+        return;
+    }
+    bw_gen_params gp;
+    bw_gen_params_defaults(&gp);
+    gp.sampling.temperature = x->temperature;
+    gp.sampling.top_p = x->top_p;
+    gp.sampling.top_k = x->top_k;
+    gp.sampling.min_p = x->min_p;
+    gp.sampling.repetition_penalty = x->repetition_penalty;
+    if (x->repeat_last_n > 0) gp.sampling.repeat_last_n = x->repeat_last_n;
+    gp.sampling.seed = x->seed;
+    /* every generated token but the last is fed back, so the context bounds the count */
+    int64_t room = (int64_t)x->resume_index + (int64_t)s->n_ctx - (int64_t)n;
+    gp.max_tokens = x->max_tokens < room ? x->max_tokens : (int32_t)room;
+    gp.n_stop = (int)x->n_stop;
+    for (uint32_t i = 0; i < x->n_stop; i++) {
+        memcpy(gp.stop[i], x->stop[i].s, x->stop[i].len);
+        gp.stop[i][x->stop[i].len] = '\0';
+    }
+    j->gen = bw_gen_create(s->e->tok, &gp, ids, n, x->resume_index);
+    free(ids);
+    if (!j->gen) {
+        finish_error(s, j, BW_PERR_GENERATION, "out of memory creating the job");
+        return;
+    }
+    j->toks = bw_gen_tokens(j->gen, &j->n_prompt);
+
+    bw_proto_msg a;
+    bw_proto_init(&a, BW_MSG_ACCEPTED, 0, NULL, 0);
+    a.u.accepted.seed = x->seed;
+    a.u.accepted.n_prompt = (uint32_t)j->n_prompt;
+    a.u.accepted.first_index = x->resume_index;
+    emit(s, j, &a);
+    if (s->q_tail) s->q_tail->next = j;
+    else s->q_head = j;
+    s->q_tail = j;
+    atomic_fetch_add_explicit(&s->queued, 1, memory_order_relaxed);
+}
+
+void bw_sched_cancel(bw_sched *s, const char *job_id)
+{
+    job *prev = NULL;
+    job *j = find_active(s, job_id, &prev);
+    if (!j) return; /* finished already, or never seen: nothing to stop */
+    if (j->slot < 0) {
+        unqueue(s, j, prev);
+        finish_done(s, j, BW_STOP_CANCELLED, NULL);
+    } else {
+        j->cancelled = 1; /* ended at the start of the next step, before any more compute */
+    }
+}
+
+void bw_sched_replay(bw_sched *s, const char *job_id, uint64_t from_seq)
+{
+    job *j = find_active(s, job_id, NULL);
+    if (!j) j = find_retired(s, job_id);
+    if (!j) {
+        bw_log_warn("%s: REPLAY for a job whose history is gone", job_id);
+        return;
+    }
+    for (size_t i = (size_t)(from_seq < j->hist.n ? from_seq : j->hist.n); i < j->hist.n; i++)
+        s->publish(s->ctx, j->hist.msg[i], j->hist.len[i]);
+}
+
+/* ---- step ---- */
+
+static void admit(bw_sched *s)
+{
+    for (int i = 0; i < s->n_slots && s->q_head; i++) {
+        if (s->slots[i]) continue;
+        job *j = s->q_head;
+        unqueue(s, j, NULL);
+        j->slot = i;
+        j->n_fed = 0;
+        j->t_admit = bw_clock_mono_ns();
+        s->slots[i] = j;
+        atomic_fetch_add_explicit(&s->busy, 1, memory_order_relaxed);
+    }
+}
+
+static int add_tok(bw_sched *s, int n, job *j, int32_t tok, size_t pos, int want)
+{
+    s->b_tok[n] = tok;
+    s->b_pos[n] = (int32_t)pos;
+    s->b_slot[n] = j->slot;
+    s->b_want[n] = (uint8_t)want;
+    return n + 1;
+}
+
+/* Samples job j's next token from its logits row, publishes it, and ends the job if it is over. */
+static void sample_and_publish(bw_sched *s, job *j, float *row)
+{
+    bw_gen_token t;
+    if (bw_gen_next(j->gen, s->sampler, row, &t) != 0) {
+        finish_error(s, j, BW_PERR_GENERATION, "sampling failed (out of memory)");
+        return;
+    }
+    if (!j->t_first) j->t_first = bw_clock_mono_ns();
+    /* an end-of-generation token or a matched stop string carries no text of its own */
+    int silent = (t.stop == BW_STOP_EOS || t.stop == BW_STOP_SEQUENCE) && t.text_len == 0;
+    if (!silent) {
+        bw_proto_msg m;
+        bw_proto_init(&m, BW_MSG_TOKEN, 0, NULL, 0);
+        m.u.token.index = j->first_index + (int32_t)j->n_published;
+        m.u.token.token_id = t.id;
+        m.u.token.text = t.text;
+        m.u.token.text_len = (uint32_t)(t.text_len < BW_PROTO_MAX_TEXT ? t.text_len : BW_PROTO_MAX_TEXT);
+        emit(s, j, &m);
+        j->n_published++;
+    }
+    if (t.stop != BW_STOP_NONE) finish_done(s, j, t.stop, t.stop == BW_STOP_SEQUENCE ? t.stop_matched : NULL);
+    else if (j->n_fed >= (size_t)s->n_ctx) finish_done(s, j, BW_STOP_MAX_TOKENS, NULL);
+    else j->next_tok = t.id;
+}
+
+int bw_sched_step(bw_sched *s)
+{
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i] && s->slots[i]->cancelled) finish_done(s, s->slots[i], BW_STOP_CANCELLED, NULL);
+    admit(s);
+
+    int n = 0, rows = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        job *j = s->slots[i];
+        if (j && j->prefilled) {
+            n = add_tok(s, n, j, j->next_tok, j->n_fed, 1);
+            s->b_rows[rows++] = j;
+        }
+    }
+    for (int i = 0; i < s->n_slots && n < s->max_batch; i++) {
+        job *j = s->slots[i];
+        if (!j || j->prefilled) continue;
+        size_t left = j->n_prompt - j->n_fed, room = (size_t)(s->max_batch - n);
+        j->chunk = left < room ? left : room;
+        for (size_t k = 0; k < j->chunk; k++) {
+            size_t pos = j->n_fed + k;
+            n = add_tok(s, n, j, j->toks[pos], pos, pos == j->n_prompt - 1);
+        }
+        if (j->n_fed + j->chunk == j->n_prompt) s->b_rows[rows++] = j;
+    }
+    if (n == 0) return (int)(bw_sched_busy(s) + bw_sched_queued(s));
+
+    bw_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .slot = s->b_slot, .want_logits = s->b_want};
+    int rc = bw_backend_forward(s->e->backend, &b, s->logits);
+    if (rc != 0) {
+        bw_log_error("backend forward failed on a batch of %d tokens", n);
+        for (int i = 0; i < s->n_slots; i++)
+            if (s->slots[i]) finish_error(s, s->slots[i], BW_PERR_GENERATION, "the backend failed");
+        return -1;
+    }
+    for (int i = 0; i < s->n_slots; i++) {
+        job *j = s->slots[i];
+        if (!j) continue;
+        if (j->prefilled) {
+            j->n_fed++;
+        } else {
+            j->n_fed += j->chunk;
+            j->chunk = 0;
+        }
+    }
+    /* rows are in batch order: decode jobs first, then jobs whose prefill completed in this step */
+    for (int r = 0; r < rows; r++) {
+        job *j = s->b_rows[r];
+        j->prefilled = 1;
+        sample_and_publish(s, j, s->logits + (size_t)r * (size_t)s->n_vocab);
+    }
+    return (int)(bw_sched_busy(s) + bw_sched_queued(s));
+}
+
+void bw_sched_abort_all(bw_sched *s, uint16_t code, const char *message)
+{
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i]) finish_error(s, s->slots[i], code, message);
+    while (s->q_head) {
+        job *j = s->q_head;
+        unqueue(s, j, NULL);
+        finish_error(s, j, code, message);
+    }
+}
+
+unsigned bw_sched_busy(const bw_sched *s) { return atomic_load_explicit(&s->busy, memory_order_relaxed); }
+unsigned bw_sched_queued(const bw_sched *s) { return atomic_load_explicit(&s->queued, memory_order_relaxed); }

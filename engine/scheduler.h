@@ -1,0 +1,43 @@
+/* The engine's job scheduler: continuous batching over the backend's N slots (SPEC §1, §2).
+ *
+ * Owns: the wait queue, slot assignment, building ONE batch per step from every active job (a decode
+ * token for each running job plus prefill chunks of newly admitted ones), the per-job message sequence,
+ * and the bounded per-job history that REPLAY serves. Every message is encoded here and handed to the
+ * publish callback the moment it exists, so a token leaves the engine right after it is sampled.
+ * It does not know about sockets or signals (engine/daemon.c does). Single-threaded; the counters read
+ * by bw_sched_busy/queued may be read from another thread. */
+#ifndef BW_ENGINE_SCHEDULER_H
+#define BW_ENGINE_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/loader.h"
+#include "proto/bw_proto.h"
+
+typedef struct bw_sched bw_sched;
+
+/* Sends one encoded message; called synchronously from the scheduler. */
+typedef void (*bw_sched_publish_fn)(void *ctx, const uint8_t *msg, size_t len);
+
+bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publish, void *ctx, char *err,
+                          size_t errlen);
+void bw_sched_free(bw_sched *s);
+
+/* Takes a decoded SUBMIT / CANCEL / REPLAY. Problems are answered with ERROR messages, never crashes. */
+void bw_sched_submit(bw_sched *s, const bw_proto_msg *m);
+void bw_sched_cancel(bw_sched *s, const char *job_id);
+void bw_sched_replay(bw_sched *s, const char *job_id, uint64_t from_seq);
+
+/* Runs one batched forward pass over every active job and publishes what it produced. Returns the
+ * number of jobs still active or queued (0 = idle: wait for messages), or -1 if the backend failed (the
+ * jobs of that step have been ended with GENERATION_ERROR). */
+int bw_sched_step(bw_sched *s);
+
+/* Ends every queued and running job with an ERROR (code, message): the engine is going away. */
+void bw_sched_abort_all(bw_sched *s, uint16_t code, const char *message);
+
+unsigned bw_sched_busy(const bw_sched *s);   /* slots in use */
+unsigned bw_sched_queued(const bw_sched *s); /* jobs waiting for a slot */
+
+#endif
