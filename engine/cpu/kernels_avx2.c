@@ -26,6 +26,12 @@
  * while the thread's rows stream past them, so each weight row is read from memory n_tok / 64 times. */
 #define BW_TOK_TILE 64
 
+/* Decode streams the weights from DRAM once per token; the hardware prefetcher alone leaves one core
+ * at about half the bandwidth it can draw. Prefetching this far ahead of the tile being computed
+ * (measured: 2 KB too short, 4-8 KB the same) doubles decode throughput. Running past the end of the
+ * matrix is harmless: prefetches do not fault. */
+#define BW_PF_BYTES 4096
+
 BW_AVX2_INLINE float bw_hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -149,6 +155,11 @@ BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT
             dx[t] = _mm256_broadcast_ss(d + b);
             cx[t] = type == BW_TYPE_Q8_0 ? _mm256_setzero_ps() : _mm256_broadcast_ss(d + nb + b);
         }
+        if (NT == 1) {
+            const char *pf = (const char *)w + BW_PF_BYTES + b * NR * bb;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+        }
         for (int r = 0; r < NR; r++) {
             const uint8_t *blk = w + r * wrow + b * bb;
             __m256 dw = bw_h2f_bcast(blk);
@@ -214,6 +225,7 @@ BW_AVX2_INLINE void bw_ftile(const enum bw_type type, const int NR, const int NT
     for (int r = 0; r < NR; r++)
         for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n8; i += 8) {
+        if (NT == 1) _mm_prefetch((const char *)w + BW_PF_BYTES + i * esz * NR, _MM_HINT_T0);
         __m256 xv[4];
         for (int t = 0; t < NT; t++) xv[t] = _mm256_loadu_ps(x + t * xs + i);
         for (int r = 0; r < NR; r++) {

@@ -6,7 +6,7 @@
  * shows the compute ceiling. Each figure is the best over many calls, since the machine is shared.
  * GB/s counts weight bytes only; GFLOP/s counts 2 * rows * cols * n_tok. The last line replays the
  * matrix products of one whole decode step (30 layers + output) over distinct buffers.
- * Usage: bench_kernels [seconds per figure, default 0.3] */
+ * Usage: bench_kernels [seconds per figure, default 0.3] [only shapes whose name contains this] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,7 +210,8 @@ int main(int argc, char **argv)
     if (argc > 1) g_secs = atof(argv[1]);
     const char *best = bw_kernels_init(0);
     const char *paths[2] = {best, "portable"};
-    int n_paths = strcmp(best, "portable") == 0 ? 1 : 2;
+    /* BW_BENCH_FAST=1 skips the (slow) portable path. */
+    int n_paths = strcmp(best, "portable") == 0 || getenv("BW_BENCH_FAST") ? 1 : 2;
     bw_pool *pools[2] = {bw_pool_create(1), bw_pool_create(2)};
     if (!pools[0] || !pools[1]) return 1;
 
@@ -230,8 +231,10 @@ int main(int argc, char **argv)
         {"ffn_down prefill", BW_TYPE_Q4_1, 1536, 576, 512},
         {"(Q8_0 ffn_up prefill)", BW_TYPE_Q8_0, 576, 1536, 512},
     };
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) bench_shape(&shapes[i], pools, paths, n_paths);
-    bench_decode_step(pools, paths, n_paths);
+    const char *only = argc > 2 ? argv[2] : NULL;
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        if (!only || strstr(shapes[i].what, only)) bench_shape(&shapes[i], pools, paths, n_paths);
+    if (!only || strstr("decode step", only)) bench_decode_step(pools, paths, n_paths);
     bw_pool_destroy(pools[0]);
     bw_pool_destroy(pools[1]);
     return 0;
