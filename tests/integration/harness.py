@@ -12,6 +12,7 @@ import tempfile
 import time
 
 START_DEADLINE_S = 30.0
+LOG_DIR = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "logs"  # git-ignored
 
 
 def free_port():
@@ -65,7 +66,9 @@ class Worker:
         env.pop("LLORCH_API_TOKEN", None)
         if token:
             env["LLORCH_API_TOKEN"] = token
-        self.log_path = pathlib.Path(log_dir or self.rundir.parent) / f"front-{self.port}.log"
+        log_dir = pathlib.Path(log_dir or LOG_DIR)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"front-{self.port}.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.front_pid = self.proc.pid
