@@ -101,7 +101,8 @@ def test_client_disconnect_frees_the_slot(pair):
             got += 1
             if got == 3:
                 break
-    assert pair.info()["engine"]["slots"]["busy"] >= 1
+    # /info reports the engine's last HELLO, which is at most 200 ms old
+    assert wait_until(lambda: pair.info()["engine"]["slots"]["busy"] >= 1, 1.0, 0.02)
     s.close()
     t0 = time.monotonic()
     assert wait_until(lambda: pair.info()["engine"]["slots"]["busy"] == 0, 2.0, 0.05), "slot still busy after 2 s"
