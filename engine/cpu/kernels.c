@@ -7,13 +7,17 @@
  *   float  c[cols/32]  the per-block constant the weight type needs, times the path's c_scale:
  *                      Q4_0: -8 * d * sum(q)  (folds the "-8" of the weight into one term)
  *                      Q4_1: fp16(d_unrounded * sum(q))  (Q8_1's s)
- *                      Q8_0: 0
- * The portable path stores c as above; the AVX2 path stores c / 8 because it spreads the term over the
- * 8 lanes of a vector (a power of two, so no rounding). Both paths produce identical qs and d.
+ *                      Q8_0: -128 * d * sum(q)  (for the AVX512-VNNI path, which feeds the signed
+ *                            weights to vpdpbusd as unsigned w + 128; the other paths ignore it)
+ * The portable path stores c as above; the SIMD paths store c / 8 because the AVX2 kernels spread the
+ * term over the 8 lanes of a vector (a power of two, so no rounding). All paths produce identical qs
+ * and d.
  * Products are y[t][r] = sum over blocks b of W-block(r, b) . x-block(t, b), blocks in increasing order. */
 #include "engine/cpu/kernels.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BW_ACT_ALIGN 64
@@ -31,6 +35,9 @@ float bw_avx2_dot_f32(const float *a, const float *b, int64_t n);
 void bw_avx2_axpy_f32(float *y, float a, const float *x, int64_t n);
 void bw_avx2_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps);
 void bw_avx2_swiglu(float *out, const float *gate, const float *up, int64_t n);
+void bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
+                           size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
+                           int64_t r1);
 #endif
 
 struct bw_kernel_path {
@@ -194,7 +201,7 @@ static void bw_port_quant_act(enum bw_type wtype, const float *x, int64_t cols, 
         dd[b] = bw_round_f16(d);
         if (wtype == BW_TYPE_Q4_0) cc[b] = -8.0f * (dd[b] * (float)sum);
         else if (wtype == BW_TYPE_Q4_1) cc[b] = bw_round_f16(d * (float)sum);
-        else cc[b] = 0.0f;
+        else cc[b] = -128.0f * (dd[b] * (float)sum);
     }
 }
 
@@ -307,22 +314,35 @@ static const struct bw_kernel_path bw_path_avx2 = {
     "avx2", bw_avx2_quant_act, bw_avx2_matmul_rows, bw_avx2_dot_f32,
     bw_avx2_axpy_f32, bw_avx2_rmsnorm, bw_avx2_swiglu,
 };
+/* AVX2 everywhere except the quantized products, which use AVX512-VNNI. */
+static const struct bw_kernel_path bw_path_avx512 = {
+    "avx512vnni", bw_avx2_quant_act, bw_avx512_matmul_rows, bw_avx2_dot_f32,
+    bw_avx2_axpy_f32, bw_avx2_rmsnorm, bw_avx2_swiglu,
+};
 #endif
 
 /* Until bw_kernels_init runs, everything works on the portable path. */
 static const struct bw_kernel_path *bw_path = &bw_path_portable;
 
+/* BW_KERNELS=portable|avx2 in the environment caps the choice: the unit test uses it to check every
+ * path on one machine, and an operator can use it to rule out a SIMD path. */
 const char *bw_kernels_init(int force_portable)
 {
     bw_path = &bw_path_portable;
 #ifdef BW_HAVE_AVX2_PATH
+    const char *cap = getenv("BW_KERNELS");
+    if (force_portable || (cap && strcmp(cap, "portable") == 0)) return bw_path->name;
     __builtin_cpu_init();
     /* clang's __builtin_cpu_supports knows no "f16c": read CPUID leaf 1 for it (ECX bit 29). The
      * builtin's avx2 test also covers the OS saving the YMM registers. */
     unsigned a, b, c = 0, d;
     int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
-        bw_path = &bw_path_avx2;
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return bw_path->name;
+    bw_path = &bw_path_avx2;
+    if ((!cap || strcmp(cap, "avx2") != 0) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+        bw_path = &bw_path_avx512;
 #else
     (void)force_portable;
 #endif
@@ -346,6 +366,8 @@ struct bw_mm_job {
     int64_t y_stride;
     void *act;
     size_t act_stride;
+    int64_t chunk;            /* rows per claim, a multiple of 4 */
+    _Atomic int64_t next_row; /* first row not yet claimed */
 };
 
 static void bw_mm_quant_task(void *ctx, int ith, int nth)
@@ -357,22 +379,35 @@ static void bw_mm_quant_task(void *ctx, int ith, int nth)
                            (uint8_t *)j->act + (size_t)t * j->act_stride);
 }
 
-/* Rows split in contiguous ranges, multiples of 4 so every thread gets whole micro-kernel tiles. */
+/* Threads claim chunks of rows until none is left: on a shared machine one thread may run at a fraction
+ * of the other's speed, and a static split would make every product wait for the slower one. Chunks
+ * are multiples of 4 rows so every output is computed by the same tile code whoever claims it. */
 static void bw_mm_rows_task(void *ctx, int ith, int nth)
 {
     struct bw_mm_job *j = ctx;
+    (void)ith;
+    (void)nth;
     int64_t rows = j->W->rows;
-    int64_t r0 = rows * ith / nth / 4 * 4;
-    int64_t r1 = ith == nth - 1 ? rows : rows * (ith + 1) / nth / 4 * 4;
-    if (r1 > r0)
-        j->path->matmul_rows(j->W, j->x, j->x_stride, j->act, j->act_stride, j->n_tok, j->y, j->y_stride,
-                             r0, r1);
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&j->next_row, j->chunk, memory_order_relaxed);
+        if (r0 >= rows) return;
+        int64_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+        j->path->matmul_rows(j->W, j->x, j->x_stride, j->act, j->act_stride, j->n_tok, j->y, j->y_stride, r0,
+                             r1);
+    }
 }
 
 void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok,
                float *y, int64_t y_stride, void *scratch)
 {
-    struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0};
+    struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0, 0, 0};
+    /* About 4 chunks per thread: enough to even out a slow thread, few enough that claiming (one atomic
+     * on a shared line) stays invisible next to a chunk's work. */
+    int nth = bw_pool_threads(pool);
+    j.chunk = (W->rows + 4 * nth - 1) / (4 * nth);
+    j.chunk = nth == 1 ? W->rows : (j.chunk + 3) / 4 * 4;
+    if (j.chunk < 4) j.chunk = 4;
+    atomic_init(&j.next_row, 0);
     if (bw_is_quant(W->type)) {
         j.act_stride = bw_act_stride(W->cols);
         /* A few rows quantize in well under a microsecond: cheaper than a fork-join. */

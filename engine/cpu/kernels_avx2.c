@@ -108,7 +108,7 @@ void BW_AVX2 bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols,
         dd[b] = _cvtsh_ss(_cvtss_sh(d, 0));
         if (wtype == BW_TYPE_Q4_0) cc[b] = -(dd[b] * (float)sum); /* (-8 * d * sum) / 8 */
         else if (wtype == BW_TYPE_Q4_1) cc[b] = _cvtsh_ss(_cvtss_sh(d * (float)sum, 0)) * 0.125f;
-        else cc[b] = 0.0f;
+        else cc[b] = -16.0f * (dd[b] * (float)sum); /* (-128 * d * sum) / 8, for the VNNI path */
     }
 }
 
@@ -407,6 +407,178 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, den), _mm256_loadu_ps(up + i)));
     }
     for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* ---- AVX512-VNNI variant of the quantized products ----------------------------------------------- *
+ * Same activation records (c / 8 included). A tile is 4 rows x NT tokens with the four rows side by
+ * side in one zmm: for Q4 types 128-bit lane k holds the 16 code bytes of row k, split into a
+ * low-nibble and a high-nibble vector that meet the two halves of the activation block broadcast to
+ * every lane; vpdpbusd sums 4 products per int32 lane with no 16-bit saturation step. Q8_0 rows are 32
+ * bytes, so two rows share a zmm; the signed weights enter vpdpbusd as w + 128, and the block's
+ * "-128 * d * sum(q)" term (c) takes the excess out again. Per block and tile, the scales of the 4 rows
+ * ([d, m] or [d, d]) are converted together and multiplied with [dx, c/8]; the d*dx products scale the
+ * integer dots, the other half accumulates in odd lanes of a side vector and is added, times 8, once at
+ * the end. */
+
+#define BW_AVX512_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+#define BW_AVX512 __attribute__((target(BW_AVX512_TARGET)))
+#define BW_AVX512_INLINE static inline __attribute__((always_inline, target(BW_AVX512_TARGET)))
+
+/* 16 bytes at p + k * stride into 128-bit lane k, k < 4. */
+BW_AVX512_INLINE __m512i bw_load4x16(const uint8_t *p, size_t stride)
+{
+    __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
+    z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + stride)), 1);
+    z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + 2 * stride)), 2);
+    return _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + 3 * stride)), 3);
+}
+
+/* [d0, m0, d1, m1, d2, m2, d3, m3] for Q4_1 blocks at blk + k * stride, [d0, d0, d1, d1, ...] otherwise. */
+BW_AVX512_INLINE __m256 bw_scales4(const enum bw_type type, const uint8_t *blk, size_t stride)
+{
+    uint32_t v[4];
+    for (int k = 0; k < 4; k++) memcpy(&v[k], blk + k * stride, 4); /* every block is >= 18 bytes */
+    __m128i h = _mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3]);
+    if (type != BW_TYPE_Q4_1)
+        h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+    return _mm256_cvtph_ps(h);
+}
+
+/* Sums of each 128-bit lane's four floats: [lane0, lane1, lane2, lane3]. */
+BW_AVX512_INLINE __m512 bw_lane_sums(__m512 z)
+{
+    z = _mm512_add_ps(z, _mm512_permute_ps(z, 0x4e));
+    return _mm512_add_ps(z, _mm512_permute_ps(z, 0xb1));
+}
+
+BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const uint8_t *w, size_t wrow,
+                                   const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
+{
+    const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
+                      : type == BW_TYPE_Q4_1 ? sizeof(bw_block_q4_1)
+                                             : sizeof(bw_block_q8_0);
+    const int is_q4 = type != BW_TYPE_Q8_0;
+    const int64_t nb = cols / BW_QK;
+    const __m512i nib = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
+    const __m512i idx4 = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    const __m512i idx01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    const __m512i idx23 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
+    __m512 acc[4][2];
+    __m256 accm[4];
+    for (int t = 0; t < NT; t++) {
+        acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * bb;
+        if (NT == 1) {
+            const char *pf = (const char *)w + BW_PF_BYTES + b * 4 * bb;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+        }
+        __m256 ws = bw_scales4(type, blk, wrow);
+        __m512i lo, hi, w01, w23;
+        if (is_q4) {
+            __m512i z = bw_load4x16(blk + (type == BW_TYPE_Q4_1 ? 4 : 2), wrow);
+            lo = _mm512_and_si512(z, nib);
+            hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), nib);
+            w01 = w23 = lo; /* unused */
+        } else {
+            w01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
+                                     _mm256_loadu_si256((const __m256i *)(blk + wrow + 2)), 1);
+            w23 = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2 * wrow + 2))),
+                _mm256_loadu_si256((const __m256i *)(blk + 3 * wrow + 2)), 1);
+            w01 = _mm512_xor_si512(w01, flip);
+            w23 = _mm512_xor_si512(w23, flip);
+            lo = hi = w01; /* unused */
+        }
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *rec = act + t * astride;
+            const float *d = (const float *)(rec + cols);
+            __m256 xs = _mm256_blend_ps(_mm256_broadcast_ss(d + b), _mm256_broadcast_ss(d + nb + b), 0xaa);
+            __m256 prod = _mm256_mul_ps(ws, xs); /* [d*dx, m*c/8] per row */
+            accm[t] = _mm256_mask_add_ps(accm[t], 0xaa, accm[t], prod);
+            __m512 P = _mm512_castps256_ps512(prod);
+            if (is_q4) {
+                __m512i xlo = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(rec + b * BW_QK)));
+                __m512i xhi = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(rec + b * BW_QK + 16)));
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo), hi, xhi);
+                acc[t][0] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx4, P), _mm512_cvtepi32_ps(dot), acc[t][0]);
+            } else {
+                __m512i xb = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)(rec + b * BW_QK)));
+                __m512i d01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w01, xb);
+                __m512i d23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w23, xb);
+                acc[t][0] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx01, P), _mm512_cvtepi32_ps(d01), acc[t][0]);
+                acc[t][1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx23, P), _mm512_cvtepi32_ps(d23), acc[t][1]);
+            }
+        }
+    }
+
+    for (int t = 0; t < NT; t++) {
+        __m128 s;
+        if (is_q4) {
+            s = _mm512_castps512_ps128(
+                _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+                                      bw_lane_sums(acc[t][0])));
+        } else {
+            /* Row k of a Q8_0 pair spans two 128-bit lanes. */
+            __m512 a = bw_lane_sums(acc[t][0]), c = bw_lane_sums(acc[t][1]);
+            __m512 e0 = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c);
+            __m512 e1 = _mm512_permutex2var_ps(a, _mm512_setr_epi32(4, 12, 20, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c);
+            s = _mm_add_ps(_mm512_castps512_ps128(e0), _mm512_castps512_ps128(e1));
+        }
+        __m128 m4 = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(accm[t], _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
+        _mm_storeu_ps(y + t * ys, _mm_fmadd_ps(m4, _mm_set1_ps(8.0f), s));
+    }
+}
+
+BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok,
+                                   int64_t r0, int64_t r4)
+{
+#define BW_VNNI_TILE(NT, r, t)                                                                             \
+    bw_vnni_tile(type, NT, a->w + (r) * a->wrow, a->wrow, a->act + (t) * a->astride, a->astride, a->cols,  \
+                 a->y + (t) * a->ys + (r), a->ys)
+    if (n_tok < 4) {
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t r = r0; r < r4; r += 4) BW_VNNI_TILE(1, r, t);
+        return;
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += BW_TOK_TILE) {
+        int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
+        for (int64_t r = r0; r < r4; r += 4) {
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) BW_VNNI_TILE(4, r, t);
+            for (; t < t1; t++) BW_VNNI_TILE(1, r, t);
+        }
+    }
+#undef BW_VNNI_TILE
+}
+
+#define BW_VNNI_ROWS_FN(name, type)                                                                        \
+    static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r4)       \
+    {                                                                                                      \
+        bw_vnni_rows(type, a, n_tok, r0, r4);                                                              \
+    }
+BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q8_0, BW_TYPE_Q8_0)
+
+/* Float weights and the rows past the last multiple of 4 go to the AVX2 kernels. */
+void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
+                                     size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
+                                     int64_t r1)
+{
+    struct bw_rows_args a = {W->data, W->row_bytes, W->cols, x, x_stride, act, act_stride, y, y_stride};
+    int64_t r4 = r0 + (r1 - r0) / 4 * 4;
+    switch (W->type) {
+    case BW_TYPE_Q4_0: bw_vnni_rows_q4_0(&a, n_tok, r0, r4); break;
+    case BW_TYPE_Q4_1: bw_vnni_rows_q4_1(&a, n_tok, r0, r4); break;
+    case BW_TYPE_Q8_0: bw_vnni_rows_q8_0(&a, n_tok, r0, r4); break;
+    default: r4 = r0; break;
+    }
+    if (r4 < r1) bw_avx2_matmul_rows(W, x, x_stride, act, act_stride, n_tok, y, y_stride, r4, r1);
 }
 
 #endif

@@ -1,16 +1,20 @@
-/* Fork-join thread pool: n_threads - 1 workers plus the calling thread, all running one function per
- * bw_pool_run.
+/* Fork-join thread pool: n_threads - 1 workers plus the calling thread, running the n_threads shares
+ * (ith = 0 .. nth-1) of one function per bw_pool_run.
  *
- * Layout: the caller publishes (fn, ctx) and bumps `gen` (a generation counter on its own cache line);
- * workers that see a new generation run their share and decrement `pending` (another cache line); the
- * caller runs share 0 and waits for `pending` to reach zero. A worker that has seen no new generation
- * for BW_POOL_SPIN_NS parks on a condition variable; the caller only touches the mutex when `sleepers`
- * says someone is parked, so back-to-back runs (a decode step) cost two atomic writes and a spin. */
+ * Shares are claimed, not assigned: `claim` holds (run number << 32 | next unclaimed share), and the
+ * caller and the workers take shares from it with a compare-and-swap until none is left. So when a
+ * worker is late (parked, or descheduled on a machine shared with other processes) the caller runs
+ * its share instead of waiting for it; the run ends when `done` counts every share. The run number in
+ * `claim` keeps a worker that wakes up late from taking a share of a run that is already over.
+ * Workers learn of a new run from `gen` (its own cache line, read-mostly); one that has seen no new
+ * run for BW_POOL_SPIN_NS parks on a condition variable, and the caller only touches the mutex when
+ * `sleepers` says someone is parked, so back-to-back runs (a decode step) cost a few atomics. */
 #include "engine/cpu/pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -30,19 +34,20 @@
 
 struct bw_worker {
     bw_pool *pool;
-    int ith;
     pthread_t thread;
 };
 
 struct bw_pool {
-    /* Written by the caller once per run, read by every worker: one line, apart from `pending`, which
-     * the workers write, so that finishing workers do not evict the line the others are polling. */
+    /* Written by the caller once per run, read by every worker: one line, apart from the counters that
+     * every thread writes, so that claiming and finishing do not evict the line the others poll. */
     _Alignas(BW_CACHELINE) atomic_uint gen;
     bw_pool_fn fn;
     void *ctx;
     atomic_int stop;
+    uint32_t run; /* caller only */
 
-    _Alignas(BW_CACHELINE) atomic_int pending;
+    _Alignas(BW_CACHELINE) _Atomic uint64_t claim;
+    _Alignas(BW_CACHELINE) atomic_int done;
 
     _Alignas(BW_CACHELINE) atomic_int sleepers;
     pthread_mutex_t mu;
@@ -92,6 +97,21 @@ static unsigned bw_pool_wait_gen(bw_pool *p, unsigned seen)
     return g;
 }
 
+/* Runs shares of the current run until none is left unclaimed. */
+static void bw_pool_work(bw_pool *p)
+{
+    uint64_t v = atomic_load_explicit(&p->claim, memory_order_acquire);
+    while ((uint32_t)v < (uint32_t)p->n_threads) {
+        /* Acquire on success: fn and ctx were written before the caller published this run. */
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acquire,
+                                                   memory_order_acquire))
+            continue;
+        p->fn(p->ctx, (int)(uint32_t)v, p->n_threads);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        v = atomic_load_explicit(&p->claim, memory_order_acquire);
+    }
+}
+
 static void *bw_pool_worker_main(void *arg)
 {
     struct bw_worker *w = arg;
@@ -100,8 +120,7 @@ static void *bw_pool_worker_main(void *arg)
     for (;;) {
         seen = bw_pool_wait_gen(p, seen);
         if (atomic_load_explicit(&p->stop, memory_order_relaxed)) break;
-        p->fn(p->ctx, w->ith, p->n_threads);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        bw_pool_work(p);
     }
     return NULL;
 }
@@ -124,7 +143,9 @@ bw_pool *bw_pool_create(int n_threads)
     if (!p) return NULL;
     atomic_init(&p->gen, 0);
     atomic_init(&p->stop, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->claim, 0);
+    atomic_init(&p->done, 0);
+    p->run = 0;
     atomic_init(&p->sleepers, 0);
     p->fn = NULL;
     p->ctx = NULL;
@@ -147,7 +168,6 @@ bw_pool *bw_pool_create(int n_threads)
         }
         for (int i = 1; i < n_threads; i++) {
             p->workers[i].pool = p;
-            p->workers[i].ith = i;
             if (pthread_create(&p->workers[i].thread, NULL, bw_pool_worker_main, &p->workers[i]) != 0) {
                 /* Join the ones already started; they only know the threads they were told about. */
                 p->n_threads = i;
@@ -186,10 +206,14 @@ void bw_pool_run(bw_pool *p, bw_pool_fn fn, void *ctx)
     }
     p->fn = fn;
     p->ctx = ctx;
-    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
-    bw_pool_kick(p); /* seq_cst: also orders fn/ctx/pending before workers can see the generation */
-    fn(ctx, 0, p->n_threads);
-    for (unsigned spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; spins++) {
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    p->run++;
+    /* Release: fn, ctx and the reset `done` are visible to whoever claims a share of this run. The
+     * previous run is over (every share done), so no thread still reads the old fn. */
+    atomic_store_explicit(&p->claim, (uint64_t)p->run << 32, memory_order_release);
+    bw_pool_kick(p);
+    bw_pool_work(p);
+    for (unsigned spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) != p->n_threads; spins++) {
         if (spins < BW_POOL_TIGHT_SPINS) bw_cpu_relax();
         else sched_yield();
     }

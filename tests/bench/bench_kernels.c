@@ -91,6 +91,18 @@ struct shape {
     int64_t cols, rows, n_tok;
 };
 
+/* Selects a kernel path by name ("avx512vnni", "avx2", "portable") through bw_kernels_init. */
+static void use_path(const char *name)
+{
+    if (strcmp(name, "portable") == 0) {
+        bw_kernels_init(1);
+        return;
+    }
+    if (strcmp(name, "avx2") == 0) setenv("BW_KERNELS", "avx2", 1);
+    else unsetenv("BW_KERNELS");
+    bw_kernels_init(0);
+}
+
 static double g_secs = 0.3;
 
 /* Best seconds per call of W x over `copies` matrices in rotation. */
@@ -129,7 +141,7 @@ static void bench_shape(const struct shape *s, bw_pool **pools, const char **pat
     double flop = 2.0 * (double)s->rows * (double)s->cols * (double)s->n_tok;
 
     for (int p = 0; p < n_paths; p++) {
-        bw_kernels_init(strcmp(paths[p], "portable") == 0);
+        use_path(paths[p]);
         for (int th = 0; th < 2; th++) {
             double ts = time_matmul(pools[th], Ws, copies, x, s->n_tok, y, scratch);
             double tc = copies > 1 ? time_matmul(pools[th], Ws, 1, x, s->n_tok, y, scratch) : ts;
@@ -177,7 +189,7 @@ static void bench_decode_step(bw_pool **pools, const char **paths, int n_paths)
     void *scratch = aligned_alloc(64, 4096);
 
     for (int p = 0; p < n_paths; p++) {
-        bw_kernels_init(strcmp(paths[p], "portable") == 0);
+        use_path(paths[p]);
         for (int th = 0; th < 2; th++) {
             double best = 1e30, start = now_s();
             for (int rep = 0; rep < 3 || now_s() - start < 3 * g_secs; rep++) {
@@ -208,10 +220,13 @@ static void nop_fn(void *ctx, int ith, int nth)
 int main(int argc, char **argv)
 {
     if (argc > 1) g_secs = atof(argv[1]);
+    unsetenv("BW_KERNELS");
     const char *best = bw_kernels_init(0);
-    const char *paths[2] = {best, "portable"};
+    const char *paths[3] = {best, "avx2", "portable"};
+    int n_paths = strcmp(best, "avx512vnni") == 0 ? 3 : strcmp(best, "avx2") == 0 ? 2 : 1;
+    if (n_paths == 2) paths[1] = "portable";
     /* BW_BENCH_FAST=1 skips the (slow) portable path. */
-    int n_paths = strcmp(best, "portable") == 0 || getenv("BW_BENCH_FAST") ? 1 : 2;
+    if (getenv("BW_BENCH_FAST") && n_paths > 1) n_paths--;
     bw_pool *pools[2] = {bw_pool_create(1), bw_pool_create(2)};
     if (!pools[0] || !pools[1]) return 1;
 

@@ -253,6 +253,18 @@ static void ref_quant_block(const float *x, struct ref_act *a)
     a->s = ref_round_f16(d * (float)sum);
 }
 
+/* Selects a kernel path by name ("avx512vnni", "avx2", "portable") through bw_kernels_init. */
+static void use_path(const char *name)
+{
+    if (strcmp(name, "portable") == 0) {
+        bw_kernels_init(1);
+        return;
+    }
+    if (strcmp(name, "avx2") == 0) setenv("BW_KERNELS", "avx2", 1);
+    else unsetenv("BW_KERNELS");
+    bw_kernels_init(0);
+}
+
 /* ---- matmul checks --------------------------------------------------------------------------------- */
 
 struct err_stats {
@@ -351,7 +363,7 @@ static void check_matmul_shape(enum bw_type type, int64_t cols, int64_t rows, in
     float *y_path0 = malloc(sizeof(float) * (size_t)(n_tok * ys)); /* current path, 1 thread */
 
     for (int p = 0; p < n_paths; p++) {
-        bw_kernels_init(strcmp(paths[p], "portable") == 0);
+        use_path(paths[p]);
         for (int th = 0; th < 2; th++) {
             for (int64_t i = 0; i < n_tok * ys; i++) y[i] = NAN;
             if (scratch) memset(scratch, 0xa5, sbytes);
@@ -686,10 +698,13 @@ int main(int argc, char **argv)
     g_rng = seed;
     printf("test_kernels seed %llu\n", (unsigned long long)seed);
 
+    unsetenv("BW_KERNELS");
     const char *best = bw_kernels_init(0);
-    const char *paths[2] = {best, "portable"};
-    int n_paths = strcmp(best, "portable") == 0 ? 1 : 2;
-    printf("simd path: %s%s\n", best, n_paths == 1 ? " (no AVX2 here: portable path only)" : "");
+    const char *paths[3] = {best, "avx2", "portable"};
+    int n_paths = strcmp(best, "avx512vnni") == 0 ? 3 : strcmp(best, "avx2") == 0 ? 2 : 1;
+    if (n_paths == 2) paths[1] = "portable";
+    printf("simd paths checked: %s%s%s%s%s\n", paths[0], n_paths > 1 ? ", " : "", n_paths > 1 ? paths[1] : "",
+           n_paths > 2 ? ", " : "", n_paths > 2 ? paths[2] : "");
 
     test_pool();
 
@@ -700,7 +715,7 @@ int main(int argc, char **argv)
     }
     test_dequant();
     for (int p = 0; p < n_paths; p++) {
-        bw_kernels_init(strcmp(paths[p], "portable") == 0);
+        use_path(paths[p]);
         test_vector_ops(paths[p]);
     }
     test_matmul(pools, paths, n_paths);
