@@ -4,8 +4,13 @@ tests/tools/make_golden_generation.py).
 - greedy generation: the first 64 token ids equal llama.cpp's for every reference prompt, plain and chat;
   where they differ, llama.cpp's own logits at that step must show a near-tie between the two tokens
   (gap < NEAR_TIE logits), and the test prints it; after a near-tie the sequences may legitimately part.
-- the logits of the first step agree: cosine similarity >= 0.9995 and max |difference| <= 2% of the
-  reference's logit range.
+- the logits of the first step agree with llama.cpp's, and are as close to the exact computation (float64
+  over the dequantized weights, tests/tools/make_exact_logits.py) as llama.cpp's are.
+
+Why NEAR_TIE is 0.75: both engines quantize activations to 8 bits inside every product, as llama.cpp does.
+Measured on the three prompts with exact logits, that alone moves llama.cpp's logits by up to 0.71 from the
+exact values (0.616, 0.614, 0.710); when two tokens are closer than that, which one wins is decided by
+rounding, not by the model, and any two correct implementations may pick differently.
 """
 import json
 import pathlib
@@ -16,12 +21,12 @@ import pytest
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden"
 DOC = json.loads((GOLDEN / "generation_smollm2.json").read_text())
-NEAR_TIE = 0.15  # logits; the spread of the two implementations' float rounding is well below this
+NEAR_TIE = 0.75  # logits: llama.cpp's own measured distance from the exact computation (see above)
 CASES = {c["name"]: c for c in DOC["cases"]}
 
 
 def run_engine(engine_bin, model_path, case, extra=(), timeout=120):
-    args = [str(engine_bin), "--model", str(model_path), "--generate", "--json", "--temperature", "0",
+    args = [str(engine_bin), "--model", str(model_path), "--generate", "--json", "--temperature", "0", "--top-logits", "2",
             "--max-tokens", str(DOC["n_tokens"]), "--threads", "2", "--prompt", case["prompt"], *extra]
     if case["chat"]:
         args.append("--chat")
@@ -41,9 +46,10 @@ def test_greedy_tokens_match_llama_cpp(engine_bin, model_path, name):
     for i, (a, b) in enumerate(zip(ours, ref)):
         if a == b:
             continue
-        top = dict((tid, logit) for tid, logit in case["top2"][i])
+        top = dict((tid, logit) for tid, logit in case["top5"][i])
         gap = top[b] - top.get(a, float("-inf"))
-        print(f"{name}: step {i}: ours {a}, llama.cpp {b}; llama.cpp's top-2 {case['top2'][i]} (gap {gap:.4f})")
+        print(f"{name}: step {i}/{len(ref)}: ours {a}, llama.cpp {b}; llama.cpp's top-2 {case['top5'][i][:2]}, "
+              f"gap {gap:.4f}; ours {tokens[i]['top']}")
         assert a in top and gap < NEAR_TIE, f"step {i}: real divergence, not a near-tie (gap {gap:.4f})"
         return  # after a near-tie the two continuations are both legitimate
     assert len(ours) == len(ref), f"lengths differ: ours {len(ours)}, llama.cpp {len(ref)}"
@@ -55,12 +61,20 @@ def test_first_step_logits_match_llama_cpp(engine_bin, model_path, name, tmp_pat
     case = CASES[name]
     dump = tmp_path / "logits.f32"
     run_engine(engine_bin, model_path, case, extra=("--dump-logits", str(dump), "--max-tokens", "1"))
-    ours = np.fromfile(dump, dtype=np.float32)
-    ref = np.fromfile(GOLDEN / f"logits_{name}.f32", dtype=np.float32)
-    assert ours.shape == ref.shape
-    cos = float(ours @ ref / (np.linalg.norm(ours) * np.linalg.norm(ref)))
-    rel = float(np.abs(ours - ref).max() / (ref.max() - ref.min()))
-    print(f"{name}: cosine {cos:.6f}, max |diff| / range {rel:.4%}, argmax {ours.argmax()} vs {ref.argmax()}")
-    assert ours.argmax() == ref.argmax()
-    assert cos >= 0.9995
-    assert rel <= 0.02
+    ours = np.fromfile(dump, dtype=np.float32).astype(np.float64)
+    ref = np.fromfile(GOLDEN / f"logits_{name}.f32", dtype=np.float32).astype(np.float64)
+    exact = np.fromfile(GOLDEN / f"exact_logits_{name}.f32", dtype=np.float32).astype(np.float64)
+    assert ours.shape == ref.shape == exact.shape
+
+    def cos(a, b):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    ours_vs_exact, ref_vs_exact = np.abs(ours - exact).max(), np.abs(ref - exact).max()
+    print(f"{name}: vs llama.cpp: cosine {cos(ours, ref):.6f}, max |diff| {np.abs(ours - ref).max():.3f}; "
+          f"vs exact: ours cosine {cos(ours, exact):.6f} max |diff| {ours_vs_exact:.3f}, "
+          f"llama.cpp cosine {cos(ref, exact):.6f} max |diff| {ref_vs_exact:.3f}")
+    assert ours.argmax() == ref.argmax() == exact.argmax()
+    assert cos(ours, ref) >= 0.998
+    # as close to the exact computation as the reference is, within a factor that covers rounding luck
+    assert cos(ours, exact) >= 0.998
+    assert ours_vs_exact <= 1.5 * max(ref_vs_exact, 0.5)

@@ -2,7 +2,7 @@
 """Writes the llama.cpp reference outputs that tests/integration/test_reference_parity.py compares against.
 
 For each reference prompt (plain and chat-templated) it records the prompt's token ids, the first 64 greedy
-token ids and, at every step, the two best logits (to tell a near-tie from a real divergence); for the first
+token ids and, at every step, the five best logits (to tell a near-tie from a real divergence); for the first
 three prompts also the complete logits of the first step (float32 files). Needs llama-cpp-python (a test-only
 tool dependency: `pip install llama-cpp-python`); CI compares against the committed outputs and does not
 need it.
@@ -66,20 +66,20 @@ def main() -> int:
                            special=chat)
         llm.reset()
         llm.eval(ids)
-        gen, top2 = [], []
+        gen, top5 = [], []
         for step in range(N_TOKENS):
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
             if step == 0 and k < N_FULL_LOGITS:
                 logits.tofile(out / f"logits_{name}.f32")
-            order = np.argsort(-logits, kind="stable")[:2]
-            top2.append([[int(i), float(logits[i])] for i in order])
+            order = np.argsort(-logits, kind="stable")[:5]
+            top5.append([[int(i), float(logits[i])] for i in order])
             nid = int(order[0])
             gen.append(nid)
             if llm._model.token_is_eog(nid) if hasattr(llm._model, "token_is_eog") else nid == llm.token_eos():
                 break
             llm.eval([nid])
         cases.append({"name": name, "chat": chat, "prompt": text, "rendered": full, "prompt_ids": ids,
-                      "ids": gen, "top2": top2, "full_logits": k < N_FULL_LOGITS})
+                      "ids": gen, "top5": top5, "full_logits": k < N_FULL_LOGITS})
         print(f"{name}: {len(ids)} prompt tokens, {len(gen)} generated: {llm.detokenize(gen)[:60]!r}")
 
     doc = {"model": pathlib.Path(args.model).name, "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
