@@ -19,6 +19,7 @@
 #include "engine/chat.h"
 #include "engine/generate.h"
 #include "engine/loader.h"
+#include "engine/prompt.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 
@@ -76,7 +77,7 @@ static void usage(FILE *f)
           "  --dump-logits FILE    write the first step's logits (float32) to FILE\n"
           "\n"
           "Tokenizer (--tokenize):\n"
-          "  --no-special          treat special-token text as plain text\n"
+          "  --no-special          treat special-token text as plain text (default: parsed)\n"
           "  --bos / --no-bos      override the model's add-BOS default\n"
           "\n"
           "Benchmark (--bench):\n"
@@ -253,34 +254,24 @@ static char *read_stdin(size_t *len)
     return buf;
 }
 
-static int32_t *encode_text(const bw_tok *tok, const char *text, size_t len, int add_bos, int special, int32_t *n)
-{
-    int32_t cap = (int32_t)(len + 8 > INT32_MAX / 2 ? INT32_MAX / 2 : len + 8);
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    if (!ids) return NULL;
-    *n = bw_tok_encode(tok, text, len, add_bos, special, ids, cap);
-    if (*n < 0) {
-        free(ids);
-        return NULL;
-    }
-    return ids;
-}
-
 static int run_tokenize(const bw_tok *tok, const cli *c)
 {
     size_t len;
     char *text = read_stdin(&len);
     if (!text) return 1;
-    int32_t n;
-    int add_bos = c->add_bos >= 0 ? c->add_bos : bw_tok_add_bos(tok);
-    int32_t *ids = encode_text(tok, text, len, add_bos, c->special, &n);
+    bw_prompt_ctx pc = {tok, BW_CHAT_UNKNOWN, NULL, 0};
+    bw_prompt_req req = {.text = text, .text_len = len, .add_bos = c->add_bos, .parse_special = c->special};
+    char err[256];
+    size_t n = 0;
+    int32_t *ids = len ? bw_prompt_encode(&pc, &req, 0, &n, err, sizeof err) : malloc(sizeof *ids);
     free(text);
     if (!ids) {
-        fprintf(stderr, "beeworker-engine: tokenizer failed\n");
+        fprintf(stderr, "beeworker-engine: %s\n", err);
         return 1;
     }
+    if (!len && (c->add_bos >= 0 ? c->add_bos : bw_tok_add_bos(tok))) ids[n++] = bw_tok_bos(tok);
     putchar('[');
-    for (int32_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+    for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
     puts("]");
     free(ids);
     return 0;
@@ -351,30 +342,24 @@ static void print_json_text(const char *s, size_t n)
 
 static int32_t *build_prompt(const bw_engine *e, const cli *c, int32_t *n, char *err, size_t errlen)
 {
-    const char *text = c->prompt;
-    char *rendered = NULL;
-    int special = c->special;
-    if (c->chat) {
-        bw_gguf_str tmpl = {0, NULL};
-        bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &tmpl);
-        bw_chat_msg msgs[2];
-        size_t nm = 0;
-        if (c->system) msgs[nm++] = (bw_chat_msg){"system", c->system};
-        msgs[nm++] = (bw_chat_msg){"user", c->prompt};
-        rendered = bw_chat_render(bw_chat_detect(tmpl.str, tmpl.len), tmpl.str, tmpl.len, msgs, nm, err, errlen);
-        if (!rendered) return NULL;
-        text = rendered;
-        special = 1;
-    }
-    int add_bos = c->add_bos >= 0 ? c->add_bos : bw_tok_add_bos(e->tok);
-    int32_t *ids = encode_text(e->tok, text, strlen(text), add_bos, special, n);
-    free(rendered);
-    if (!ids) snprintf(err, errlen, "the prompt could not be tokenized");
-    else if (*n == 0) {
-        snprintf(err, errlen, "the prompt is empty after tokenization");
-        free(ids);
-        ids = NULL;
-    }
+    bw_gguf_str tmpl = {0, NULL};
+    bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &tmpl);
+    bw_prompt_ctx pc = {e->tok, bw_chat_detect(tmpl.str, tmpl.len), tmpl.str, tmpl.len};
+    bw_chat_msg msgs[2];
+    size_t nm = 0;
+    if (c->system) msgs[nm++] = (bw_chat_msg){"system", c->system};
+    msgs[nm++] = (bw_chat_msg){"user", c->prompt};
+    bw_prompt_req req = {
+        .text = c->prompt,
+        .text_len = strlen(c->prompt),
+        .msgs = c->chat ? msgs : NULL,
+        .n_msgs = nm,
+        .add_bos = c->add_bos,
+        .parse_special = c->special,
+    };
+    size_t count = 0;
+    int32_t *ids = bw_prompt_encode(&pc, &req, 0, &count, err, errlen);
+    *n = (int32_t)count;
     return ids;
 }
 
@@ -518,17 +503,16 @@ static int run_bench(bw_engine *e, const cli *c)
         return 1;
     }
     const int nv = e->model.cfg.n_vocab;
-    int32_t *tok = malloc((size_t)P * sizeof *tok), *pos = malloc((size_t)P * sizeof *pos);
+    const int L = P > N ? P : N; /* pos serves both the prompt and the decode loop */
+    int32_t *tok = malloc((size_t)P * sizeof *tok), *pos = malloc((size_t)L * sizeof *pos);
     int32_t *slot = calloc((size_t)P, sizeof *slot);
     uint8_t *want = calloc((size_t)P, 1);
     float *logits = malloc((size_t)nv * sizeof *logits);
     double pp[1000], tg[1000];
     int rc = 1;
     if (!tok || !pos || !slot || !want || !logits) goto out;
-    for (int i = 0; i < P; i++) {
-        tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv); /* fixed, arbitrary ids */
-        pos[i] = i;
-    }
+    for (int i = 0; i < P; i++) tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv); /* fixed, arbitrary ids */
+    for (int i = 0; i < L; i++) pos[i] = i;
     want[P - 1] = 1;
     /* one untimed warm-up of each kind: page in the weights, wake the threads */
     for (int r = -1; r < reps; r++) {
@@ -574,8 +558,10 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.eng.backend = "cpu";
     c.add_bos = -1;
+    c.special = -1;
     bw_gen_params_defaults(&c.gen);
     if (parse_args(argc, argv, &c)) return 2;
+    if (c.special < 0) c.special = c.mode == MODE_TOKENIZE; /* --tokenize parses special tokens by default */
 
     if (c.mode == MODE_NONE) {
 #ifdef BW_HAVE_DAEMON

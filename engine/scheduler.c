@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/chat.h"
+#include "engine/prompt.h"
 #include "engine/generate.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
@@ -274,43 +275,24 @@ static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_o
     int32_t *ids = NULL;
     size_t n = 0;
     if (x->flags & BW_SUBMIT_TEXT) {
+        bw_prompt_ctx pc = {tok, s->chat_kind, s->tmpl.str, s->tmpl.len};
+        bw_chat_msg msg = {"user", NULL};
         char *text = malloc((size_t)x->text_len + 1);
         if (!text) goto oom;
         memcpy(text, x->text, x->text_len);
         text[x->text_len] = '\0';
-        int special = 0;
-        if (x->flags & BW_SUBMIT_CHAT) {
-            bw_chat_msg msg = {"user", text};
-            char *r = bw_chat_render(s->chat_kind, s->tmpl.str, s->tmpl.len, &msg, 1, err, errlen);
-            free(text);
-            if (!r) return NULL;
-            text = r;
-            special = 1; /* the template's markers are special tokens */
-        }
-        int add_bos = !(x->flags & BW_SUBMIT_NO_BOS) && bw_tok_add_bos(tok);
-        size_t len = strlen(text);
-        int32_t cap = (int32_t)(len + 16);
-        for (int tries = 0; tries < 2; tries++) {
-            ids = malloc(((size_t)cap + n_resume) * sizeof(int32_t));
-            if (!ids) {
-                free(text);
-                goto oom;
-            }
-            int32_t got = bw_tok_encode(tok, text, len, add_bos, special, ids, cap);
-            if (got >= 0) {
-                n = (size_t)got;
-                break;
-            }
-            free(ids);
-            ids = NULL;
-            if (got == INT32_MIN) break;
-            cap = -got;
-        }
+        msg.content = text;
+        bw_prompt_req req = {
+            .text = text,
+            .text_len = x->text_len,
+            .msgs = (x->flags & BW_SUBMIT_CHAT) ? &msg : NULL,
+            .n_msgs = 1,
+            .add_bos = (x->flags & BW_SUBMIT_NO_BOS) ? 0 : -1,
+            .parse_special = 0,
+        };
+        ids = bw_prompt_encode(&pc, &req, n_resume, &n, err, errlen);
         free(text);
-        if (!ids) {
-            snprintf(err, errlen, "the tokenizer failed on the prompt");
-            return NULL;
-        }
+        if (!ids) return NULL;
     } else {
         ids = malloc(((size_t)x->n_tokens + n_resume) * sizeof(int32_t));
         if (!ids) goto oom;
