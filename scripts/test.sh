@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
 scripts/fetch-model.sh
+tests/tools/fetch_vocab_files.sh
 scripts/build.sh build
 scripts/build.sh build-asan -Db_sanitize=address,undefined -Dbuildtype=debug -Dcuda=disabled
 export BW_BUILD_DIR=build BW_ASAN_BUILD_DIR=build-asan

@@ -32,3 +32,19 @@ def model_path():
     if not MODEL.exists():
         pytest.fail(f"model {MODEL} is missing: run scripts/fetch-model.sh")
     return MODEL
+
+
+ASAN_BUILD = os.environ.get("BW_ASAN_BUILD_DIR")
+
+
+@pytest.fixture(scope="session", params=["release", "sanitized"])
+def any_engine_bin(request, engine_bin):
+    """The release engine, and the ASan+UBSan one when BW_ASAN_BUILD_DIR names its build."""
+    if request.param == "release":
+        return engine_bin
+    if not ASAN_BUILD:
+        pytest.skip("no sanitizer build (set BW_ASAN_BUILD_DIR; scripts/test.sh does)")
+    path = (ROOT / ASAN_BUILD if not os.path.isabs(ASAN_BUILD) else pathlib.Path(ASAN_BUILD)) / "engine" / "beeworker-engine"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the sanitizer build failed")
+    return path

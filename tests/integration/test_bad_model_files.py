@@ -36,8 +36,8 @@ def bad_models(model_path, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
-def test_bad_model_file_is_refused_with_one_clear_line(engine_bin, bad_models, case):
-    cmd = [str(engine_bin), "--model", bad_models[case], "--generate", "--prompt", "hi", "--max-tokens", "1"]
+def test_bad_model_file_is_refused_with_one_clear_line(any_engine_bin, bad_models, case):
+    cmd = [str(any_engine_bin), "--model", bad_models[case], "--generate", "--prompt", "hi", "--max-tokens", "1"]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=20)
     except subprocess.TimeoutExpired:
