@@ -479,6 +479,67 @@ static void get_token_array(rbuf *r, uint32_t n, const uint8_t **out, const char
         }
 }
 
+const char *bw_proto_role_name(uint8_t role)
+{
+    switch (role) {
+    case BW_ROLE_SYSTEM: return "system";
+    case BW_ROLE_USER: return "user";
+    case BW_ROLE_ASSISTANT: return "assistant";
+    default: return NULL;
+    }
+}
+
+size_t bw_proto_chat_put(uint8_t *dst, uint8_t role, const char *content, uint32_t len)
+{
+    if (dst) {
+        wbuf w = {.p = dst, .len = 0, .cap = 5 + (size_t)len, .overflow = 0};
+        put_u8(&w, role);
+        put_u32(&w, len);
+        put_bytes(&w, content, len);
+    }
+    return 5 + (size_t)len;
+}
+
+int bw_proto_chat_next(const char *text, uint32_t text_len, uint32_t *off, uint8_t *role, const char **content,
+                       uint32_t *len)
+{
+    if (*off == text_len) return 0;
+    if (*off > text_len || text_len - *off < 5) return -1;
+    const uint8_t *p = (const uint8_t *)text + *off;
+    uint32_t n = le32(p + 1);
+    if (n > text_len - *off - 5) return -1;
+    *role = p[0];
+    *content = (const char *)p + 5;
+    *len = n;
+    *off += 5 + n;
+    return 1;
+}
+
+/* A packed conversation as the engine will read it: every record whole, roles known, no NUL in a
+ * content (the chat renderer takes C strings). */
+static void check_chat(rbuf *r, const char *text, uint32_t text_len)
+{
+    uint32_t off = 0, n = 0, len;
+    uint8_t role;
+    const char *s;
+    int rc;
+    while ((rc = bw_proto_chat_next(text, text_len, &off, &role, &s, &len)) == 1) {
+        if (++n > BW_PROTO_MAX_MESSAGES) {
+            fail(r, BW_PROTO_ELIMIT, "more than %u chat messages", BW_PROTO_MAX_MESSAGES);
+            return;
+        }
+        if (!bw_proto_role_name(role)) {
+            fail(r, BW_PROTO_EINVAL, "chat message %u has unknown role %u", n - 1, role);
+            return;
+        }
+        if (memchr(s, '\0', len)) {
+            fail(r, BW_PROTO_EINVAL, "chat message %u contains a NUL byte", n - 1);
+            return;
+        }
+    }
+    if (rc < 0) fail(r, BW_PROTO_EINVAL, "chat message %u is truncated", n);
+}
+
 static void get_submit(rbuf *r, bw_proto_submit *x)
 {
     x->flags = get_u32(r, "flags");
@@ -515,8 +576,12 @@ static void get_submit(rbuf *r, bw_proto_submit *x)
             fail(r, BW_PROTO_EINVAL, "text submit needs a non-empty text and no tokens");
         else if (!is_text && (x->n_tokens == 0 || x->text_len != 0))
             fail(r, BW_PROTO_EINVAL, "token submit needs tokens and no text");
-        else if (!is_text && (x->flags & (BW_SUBMIT_CHAT | BW_SUBMIT_NO_BOS)))
-            fail(r, BW_PROTO_EINVAL, "chat/bos flags apply to text prompts only");
+        else if (!is_text && (x->flags & (BW_SUBMIT_CHAT | BW_SUBMIT_NO_BOS | BW_SUBMIT_MESSAGES)))
+            fail(r, BW_PROTO_EINVAL, "chat/bos/messages flags apply to text prompts only");
+        else if ((x->flags & BW_SUBMIT_MESSAGES) && !(x->flags & BW_SUBMIT_CHAT))
+            fail(r, BW_PROTO_EINVAL, "a messages submit must also be a chat submit");
+        else if (x->flags & BW_SUBMIT_MESSAGES)
+            check_chat(r, x->text, x->text_len);
     }
 
     x->n_stop = get_u8(r, "stop count");

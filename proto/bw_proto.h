@@ -127,7 +127,21 @@ typedef struct {
 #define BW_SUBMIT_TEXT 0x1u       /* prompt is text (tokenized by the engine), else token ids */
 #define BW_SUBMIT_CHAT 0x2u       /* text is a user message: apply the model's chat template */
 #define BW_SUBMIT_NO_BOS 0x4u     /* text: do not add BOS even where the model wants it */
-#define BW_SUBMIT_FLAGS_KNOWN 0x7u
+#define BW_SUBMIT_MESSAGES 0x8u   /* with CHAT: text is a conversation packed by bw_proto_chat_put */
+#define BW_SUBMIT_FLAGS_KNOWN 0xfu
+
+/* A conversation (BW_SUBMIT_MESSAGES) travels in the submit's text field as records
+ * [u8 role][u32 length][length bytes], so a front that predates it sends the same bytes as before.
+ * The decoder checks every record: known role, content without NUL, at most BW_PROTO_MAX_MESSAGES. */
+#define BW_PROTO_MAX_MESSAGES 1024u
+enum bw_proto_role { BW_ROLE_SYSTEM = 0, BW_ROLE_USER = 1, BW_ROLE_ASSISTANT = 2 };
+const char *bw_proto_role_name(uint8_t role); /* "system", "user", "assistant"; NULL when unknown */
+/* Writes one record at dst (NULL: only measures it) and returns its size. */
+size_t bw_proto_chat_put(uint8_t *dst, uint8_t role, const char *content, uint32_t len);
+/* Reads the record at *off of a packed conversation and advances *off past it. Returns 1 with a record,
+ * 0 at the end, -1 when the bytes are not a well-formed record. */
+int bw_proto_chat_next(const char *text, uint32_t text_len, uint32_t *off, uint8_t *role, const char **content,
+                       uint32_t *len);
 
 typedef struct {
     uint32_t flags;

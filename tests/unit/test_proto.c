@@ -29,6 +29,25 @@ static uint64_t rnd(void)
 
 static const uint8_t prompt_le[] = {1, 0, 0, 0, 0x10, 0x27, 0, 0, 0xff, 0xbf, 0, 0}; /* 1, 10000, 49151 */
 
+/* A three-turn conversation packed as BW_SUBMIT_MESSAGES carries it; an empty assistant turn included. */
+static uint8_t conversation[256];
+static const struct {
+    uint8_t role;
+    const char *content;
+} turns[] = {{BW_ROLE_SYSTEM, "Be brief."}, {BW_ROLE_USER, "Hi \xc3\xa9"}, {BW_ROLE_ASSISTANT, ""},
+             {BW_ROLE_USER, "Again"}};
+
+static size_t pack_conversation(void)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof(turns) / sizeof(turns[0]); i++) {
+        uint32_t len = (uint32_t)strlen(turns[i].content);
+        CHECK(bw_proto_chat_put(NULL, turns[i].role, turns[i].content, len) == 5 + (size_t)len);
+        off += bw_proto_chat_put(conversation + off, turns[i].role, turns[i].content, len);
+    }
+    return off;
+}
+
 static void sample_messages(bw_proto_msg *ms, int *n)
 {
     int k = 0;
@@ -77,6 +96,12 @@ static void sample_messages(bw_proto_msg *ms, int *n)
     s->temperature = 0, s->top_p = 1, s->repetition_penalty = 1, s->max_tokens = 1;
     s->tokens_le = prompt_le, s->n_tokens = 3;
     s->resume_index = 2, s->n_resume = 2, s->resume_le = prompt_le;
+    k++;
+    bw_proto_init(&ms[k], BW_MSG_SUBMIT, 0, "job-f", 0);
+    s = &ms[k].u.submit;
+    s->flags = BW_SUBMIT_TEXT | BW_SUBMIT_CHAT | BW_SUBMIT_MESSAGES;
+    s->temperature = 0, s->top_p = 1, s->repetition_penalty = 1, s->max_tokens = 8;
+    s->text = (const char *)conversation, s->text_len = (uint32_t)pack_conversation();
     k++;
     *n = k;
 }
@@ -292,6 +317,71 @@ static void test_absurd_lengths(void)
     printf("absurd lengths: ok\n");
 }
 
+/* Encodes a messages SUBMIT whose text is `text` and returns the decoder's verdict. */
+static int decode_chat_submit(const uint8_t *text, uint32_t len, uint32_t flags)
+{
+    bw_proto_msg m, out;
+    char err[256];
+    bw_proto_init(&m, BW_MSG_SUBMIT, 0, "job-m", 0);
+    m.u.submit.flags = flags;
+    m.u.submit.temperature = 1, m.u.submit.top_p = 1, m.u.submit.repetition_penalty = 1, m.u.submit.max_tokens = 5;
+    m.u.submit.text = (const char *)text, m.u.submit.text_len = len;
+    long n = bw_proto_encode(&m, buf, sizeof(buf));
+    CHECK(n > 0);
+    return n > 0 ? decode_exact(buf, (size_t)n, &out, err, sizeof(err)) : BW_PROTO_EINVAL;
+}
+
+static void test_chat_messages(void)
+{
+    const uint32_t chat = BW_SUBMIT_TEXT | BW_SUBMIT_CHAT | BW_SUBMIT_MESSAGES;
+    uint32_t len = (uint32_t)pack_conversation(), off = 0, len_i;
+    uint8_t role;
+    const char *content;
+    size_t i = 0;
+    int rc;
+    while ((rc = bw_proto_chat_next((const char *)conversation, len, &off, &role, &content, &len_i)) == 1) {
+        CHECK(i < sizeof(turns) / sizeof(turns[0]));
+        if (i >= sizeof(turns) / sizeof(turns[0])) break;
+        CHECK(role == turns[i].role && same_bytes(content, len_i, turns[i].content, (uint32_t)strlen(turns[i].content)));
+        i++;
+    }
+    CHECK(rc == 0 && i == sizeof(turns) / sizeof(turns[0]));
+    CHECK(strcmp(bw_proto_role_name(BW_ROLE_ASSISTANT), "assistant") == 0 && bw_proto_role_name(3) == NULL);
+    CHECK(decode_chat_submit(conversation, len, chat) == BW_PROTO_OK);
+
+    /* every truncation of the packed records is refused, never read past */
+    for (uint32_t cut = 1; cut < len; cut++) {
+        off = 0;
+        while ((rc = bw_proto_chat_next((const char *)conversation, cut, &off, &role, &content, &len_i)) == 1) {}
+        if (rc < 0) CHECK(decode_chat_submit(conversation, cut, chat) == BW_PROTO_EINVAL);
+        else CHECK(decode_chat_submit(conversation, cut, chat) == BW_PROTO_OK); /* ends on a record boundary */
+    }
+
+    uint8_t one[64];
+    size_t n = bw_proto_chat_put(one, 7, "x", 1); /* unknown role */
+    CHECK(decode_chat_submit(one, (uint32_t)n, chat) == BW_PROTO_EINVAL);
+    n = bw_proto_chat_put(one, BW_ROLE_USER, "a\0b", 3); /* NUL inside a content */
+    CHECK(decode_chat_submit(one, (uint32_t)n, chat) == BW_PROTO_EINVAL);
+    n = bw_proto_chat_put(one, BW_ROLE_USER, "abc", 3);
+    set32(one, 1, 0xfffffff0u); /* a record claiming 4 GiB */
+    CHECK(decode_chat_submit(one, (uint32_t)n, chat) == BW_PROTO_EINVAL);
+    n = bw_proto_chat_put(one, BW_ROLE_USER, "abc", 3);
+    CHECK(decode_chat_submit(one, (uint32_t)n, BW_SUBMIT_TEXT | BW_SUBMIT_MESSAGES) == BW_PROTO_EINVAL);
+    CHECK(decode_chat_submit(one, (uint32_t)n, chat) == BW_PROTO_OK);
+
+    /* one message over the count limit */
+    size_t cap = 5 * ((size_t)BW_PROTO_MAX_MESSAGES + 1);
+    uint8_t *many = malloc(cap);
+    size_t used = 0;
+    for (uint32_t k = 0; many && k <= BW_PROTO_MAX_MESSAGES; k++) used += bw_proto_chat_put(many + used, BW_ROLE_USER, "", 0);
+    if (many) {
+        CHECK(decode_chat_submit(many, (uint32_t)used, chat) == BW_PROTO_ELIMIT);
+        CHECK(decode_chat_submit(many, (uint32_t)(used - 5), chat) == BW_PROTO_OK);
+    }
+    free(many);
+    printf("chat messages: ok\n");
+}
+
 static void test_random_bytes(void)
 {
     bw_proto_msg out;
@@ -324,6 +414,7 @@ int main(void)
     test_truncations_and_flips();
     test_hostile_headers();
     test_absurd_lengths();
+    test_chat_messages();
     test_random_bytes();
     if (failures) {
         fprintf(stderr, "test_proto: %d failures\n", failures);
