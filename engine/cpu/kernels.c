@@ -366,8 +366,10 @@ struct bw_mm_job {
     int64_t y_stride;
     void *act;
     size_t act_stride;
-    int64_t chunk;            /* rows per claim, a multiple of 4 */
-    _Atomic int64_t next_row; /* first row not yet claimed */
+    int64_t chunk; /* rows per claim, a multiple of 4 */
+    /* First row not yet claimed; on its own line, so claims do not evict the fields above from the
+     * other threads' caches. */
+    _Alignas(64) _Atomic int64_t next_row;
 };
 
 static void bw_mm_quant_task(void *ctx, int ith, int nth)
@@ -377,6 +379,16 @@ static void bw_mm_quant_task(void *ctx, int ith, int nth)
     for (int64_t t = t0; t < t1; t++)
         j->path->quant_act(j->W->type, j->x + t * j->x_stride, j->W->cols,
                            (uint8_t *)j->act + (size_t)t * j->act_stride);
+}
+
+/* Decode kernels prefetch a fixed distance ahead of the rows they compute, but not past their chunk;
+ * this covers the start of a chunk, which nothing prefetched. */
+static void bw_prefetch_rows(const bw_tensor *W, int64_t r0, int64_t r1)
+{
+    const char *p = (const char *)W->data + r0 * (int64_t)W->row_bytes;
+    size_t n = (size_t)(r1 - r0) * W->row_bytes;
+    if (n > 8192) n = 8192;
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o);
 }
 
 /* Threads claim chunks of rows until none is left: on a shared machine one thread may run at a fraction
@@ -392,6 +404,7 @@ static void bw_mm_rows_task(void *ctx, int ith, int nth)
         int64_t r0 = atomic_fetch_add_explicit(&j->next_row, j->chunk, memory_order_relaxed);
         if (r0 >= rows) return;
         int64_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+        if (j->n_tok < 4) bw_prefetch_rows(j->W, r0, r1);
         j->path->matmul_rows(j->W, j->x, j->x_stride, j->act, j->act_stride, j->n_tok, j->y, j->y_stride, r0,
                              r1);
     }
@@ -401,10 +414,11 @@ void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stri
                float *y, int64_t y_stride, void *scratch)
 {
     struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0, 0, 0};
-    /* About 4 chunks per thread: enough to even out a slow thread, few enough that claiming (one atomic
-     * on a shared line) stays invisible next to a chunk's work. */
+    /* Two chunks per thread: enough for one thread to take over much of a slowed one's work. More and
+     * smaller chunks cost decode speed (measured on 2 threads, whole decode step, best of 5: 1 chunk
+     * per thread 1.77 ms, 2 chunks 1.82 ms, 4 chunks 2.12 ms): each chunk start is a prefetch ramp. */
     int nth = bw_pool_threads(pool);
-    j.chunk = (W->rows + 4 * nth - 1) / (4 * nth);
+    j.chunk = (W->rows + 2 * nth - 1) / (2 * nth);
     j.chunk = nth == 1 ? W->rows : (j.chunk + 3) / 4 * 4;
     if (j.chunk < 4) j.chunk = 4;
     atomic_init(&j.next_row, 0);

@@ -137,7 +137,7 @@ BW_AVX2_INLINE void bw_store_tile(const int NR, const int NT, __m256 acc[4][4], 
 }
 
 /* NR rows of a quantized W (w = first row) times NT activation records (act = first record). */
-BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT, const uint8_t *w,
+BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT, const int pf, const uint8_t *w,
                              size_t wrow, const uint8_t *act, size_t astride, int64_t cols, float *y,
                              int64_t ys)
 {
@@ -159,10 +159,10 @@ BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT
             dx[t] = _mm256_broadcast_ss(d + b);
             cx[t] = type == BW_TYPE_Q8_0 ? _mm256_setzero_ps() : _mm256_broadcast_ss(d + nb + b);
         }
-        if (NT == 1) {
-            const char *pf = (const char *)w + BW_PF_BYTES + b * NR * bb;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
+        if (pf) {
+            const char *ahead = (const char *)w + BW_PF_BYTES + b * NR * bb;
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
         }
         for (int r = 0; r < NR; r++) {
             const uint8_t *blk = w + r * wrow + b * bb;
@@ -220,7 +220,7 @@ BW_AVX2_INLINE float bw_load_w1(const enum bw_type type, const uint8_t *p)
 }
 
 /* NR rows of a float-typed W times NT rows of x. */
-BW_AVX2_INLINE void bw_ftile(const enum bw_type type, const int NR, const int NT, const uint8_t *w,
+BW_AVX2_INLINE void bw_ftile(const enum bw_type type, const int NR, const int NT, const int pf, const uint8_t *w,
                              size_t wrow, const float *x, int64_t xs, int64_t cols, float *y, int64_t ys)
 {
     const int64_t esz = type == BW_TYPE_F32 ? 4 : 2;
@@ -229,7 +229,7 @@ BW_AVX2_INLINE void bw_ftile(const enum bw_type type, const int NR, const int NT
     for (int r = 0; r < NR; r++)
         for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n8; i += 8) {
-        if (NT == 1) _mm_prefetch((const char *)w + BW_PF_BYTES + i * esz * NR, _MM_HINT_T0);
+        if (pf) _mm_prefetch((const char *)w + BW_PF_BYTES + i * esz * NR, _MM_HINT_T0);
         __m256 xv[4];
         for (int t = 0; t < NT; t++) xv[t] = _mm256_loadu_ps(x + t * xs + i);
         for (int r = 0; r < NR; r++) {
@@ -263,26 +263,36 @@ struct bw_rows_args {
     int64_t ys;
 };
 
-/* Tile (r, t) of NR x NT outputs. */
-BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT, const struct bw_rows_args *a,
-                            int64_t r, int64_t t)
+/* Tile (r, t) of NR x NT outputs; pf: prefetch the weights BW_PF_BYTES ahead. */
+BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT, const int pf,
+                            const struct bw_rows_args *a, int64_t r, int64_t t)
 {
     float *y = a->y + t * a->ys + r;
     if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0)
-        bw_qtile(type, NR, NT, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
+        bw_qtile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
                  a->ys);
     else
-        bw_ftile(type, NR, NT, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
+        bw_ftile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
+}
+
+/* Decode tiles of 4 rows starting below the returned row prefetch only inside [.., r1): the rows past
+ * r1 belong to another thread's chunk (which would then arrive in the wrong core's cache) or to
+ * another tensor. */
+static inline int64_t bw_last_prefetch_row(const struct bw_rows_args *a, int64_t r1)
+{
+    return r1 - (BW_PF_BYTES + (int64_t)a->wrow - 1) / (int64_t)a->wrow;
 }
 
 BW_AVX2_INLINE void bw_rows(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
                             int64_t r1)
 {
     if (n_tok < 4) {
+        int64_t r_pf = bw_last_prefetch_row(a, r1);
         for (int64_t t = 0; t < n_tok; t++) {
             int64_t r = r0;
-            for (; r + 4 <= r1; r += 4) bw_tile(type, 4, 1, a, r, t);
-            for (; r < r1; r++) bw_tile(type, 1, 1, a, r, t);
+            for (; r + 4 <= r_pf; r += 4) bw_tile(type, 4, 1, 1, a, r, t);
+            for (; r + 4 <= r1; r += 4) bw_tile(type, 4, 1, 0, a, r, t);
+            for (; r < r1; r++) bw_tile(type, 1, 1, 0, a, r, t);
         }
         return;
     }
@@ -291,13 +301,13 @@ BW_AVX2_INLINE void bw_rows(const enum bw_type type, const struct bw_rows_args *
         int64_t r = r0;
         for (; r + 2 <= r1; r += 2) {
             int64_t t = t0;
-            for (; t + 4 <= t1; t += 4) bw_tile(type, 2, 4, a, r, t);
-            for (; t < t1; t++) bw_tile(type, 2, 1, a, r, t);
+            for (; t + 4 <= t1; t += 4) bw_tile(type, 2, 4, 0, a, r, t);
+            for (; t < t1; t++) bw_tile(type, 2, 1, 0, a, r, t);
         }
         for (; r < r1; r++) {
             int64_t t = t0;
-            for (; t + 4 <= t1; t += 4) bw_tile(type, 1, 4, a, r, t);
-            for (; t < t1; t++) bw_tile(type, 1, 1, a, r, t);
+            for (; t + 4 <= t1; t += 4) bw_tile(type, 1, 4, 0, a, r, t);
+            for (; t < t1; t++) bw_tile(type, 1, 1, 0, a, r, t);
         }
     }
 }
@@ -455,7 +465,7 @@ BW_AVX512_INLINE __m512 bw_lane_sums(__m512 z)
     return _mm512_add_ps(z, _mm512_permute_ps(z, 0xb1));
 }
 
-BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const uint8_t *w, size_t wrow,
+BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w, size_t wrow,
                                    const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
     const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
@@ -476,10 +486,10 @@ BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const 
 
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * bb;
-        if (NT == 1) {
-            const char *pf = (const char *)w + BW_PF_BYTES + b * 4 * bb;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
+        if (pf) {
+            const char *ahead = (const char *)w + BW_PF_BYTES + b * 4 * bb;
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
         }
         __m256 ws = bw_scales4(type, blk, wrow);
         __m512i lo, hi, w01, w23;
@@ -541,20 +551,24 @@ BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const 
 BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok,
                                    int64_t r0, int64_t r4)
 {
-#define BW_VNNI_TILE(NT, r, t)                                                                             \
-    bw_vnni_tile(type, NT, a->w + (r) * a->wrow, a->wrow, a->act + (t) * a->astride, a->astride, a->cols,  \
+#define BW_VNNI_TILE(NT, pf, r, t)                                                                         \
+    bw_vnni_tile(type, NT, pf, a->w + (r) * a->wrow, a->wrow, a->act + (t) * a->astride, a->astride, a->cols,  \
                  a->y + (t) * a->ys + (r), a->ys)
     if (n_tok < 4) {
-        for (int64_t t = 0; t < n_tok; t++)
-            for (int64_t r = r0; r < r4; r += 4) BW_VNNI_TILE(1, r, t);
+        int64_t r_pf = bw_last_prefetch_row(a, r4);
+        for (int64_t t = 0; t < n_tok; t++) {
+            int64_t r = r0;
+            for (; r + 4 <= r_pf; r += 4) BW_VNNI_TILE(1, 1, r, t);
+            for (; r < r4; r += 4) BW_VNNI_TILE(1, 0, r, t);
+        }
         return;
     }
     for (int64_t t0 = 0; t0 < n_tok; t0 += BW_TOK_TILE) {
         int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
         for (int64_t r = r0; r < r4; r += 4) {
             int64_t t = t0;
-            for (; t + 4 <= t1; t += 4) BW_VNNI_TILE(4, r, t);
-            for (; t < t1; t++) BW_VNNI_TILE(1, r, t);
+            for (; t + 4 <= t1; t += 4) BW_VNNI_TILE(4, 0, r, t);
+            for (; t < t1; t++) BW_VNNI_TILE(1, 0, r, t);
         }
     }
 #undef BW_VNNI_TILE
