@@ -267,6 +267,36 @@ void bw_sched_free(bw_sched *s)
 
 /* ---- submit ---- */
 
+/* The messages of a BW_SUBMIT_MESSAGES submit (already checked by the decoder) as C strings the chat
+ * renderer takes. `scratch` is a copy of the packed text; each content is moved to the front of its record's
+ * bytes and NUL-terminated there (a record's 5-byte head leaves room for the NUL), so nothing else is copied. */
+static bw_chat_msg *unpack_conversation(const bw_proto_submit *x, char *scratch, size_t *n_out)
+{
+    size_t n = 0, cap = 8;
+    bw_chat_msg *msgs = malloc(cap * sizeof(*msgs));
+    uint32_t off = 0, len;
+    uint8_t role;
+    const char *content;
+    while (msgs && bw_proto_chat_next(x->text, x->text_len, &off, &role, &content, &len) == 1) {
+        if (n == cap) {
+            bw_chat_msg *m = realloc(msgs, 2 * cap * sizeof(*msgs));
+            if (!m) break;
+            msgs = m;
+            cap *= 2;
+        }
+        char *dst = scratch + (content - x->text) - 5;
+        memmove(dst, scratch + (content - x->text), len);
+        dst[len] = '\0';
+        msgs[n++] = (bw_chat_msg){bw_proto_role_name(role), dst};
+    }
+    if (msgs && off != x->text_len) { /* out of memory part way */
+        free(msgs);
+        return NULL;
+    }
+    *n_out = n;
+    return msgs;
+}
+
 /* The prompt of a SUBMIT as token ids (malloc'd), or NULL with the reason in err. */
 static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_out, char *err, size_t errlen)
 {
@@ -276,21 +306,30 @@ static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_o
     size_t n = 0;
     if (x->flags & BW_SUBMIT_TEXT) {
         bw_prompt_ctx pc = {tok, s->chat_kind, s->tmpl.str, s->tmpl.len};
-        bw_chat_msg msg = {"user", NULL};
+        bw_chat_msg one = {"user", NULL}, *msgs = &one;
+        size_t n_msgs = 1;
         char *text = malloc((size_t)x->text_len + 1);
         if (!text) goto oom;
         memcpy(text, x->text, x->text_len);
         text[x->text_len] = '\0';
-        msg.content = text;
+        one.content = text;
+        if (x->flags & BW_SUBMIT_MESSAGES) {
+            msgs = unpack_conversation(x, text, &n_msgs);
+            if (!msgs) {
+                free(text);
+                goto oom;
+            }
+        }
         bw_prompt_req req = {
             .text = text,
             .text_len = x->text_len,
-            .msgs = (x->flags & BW_SUBMIT_CHAT) ? &msg : NULL,
-            .n_msgs = 1,
+            .msgs = (x->flags & BW_SUBMIT_CHAT) ? msgs : NULL,
+            .n_msgs = n_msgs,
             .add_bos = (x->flags & BW_SUBMIT_NO_BOS) ? 0 : -1,
             .parse_special = 0,
         };
         ids = bw_prompt_encode(&pc, &req, n_resume, &n, err, errlen);
+        if (msgs != &one) free(msgs);
         free(text);
         if (!ids) return NULL;
     } else {
