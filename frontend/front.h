@@ -18,6 +18,8 @@ typedef struct bw_auth bw_auth;
 typedef struct bw_jobs bw_jobs;
 typedef struct bw_link bw_link;
 typedef struct bw_sup bw_sup;
+typedef struct bw_metrics bw_metrics;
+typedef struct bw_heartbeat bw_heartbeat;
 
 typedef struct bw_front {
     const bw_front_opts *opts;
@@ -30,6 +32,8 @@ typedef struct bw_front {
     bw_jobs *jobs;
     bw_link *link;
     bw_sup *sup; /* NULL unless --spawn-engine */
+    bw_metrics *metrics;
+    bw_heartbeat *heartbeat; /* NULL unless --hive-url */
     int port;    /* the bound port (resolves --port 0) */
     int stopping;
 } bw_front;

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "frontend/buf.h"
 #include "frontend/link.h"
+#include "frontend/metrics.h"
 #include "frontend/sse.h"
 
 #define N_BUCKETS 4096
@@ -50,6 +51,8 @@ struct bw_job {
 
     bw_sse_stream *reader;
     int retention_over;
+    uint32_t n_prompt;
+    uint64_t created_ns;
     h2o_timeout_entry_t timer;      /* engine wait while QUEUED, retention once FINISHED */
     h2o_timeout_entry_t open_timer; /* cancels a job whose stream is never opened */
 };
@@ -128,6 +131,7 @@ static void finish(bw_job *j, char *terminal, size_t len)
     j->prompt = NULL;
     if (h2o_timeout_is_linked(&j->timer)) h2o_timeout_unlink(&j->timer);
     h2o_timeout_link(js->f->loop, &js->retain_to, &j->timer);
+    bw_metrics_job_end(js->f->metrics, j);
     notify(j);
 }
 
@@ -214,7 +218,7 @@ static int send_submit(bw_jobs *js, bw_job *j)
     bw_proto_msg m;
     bw_proto_init(&m, BW_MSG_SUBMIT, 0, j->id, 0);
     bw_proto_submit *s = &m.u.submit;
-    s->flags = BW_SUBMIT_TEXT;
+    s->flags = BW_SUBMIT_TEXT | j->p.submit_flags;
     s->temperature = j->p.temperature;
     s->top_p = j->p.top_p;
     s->min_p = j->p.min_p;
@@ -261,6 +265,7 @@ enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, b
     j->p = *p;
     j->p.prompt = NULL;
     j->replay_from = UINT64_MAX;
+    j->created_ns = bw_clock_mono_ns();
     bw_buf_init(&j->text);
     j->timer.cb = on_wait_or_retain;
     j->open_timer.cb = on_open_timeout;
@@ -369,6 +374,7 @@ static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"}", (unsigned long long)m->u.accepted.seed,
                 (long long)(m->h.real_ns / 1000000000ull));
     j->started = bw_buf_take(&b, &j->started_len);
+    j->n_prompt = m->u.accepted.n_prompt;
     j->state = JOB_RUNNING;
 }
 
@@ -454,3 +460,6 @@ const char *bw_job_terminal(const bw_job *j, size_t *len)
     *len = j->terminal_len;
     return j->terminal;
 }
+
+uint32_t bw_job_n_prompt(const bw_job *j) { return j->n_prompt; }
+uint64_t bw_job_created_ns(const bw_job *j) { return j->created_ns; }

@@ -20,6 +20,7 @@ typedef struct bw_sse_stream bw_sse_stream;
 typedef struct {
     const char *prompt; /* copied by bw_jobs_submit */
     size_t prompt_len;
+    uint32_t submit_flags; /* BW_SUBMIT_CHAT (| BW_SUBMIT_MESSAGES: prompt is a packed conversation) */
     int32_t max_tokens;
     float temperature, top_p, min_p, repetition_penalty;
     int32_t top_k;
@@ -55,5 +56,7 @@ const char *bw_job_started(const bw_job *j, size_t *len); /* JSON of the started
 size_t bw_job_n_tokens(const bw_job *j);
 void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uint64_t *ts_ns);
 const char *bw_job_terminal(const bw_job *j, size_t *len); /* JSON of end/error, or NULL yet */
+uint32_t bw_job_n_prompt(const bw_job *j);   /* prompt tokens as the engine counted them (0 before ACCEPTED) */
+uint64_t bw_job_created_ns(const bw_job *j); /* CLOCK_MONOTONIC at submission: time to first token starts here */
 
 #endif
