@@ -4,8 +4,10 @@
 
 #include <string.h>
 
+#include "common/clock.h"
 #include "frontend/buf.h"
 #include "frontend/jobs.h"
+#include "frontend/metrics.h"
 
 #define KEEPALIVE_MS 5000
 
@@ -15,7 +17,9 @@ struct bw_sse_stream {
     h2o_req_t *req;
     bw_job *job;     /* NULL once detached */
     uint64_t next;   /* SSE id of the next event to send */
-    int timing;
+    const bw_sse_format *fmt;
+    void *fmt_ctx;
+    uint64_t last_token_write_ns; /* for inter-token latency; 0 before the first */
     int sending;     /* an h2o_send is outstanding: wait for proceed */
     int final_sent;
     bw_buf out;      /* the bytes of the outstanding send; h2o reads them until proceed */
@@ -39,47 +43,93 @@ static void send_out(bw_sse_stream *s, int final)
     h2o_send(s->req, &v, s->out.len ? 1 : 0, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
-static void add_token_event(bw_sse_stream *s, size_t i)
+/* ---- the native format (SPEC §3.3); ctx is non-NULL when token events carry ts_ns ---- */
+
+static void native_started(void *ctx, bw_buf *out, const bw_job *j)
+{
+    (void)ctx;
+    size_t len;
+    const char *started = bw_job_started(j, &len);
+    bw_buf_adds(out, "id: 0\ndata: ");
+    bw_buf_add(out, started, len);
+    bw_buf_adds(out, "\n\n");
+}
+
+static void native_token(void *ctx, bw_buf *out, const bw_job *j, size_t i)
 {
     const char *text;
     size_t len;
     uint64_t ts;
-    bw_job_token(s->job, i, &text, &len, &ts);
-    bw_buf_addf(&s->out, "id: %zu\ndata: {\"type\":\"token\",\"t\":\"", i + 1);
-    bw_buf_add_json_str(&s->out, text, len);
-    if (s->timing) bw_buf_addf(&s->out, "\",\"i\":%zu,\"ts_ns\":%llu}\n\n", i, (unsigned long long)ts);
-    else bw_buf_addf(&s->out, "\",\"i\":%zu}\n\n", i);
+    bw_job_token(j, i, &text, &len, &ts);
+    bw_buf_addf(out, "id: %zu\ndata: {\"type\":\"token\",\"t\":\"", i + 1);
+    bw_buf_add_json_str(out, text, len);
+    if (ctx) bw_buf_addf(out, "\",\"i\":%zu,\"ts_ns\":%llu}\n\n", i, (unsigned long long)ts);
+    else bw_buf_addf(out, "\",\"i\":%zu}\n\n", i);
+}
+
+static void native_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *req)
+{
+    (void)ctx, (void)req;
+    size_t len;
+    const char *terminal = bw_job_terminal(j, &len);
+    bw_buf_adds(out, "data: ");
+    bw_buf_add(out, terminal, len);
+    bw_buf_adds(out, "\n\ndata: [DONE]\n\n");
+}
+
+static const bw_sse_format native = {0, native_started, native_token, native_terminal};
+
+/* A whole (non-streamed) response: one send once the job has ended. */
+static void flush_whole(bw_sse_stream *s)
+{
+    size_t len;
+    if (!bw_job_terminal(s->job, &len)) return;
+    bw_buf_reset(&s->out);
+    s->fmt->terminal(s->fmt_ctx, &s->out, s->job, s->req);
+    if (s->out.failed) {
+        bw_buf_reset(&s->out);
+        s->req->res.status = 500;
+        s->req->res.reason = "Internal Server Error";
+    }
+    h2o_start_response(s->req, &s->gen);
+    send_out(s, 1);
 }
 
 /* Everything the client has not seen yet, in one send. */
 static void flush(bw_sse_stream *s)
 {
     if (s->sending || s->final_sent || !s->job) return;
+    if (s->fmt->whole) {
+        flush_whole(s);
+        return;
+    }
     bw_buf_reset(&s->out);
     size_t len;
     const char *started = bw_job_started(s->job, &len);
     if (s->next == 0 && started) {
-        bw_buf_adds(&s->out, "id: 0\ndata: ");
-        bw_buf_add(&s->out, started, len);
-        bw_buf_adds(&s->out, "\n\n");
+        s->fmt->started(s->fmt_ctx, &s->out, s->job);
         s->next = 1;
     }
-    size_t n = bw_job_n_tokens(s->job);
+    size_t n = bw_job_n_tokens(s->job), first = s->next >= 1 ? (size_t)(s->next - 1) : n;
     if (s->next >= 1)
-        for (; s->next - 1 < n; s->next++) add_token_event(s, (size_t)(s->next - 1));
+        for (; s->next - 1 < n; s->next++) s->fmt->token(s->fmt_ctx, &s->out, s->job, (size_t)(s->next - 1));
     const char *terminal = bw_job_terminal(s->job, &len);
     int final = terminal && (s->next == 0 ? n == 0 : s->next - 1 >= n);
-    if (final) {
-        bw_buf_adds(&s->out, "data: ");
-        bw_buf_add(&s->out, terminal, len);
-        bw_buf_adds(&s->out, "\n\ndata: [DONE]\n\n");
-    }
+    if (final) s->fmt->terminal(s->fmt_ctx, &s->out, s->job, s->req);
+    size_t written = s->next >= 1 ? (size_t)(s->next - 1) - first : 0;
     if (s->out.failed) {
         /* cannot format: end the response rather than send a partial event */
         bw_buf_reset(&s->out);
         final = 1;
+        written = 0;
     }
-    if (s->out.len || final) send_out(s, final);
+    if (s->out.len || final) {
+        /* measured as the bytes are handed to the socket: h2o writes at once when no send is pending */
+        uint64_t now = bw_clock_mono_ns(), prev = s->last_token_write_ns;
+        if (written) s->last_token_write_ns = now;
+        bw_metrics_tokens_written(s->f->metrics, s->job, first, written, prev, now);
+        send_out(s, final);
+    }
 }
 
 static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
@@ -124,20 +174,25 @@ void bw_sse_notify(bw_sse_stream *s)
     flush(s);
 }
 
-int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int timing)
+static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, const bw_sse_format *fmt, void *ctx)
 {
     bw_sse_stream *s = h2o_mem_alloc_shared(&req->pool, sizeof(*s), on_dispose);
     memset(s, 0, sizeof(*s));
     s->f = f;
     s->req = req;
     s->next = from;
-    s->timing = timing;
+    s->fmt = fmt;
+    s->fmt_ctx = ctx;
     s->keepalive.cb = on_keepalive;
     bw_buf_init(&s->out);
     if (bw_job_attach(j, s) != 0) return -1;
     s->job = j;
     s->gen.proceed = on_proceed;
     s->gen.stop = NULL;
+    if (fmt->whole) {
+        flush(s); /* the job may have ended already */
+        return 0;
+    }
     req->res.status = 200;
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
@@ -147,4 +202,15 @@ int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int timin
     flush(s);
     if (!s->sending) send_out(s, 0); /* nothing buffered yet: send the headers now */
     return 0;
+}
+
+int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int timing)
+{
+    static int with_timing = 1;
+    return open_stream(f, req, j, from, &native, timing ? &with_timing : NULL);
+}
+
+int bw_sse_open_as(bw_front *f, h2o_req_t *req, bw_job *j, const bw_sse_format *fmt, void *ctx)
+{
+    return open_stream(f, req, j, 0, fmt, ctx);
 }

@@ -10,14 +10,30 @@
 
 #include <stdint.h>
 
+#include "frontend/buf.h"
 #include "frontend/front.h"
 #include "frontend/jobs.h"
+
+/* How a stream writes a job's events. The native format (SPEC §3.3) is the default; the OpenAI routes
+ * bring their own. Flow control, coalescing, keep-alive and cancellation on disconnect are the stream's
+ * and the same for every format. Each callback appends the bytes of one event to out. */
+typedef struct {
+    /* Not a stream: nothing is sent until the job has ended, then terminal() sets the status and headers
+     * of one ordinary response and writes its whole body. */
+    int whole;
+    void (*started)(void *ctx, bw_buf *out, const bw_job *j);
+    void (*token)(void *ctx, bw_buf *out, const bw_job *j, size_t i);
+    /* The end (or error) event and the stream's last bytes. */
+    void (*terminal)(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *req);
+} bw_sse_format;
 
 void bw_sse_init(bw_front *f);
 
 /* Starts the 200 text/event-stream response for job j from event id `from` (0 = everything).
  * timing: token events carry "ts_ns". Returns -1 without touching req when j already has a reader. */
 int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int timing);
+/* The same for a format of the caller's; ctx is passed to its callbacks and must live as long as req. */
+int bw_sse_open_as(bw_front *f, h2o_req_t *req, bw_job *j, const bw_sse_format *fmt, void *ctx);
 
 /* The job has new events (or ended): send what the stream has not sent, unless a send is in flight. */
 void bw_sse_notify(bw_sse_stream *s);
