@@ -195,6 +195,59 @@ BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT
     bw_store_tile(NR, NT, acc, y, ys);
 }
 
+/* Decode tile for Q4_0/Q4_1: 4 rows x 1 token, two rows per ymm (row 2p in the low 128 bits, row 2p+1
+ * in the high), which halves the per-block scale work of bw_qtile: the activation block's two halves
+ * are broadcast to both 128-bit lanes, the low/high nibble vectors meet them in vpmaddubsw, and int32
+ * lanes 0-3 / 4-7 are the partial dots of the two rows. Scales of a row pair, [d, m] or [d, d] as
+ * halves, are converted together and multiplied with [dx, c/8, dx, c/8]; the d*dx products scale the
+ * dots, the other products accumulate in the odd lanes of a side vector and enter 8 times at the end. */
+BW_AVX2_INLINE void bw_q4_pair_tile(const enum bw_type type, const int pf, const uint8_t *w, size_t wrow,
+                                    const uint8_t *rec, int64_t cols, float *y)
+{
+    const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0) : sizeof(bw_block_q4_1);
+    const size_t qoff = type == BW_TYPE_Q4_0 ? 2 : 4;
+    const int64_t nb = cols / BW_QK;
+    const float *dd = (const float *)(rec + cols);
+    const __m256i nib = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 accm[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) {
+            const char *ahead = (const char *)w + BW_PF_BYTES + b * 4 * bb;
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        }
+        __m256i xlo = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK)));
+        __m256i xhi = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK + 16)));
+        __m128 xs = _mm_blend_ps(_mm_broadcast_ss(dd + b), _mm_broadcast_ss(dd + nb + b), 0xa);
+        for (int p = 0; p < 2; p++) {
+            const uint8_t *ba = w + (2 * p) * wrow + b * bb, *bb2 = ba + wrow;
+            __m256i z = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(ba + qoff))),
+                                                _mm_loadu_si128((const __m128i *)(bb2 + qoff)), 1);
+            __m256i lo = _mm256_and_si256(z, nib), hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), nib);
+            /* Each vpmaddubsw pair is at most 2 * 15 * 127, so the sum of two still fits int16. */
+            __m256i d16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+            __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, ones));
+            uint32_t sa, sb;
+            memcpy(&sa, ba, 4);
+            memcpy(&sb, bb2, 4);
+            __m128i h = _mm_setr_epi32((int)sa, (int)sb, 0, 0);
+            if (type == BW_TYPE_Q4_0)
+                h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+            __m128 prod = _mm_mul_ps(_mm_cvtph_ps(h), xs); /* [Sa, Ma, Sb, Mb] */
+            accm[p] = _mm_add_ps(accm[p], prod);
+            __m256 S = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread);
+            acc[p] = _mm256_fmadd_ps(S, dot, acc[p]);
+        }
+    }
+    __m256 h = _mm256_hadd_ps(acc[0], acc[1]);
+    h = _mm256_hadd_ps(h, h); /* low lane [r0, r2, ..], high lane [r1, r3, ..] */
+    __m128 s = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    __m128 m = _mm_shuffle_ps(accm[0], accm[1], _MM_SHUFFLE(3, 1, 3, 1));
+    _mm_storeu_ps(y, _mm_fmadd_ps(m, _mm_set1_ps(8.0f), s));
+}
+
 BW_AVX2_INLINE __m256 bw_load_w8(const enum bw_type type, const uint8_t *p)
 {
     if (type == BW_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
@@ -268,7 +321,9 @@ BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT,
                             const struct bw_rows_args *a, int64_t r, int64_t t)
 {
     float *y = a->y + t * a->ys + r;
-    if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0)
+    if ((type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1) && NR == 4 && NT == 1)
+        bw_q4_pair_tile(type, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->cols, y);
+    else if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0)
         bw_qtile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
                  a->ys);
     else
