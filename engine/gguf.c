@@ -32,6 +32,7 @@ struct kv_rec {
 struct bw_gguf {
     const uint8_t *map;
     uint64_t size;
+    int mapped; /* 0 for bw_gguf_open_mem: the caller owns the bytes */
     uint32_t version;
     uint64_t alignment;
     uint64_t n_kv, n_tensors;
@@ -460,6 +461,7 @@ bw_gguf *bw_gguf_open(const char *path, char *err, size_t errlen)
             goto fail_fd;
         }
         g->map = p;
+        g->mapped = 1;
     } else {
         g->map = (const uint8_t *)"";
     }
@@ -477,10 +479,25 @@ fail_fd:
     return NULL;
 }
 
+bw_gguf *bw_gguf_open_mem(const void *data, size_t size, char *err, size_t errlen)
+{
+    bw_gguf *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "out of memory reading a GGUF image");
+        return NULL;
+    }
+    g->map = size ? data : (const uint8_t *)"";
+    g->size = size;
+    cursor c = {.g = g, .err = err, .errlen = errlen};
+    if (parse(&c) == 0) return g;
+    bw_gguf_close(g);
+    return NULL;
+}
+
 void bw_gguf_close(bw_gguf *g)
 {
     if (!g) return;
-    if (g->size > 0) munmap((void *)g->map, (size_t)g->size);
+    if (g->mapped) munmap((void *)g->map, (size_t)g->size);
     free(g->kvs);
     free(g->tensors);
     free(g->str_off);

@@ -42,6 +42,9 @@ typedef struct bw_gguf bw_gguf;
 
 /* Returns NULL and writes a one-line reason into err (never NULL on failure) for any malformed file. */
 bw_gguf *bw_gguf_open(const char *path, char *err, size_t errlen);
+/* The same checks on bytes already in memory (a fuzzer's input: an exact-size buffer lets ASan catch a
+ * read one byte past the end, which a page-rounded mapping hides). data must outlive the reader. */
+bw_gguf *bw_gguf_open_mem(const void *data, size_t size, char *err, size_t errlen);
 void bw_gguf_close(bw_gguf *g);
 
 uint32_t bw_gguf_version(const bw_gguf *g);

@@ -1,0 +1,99 @@
+/* The tokenizer of the default model (SmolLM2's byte-level BPE, 49152 tokens) on any bytes.
+ *
+ * Invariants: encoding never fails and every id is in the vocabulary; for valid UTF-8 encoded without
+ * special-token parsing, the pieces and the streaming detokenizer (the SSE path) both give back exactly
+ * the input; for any bytes the detokenizer emits valid UTF-8 only. The vocabulary is loaded once from
+ * BW_FUZZ_MODEL or the default model path; without it the runner reports a skip. */
+#include <string.h>
+
+#include "engine/gguf.h"
+#include "engine/tokenizer.h"
+#include "fuzz.h"
+
+#ifndef BW_DEFAULT_MODEL
+#define BW_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#endif
+
+static bw_gguf *g;
+static bw_tok *tok;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    const char *path = getenv("BW_FUZZ_MODEL") ? getenv("BW_FUZZ_MODEL") : BW_DEFAULT_MODEL;
+    char err[512];
+    if (!(g = bw_gguf_open(path, err, sizeof(err))) || !(tok = bw_tok_load(g, err, sizeof(err)))) {
+        printf("skipped: no vocabulary (%s)\n", err);
+        exit(FUZZ_SKIP);
+    }
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if s does not start one (overlongs, surrogates
+ * and code points past U+10FFFF are invalid, as in RFC 3629). */
+static size_t utf8_seq(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!len || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (c == 0xe0 && s[1] < 0xa0) return 0;
+    if (c == 0xed && s[1] >= 0xa0) return 0;
+    if (c == 0xf0 && s[1] < 0x90) return 0;
+    if (c == 0xf4 && s[1] >= 0x90) return 0;
+    return len;
+}
+
+static int valid_utf8(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = utf8_seq(s + i, n - i))) return 0;
+    return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 4096) return 0; /* longer texts add time, not paths */
+    const char *text = (const char *)data;
+    int32_t cap = (int32_t)size + 2;
+    int32_t *ids = malloc((size_t)cap * sizeof(*ids));
+    int32_t n = bw_tok_encode(tok, text, size, 0, 0, ids, cap);
+    FUZZ_CHECK(n >= 0 && n <= (int32_t)size, "encode returned %d for %zu bytes", n, size);
+
+    /* the pieces, and the streaming detokenizer fed one id at a time, must both give the text back */
+    size_t out_cap = size * 3 + 64, got = 0, streamed = 0;
+    char *pieces = malloc(out_cap), *stream = malloc(out_cap);
+    bw_detok d;
+    bw_detok_init(&d);
+    for (int32_t i = 0; i < n; i++) {
+        FUZZ_CHECK(ids[i] >= 0 && ids[i] < bw_tok_n_vocab(tok), "id %d out of range", ids[i]);
+        int32_t k = bw_tok_piece(tok, ids[i], 0, pieces + got, (int32_t)(out_cap - got));
+        FUZZ_CHECK(k >= 0, "piece of %d does not fit", ids[i]);
+        got += (size_t)k;
+        int w = bw_detok_push(&d, tok, ids[i], stream + streamed, out_cap - streamed);
+        FUZZ_CHECK(w >= 0, "detok buffer");
+        FUZZ_CHECK(valid_utf8((const uint8_t *)stream + streamed, (size_t)w), "detok emitted invalid UTF-8");
+        streamed += (size_t)w;
+    }
+    int w = bw_detok_flush(&d, stream + streamed, out_cap - streamed);
+    FUZZ_CHECK(w >= 0, "detok flush buffer");
+    FUZZ_CHECK(valid_utf8((const uint8_t *)stream + streamed, (size_t)w), "detok flush emitted invalid UTF-8");
+    streamed += (size_t)w;
+    if (valid_utf8(data, size)) {
+        FUZZ_CHECK(got == size && memcmp(pieces, data, size) == 0, "pieces differ from the text (%zu vs %zu bytes)",
+                   got, size);
+        FUZZ_CHECK(streamed == size && memcmp(stream, data, size) == 0,
+                   "streamed text differs from valid UTF-8 input (%zu vs %zu bytes)", streamed, size);
+    }
+
+    /* with special-token parsing and BOS: any bytes still encode to ids in range */
+    int32_t m = bw_tok_encode(tok, text, size, 1, 1, ids, cap);
+    FUZZ_CHECK(m >= 0 && m <= cap, "encode with specials returned %d", m);
+    for (int32_t i = 0; i < m; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < bw_tok_n_vocab(tok), "special id");
+    free(ids);
+    free(pieces);
+    free(stream);
+    return 0;
+}
