@@ -194,7 +194,9 @@ static void bw_port_quant_act(enum bw_type wtype, const float *x, int64_t cols, 
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < BW_QK; j++) {
-            int q = bw_round_even(x[j] * id);
+            /* |x * id| <= 127 already; the clamp only turns a NaN input into a defined value (a float
+             * to int conversion of NaN is undefined behaviour). */
+            int q = bw_round_even(fminf(fmaxf(x[j] * id, -127.0f), 127.0f));
             qs[j] = (int8_t)q;
             sum += q;
         }
