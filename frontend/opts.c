@@ -42,6 +42,11 @@ static void usage(FILE *f)
           "  --max-body BYTES       request body limit (default 1048576)\n"
           "  --open-timeout S       cancel a job whose stream is not opened in S seconds (default 60)\n"
           "  --retain S             keep a finished job S seconds for resume (default 60)\n"
+          "  --request-timeout S    close a connection whose request headers or body take longer than S\n"
+          "                         seconds, or that sits idle between requests (default 10)\n"
+          "  --max-connections N    open client connections; more get 503 and are closed (default 4096;\n"
+          "                         each takes a file descriptor: raise RLIMIT_NOFILE to match)\n"
+          "  --max-header-bytes N   request line and headers together (default 16384; 431 beyond)\n"
           "\n"
           "  --help, --version\n",
           f);
@@ -97,6 +102,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
         O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
         O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION,
+        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR,
     };
     static const struct option opts[] = {
         {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
@@ -112,6 +118,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
         {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
         {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
+        {"request-timeout", required_argument, 0, O_REQTIMEOUT},
+        {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
         {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -122,6 +130,9 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->engine_wait_s = 30;
     o->max_body = 1 << 20;
     o->queue_size = 256;
+    o->request_timeout_s = 10;
+    o->max_connections = 4096;
+    o->max_header_bytes = 16384;
     o->open_timeout_s = 60;
     o->retain_s = 60;
 
@@ -168,6 +179,9 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
         case O_HTTP2: o->http2 = 1; break;
         case O_METRICSAUTH: o->metrics_auth = 1; break;
+        case O_REQTIMEOUT: if (parse_long(optarg, 1, 3600, "--request-timeout", &v)) return -1; o->request_timeout_s = (int)v; break;
+        case O_MAXCONN: if (parse_long(optarg, 1, 1000000, "--max-connections", &v)) return -1; o->max_connections = (int)v; break;
+        case O_MAXHDR: if (parse_long(optarg, 1024, 400000, "--max-header-bytes", &v)) return -1; o->max_header_bytes = (size_t)v; break;
         case O_HELP: usage(stdout); return 1;
         case O_VERSION: printf("beeworker-front %s\n", BW_VERSION); return 1;
         default:

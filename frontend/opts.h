@@ -31,6 +31,9 @@ typedef struct {
     int slots, threads, ctx; /* forwarded to a spawned engine; 0 = its default */
     int http2;
     int metrics_auth;
+    int request_timeout_s;   /* slow headers, slow bodies, idle keep-alive connections */
+    int max_connections;     /* beyond it a connection gets 503 and is closed */
+    size_t max_header_bytes; /* request line and headers together; beyond it 431 */
 } bw_front_opts;
 
 /* Returns 0 to run, 1 when --help/--version printed and the process should exit 0, -1 after printing a

@@ -20,6 +20,7 @@ typedef struct {
 } router;
 
 static h2o_socket_t *listener;
+static int n_conns; /* open client connections, against --max-connections */
 
 static int path_is(const h2o_iovec_t *p, const char *s)
 {
@@ -57,10 +58,25 @@ static int job_path(const h2o_iovec_t *p, const char **id, size_t *id_len, int *
     return 0;
 }
 
+/* h2o's own ceiling on a request head is ~400 KB (H2O_MAX_REQLEN); ours is the operator's. */
+static size_t head_bytes(h2o_req_t *req)
+{
+    size_t n = req->method.len + req->path.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
 static int route(h2o_handler_t *self, h2o_req_t *req)
 {
     bw_front *f = ((router *)self)->f;
     const h2o_iovec_t *p = &req->path_normalized;
+
+    if (head_bytes(req) > f->opts->max_header_bytes) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONNECTION, NULL, H2O_STRLIT("close"));
+        bw_http_send_error(req, 431, "HEADERS_TOO_LARGE", "the request line and headers exceed --max-header-bytes");
+        return 0;
+    }
 
     if (path_is(p, "/health")) return method_is(req, "GET") ? bw_handle_health(f, req) : not_allowed(req, "GET");
     if (bw_http_authorize(f, req) != 0) return 0;
@@ -80,12 +96,35 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+static void on_conn_close(void *data)
+{
+    (void)data;
+    n_conns--;
+}
+
+/* Over --max-connections: a short answer instead of a silent reset, so a client knows to back off. */
+static void refuse_busy(h2o_socket_t *sock)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                               "Retry-After: 1\r\nConnection: close\r\nContent-Length: 85\r\n\r\n"
+                               "{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"connection limit reached; retry\"}}";
+    ssize_t w = send(h2o_socket_get_fd(sock), busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+    h2o_socket_close(sock);
+}
+
 static void on_accept(h2o_socket_t *l, const char *err)
 {
     bw_front *f = l->data;
     if (err) return;
     h2o_socket_t *sock = h2o_evloop_socket_accept(l);
     if (!sock) return;
+    if (n_conns >= f->opts->max_connections) {
+        refuse_busy(sock);
+        return;
+    }
+    n_conns++;
+    sock->on_close.cb = on_conn_close;
     /* one small write per token: Nagle would hold each behind the previous ACK */
     int one = 1;
     setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -126,6 +165,8 @@ int bw_server_start(bw_front *f, char *err, size_t errlen)
     /* h2o's own limit sits above ours so that oversized bodies get our JSON 413, up to twice the limit */
     f->config.max_request_entity_size = f->opts->max_body * 2;
     f->config.http1.upgrade_to_http2 = f->opts->http2;
+    /* h2o's request timeout covers slow headers, slow bodies and idle keep-alive; not a streaming response */
+    f->config.http1.req_timeout = (uint64_t)f->opts->request_timeout_s * 1000;
     h2o_hostconf_t *host = h2o_config_register_host(&f->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     router *r = (router *)h2o_create_handler(path, sizeof(router));
