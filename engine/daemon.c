@@ -24,6 +24,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "engine/scheduler.h"
 #include "proto/bw_proto.h"
 
@@ -225,6 +226,7 @@ static void drain(int recv_fd, int timeout_ms)
 static void shutdown_now(void)
 {
     bw_log_info("shutting down: ending running jobs");
+    bw_notify_stopping("draining");
     atomic_store(&d.state, BW_ENGINE_DRAINING);
     send_simple(BW_MSG_HELLO);
     if (d.sched) bw_sched_abort_all(d.sched, BW_PERR_SHUTDOWN, "the engine is shutting down");
@@ -292,6 +294,9 @@ int bw_daemon_main(const bw_engine_opts *o)
     atomic_store(&d.n_ctx, (unsigned)e.n_ctx);
     d.sched = sched;
     atomic_store(&d.state, BW_ENGINE_READY);
+    /* READY only now: a unit that other units order after must not count as up while the model loads */
+    bw_log_info("model loaded: %s on %s, %d slots, context %d", d.model_id, d.backend, e.n_slots, e.n_ctx);
+    bw_notify_ready("serving");
     pthread_mutex_lock(&d.mu);
     atomic_store(&d.wake, 1); /* announce `ready` now rather than at the next beacon */
     pthread_cond_signal(&d.cv);
@@ -304,6 +309,7 @@ int bw_daemon_main(const bw_engine_opts *o)
     }
     int active = 0;
     while (!atomic_load(&d.stop)) {
+        bw_notify_watchdog(); /* from the scheduler loop itself: a stuck step stops the pings */
         drain(recv_fd, active ? 0 : BEACON_MS);
         if (atomic_load(&d.stop)) break;
         active = bw_sched_step(sched);

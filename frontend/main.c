@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "frontend/auth.h"
 #include "frontend/front.h"
 #include "frontend/jobs.h"
@@ -66,6 +67,7 @@ static void begin_shutdown(void)
         return;
     }
     bw_log_info("shutting down");
+    bw_notify_stopping("draining");
     g.f.stopping = 1;
     bw_server_stop_listening(&g.f);
     g.stop_deadline_ms = now_ms() + ENGINE_EXIT_GRACE_MS;
@@ -91,6 +93,7 @@ static void on_signal_readable(h2o_socket_t *sock, const char *err)
 static void on_tick(h2o_timeout_entry_t *e)
 {
     uint64_t t = now_ms();
+    bw_notify_watchdog(); /* from this timer: a blocked event loop stops the pings */
     if (g.f.sup) {
         bw_sup_reap(g.f.sup, g.f.stopping); /* SIGCHLD can coalesce; polling by PID is cheap */
         if (!g.f.stopping) bw_sup_tick(g.f.sup);
@@ -203,6 +206,7 @@ int main(int argc, char **argv)
                 opts.bind ? opts.bind : (opts.local_mode ? "127.0.0.1" : "0.0.0.0"), f->port,
                 opts.local_mode ? "local mode, no auth" : "bearer token required", opts.http2 ? " + h2c" : "",
                 g.rundir);
+    bw_notify_ready("listening");
     if (f->sup && bw_sup_start(f->sup) != 0) bw_log_error("the engine did not start; retrying on the next tick");
 
     while (!g.done) h2o_evloop_run(f->loop, TICK_MS);

@@ -35,6 +35,9 @@ static void usage(FILE *f)
           "                         then beeworker-engine beside it)\n"
           "  --model PATH           GGUF model (for --spawn-engine)\n"
           "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "  --engine-max-crashes N, --engine-crash-window S\n"
+          "                         stop restarting a spawned engine after N exits within S seconds\n"
+          "                         (default 5 in 60; 0 = never give up); /health then says engine down\n"
           "\n"
           "Limits:\n"
           "  --engine-wait S        how long a job waits for an engine before QUEUE_TIMEOUT (default 30)\n"
@@ -101,7 +104,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     enum {
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
         O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
-        O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION,
+        O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_MAXCRASH, O_CRASHWIN,
         O_REQTIMEOUT, O_MAXCONN, O_MAXHDR,
     };
     static const struct option opts[] = {
@@ -120,7 +123,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
         {"request-timeout", required_argument, 0, O_REQTIMEOUT},
         {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
-        {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0},
+        {"version", no_argument, 0, O_VERSION}, {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
+        {"engine-crash-window", required_argument, 0, O_CRASHWIN}, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
     o->worker_id = "beeworker";
@@ -135,6 +139,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->max_header_bytes = 16384;
     o->open_timeout_s = 60;
     o->retain_s = 60;
+    o->engine_max_crashes = 5;
+    o->engine_crash_window_s = 60;
 
     long v;
     double d;
@@ -178,6 +184,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_THREADS: if (parse_long(optarg, 1, 256, "--threads", &v)) return -1; o->threads = (int)v; break;
         case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
         case O_HTTP2: o->http2 = 1; break;
+        case O_MAXCRASH: if (parse_long(optarg, 0, 1000, "--engine-max-crashes", &v)) return -1; o->engine_max_crashes = (int)v; break;
+        case O_CRASHWIN: if (parse_long(optarg, 1, 86400, "--engine-crash-window", &v)) return -1; o->engine_crash_window_s = (int)v; break;
         case O_METRICSAUTH: o->metrics_auth = 1; break;
         case O_REQTIMEOUT: if (parse_long(optarg, 1, 3600, "--request-timeout", &v)) return -1; o->request_timeout_s = (int)v; break;
         case O_MAXCONN: if (parse_long(optarg, 1, 1000000, "--max-connections", &v)) return -1; o->max_connections = (int)v; break;

@@ -29,6 +29,8 @@ typedef struct {
     int open_timeout_s; /* cancel a job whose stream is never opened */
     int retain_s;       /* keep a finished job for resume */
     int slots, threads, ctx; /* forwarded to a spawned engine; 0 = its default */
+    int engine_max_crashes;    /* --spawn-engine gives up after this many exits ... */
+    int engine_crash_window_s; /* ... within this many seconds (0 crashes = never give up) */
     int http2;
     int metrics_auth;
     int request_timeout_s;   /* slow headers, slow bodies, idle keep-alive connections */

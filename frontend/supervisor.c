@@ -15,10 +15,13 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/notify.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STABLE_MS 30000
+#define MAX_TRACKED_EXITS 1000 /* the upper bound of --engine-max-crashes */
+#define MAX_ENV 1024
 
 struct bw_sup {
     char bin[PATH_MAX];
@@ -28,6 +31,12 @@ struct bw_sup {
     uint64_t started_ms, restart_at_ms;
     unsigned backoff_ms, restarts;
     int pending; /* a restart is scheduled */
+    int gave_up;
+    int max_crashes;
+    uint64_t crash_window_ms;
+    uint64_t exit_ms[MAX_TRACKED_EXITS]; /* ring of the last max_crashes exit times */
+    unsigned n_exits;
+    char *envp[MAX_ENV]; /* ours minus the service-manager variables, built before fork */
 };
 
 static uint64_t now_ms(void) { return bw_clock_mono_ns() / 1000000ull; }
@@ -59,6 +68,36 @@ static int find_engine(const bw_front_opts *o, char *out, size_t cap, char *err,
     }
     snprintf(err, errlen, "beeworker-engine not found next to %s; pass --engine-bin PATH", self);
     return -1;
+}
+
+/* Under a Type=notify unit the front's NOTIFY_SOCKET and WATCHDOG_* would reach the engine child; its
+ * READY=1 and pings would then be refused by systemd (or, with NotifyAccess=all, be taken for the
+ * front's). Only the front speaks for its unit. */
+static void child_environment(bw_sup *s)
+{
+    static const char *drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_PID=", "LISTEN_FDS=",
+                                 "LISTEN_FDNAMES="};
+    extern char **environ;
+    size_t k = 0;
+    for (char **e = environ; *e && k + 1 < MAX_ENV; e++) {
+        int keep = 1;
+        for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+            if (strncmp(*e, drop[i], strlen(drop[i])) == 0) keep = 0;
+        if (keep) s->envp[k++] = *e;
+    }
+    s->envp[k] = NULL;
+}
+
+/* Records an unexpected exit; 1 when max_crashes of them fall within the window. */
+static int crash_limit_reached(bw_sup *s, uint64_t t)
+{
+    if (s->max_crashes <= 0) return 0;
+    unsigned n = (unsigned)s->max_crashes;
+    s->exit_ms[s->n_exits % n] = t;
+    s->n_exits++;
+    if (s->n_exits < n) return 0;
+    uint64_t oldest = s->exit_ms[s->n_exits % n]; /* the n-th most recent exit */
+    return t - oldest <= s->crash_window_ms;
 }
 
 bw_sup *bw_sup_create(const bw_front_opts *o, const char *rundir, char *err, size_t errlen)
@@ -93,6 +132,9 @@ bw_sup *bw_sup_create(const bw_front_opts *o, const char *rundir, char *err, siz
     }
     s->argv[k] = NULL;
     s->backoff_ms = BACKOFF_MIN_MS;
+    s->max_crashes = o->engine_max_crashes;
+    s->crash_window_ms = (uint64_t)o->engine_crash_window_s * 1000u;
+    child_environment(s);
     return s;
 }
 
@@ -115,7 +157,7 @@ int bw_sup_start(bw_sup *s)
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
-        execv(s->bin, s->argv);
+        execve(s->bin, s->argv, s->envp);
         /* only async-signal-safe calls between fork and exec: the front has nng threads */
         static const char msg[] = "beeworker-front: cannot execute the engine binary\n";
         ssize_t w = write(2, msg, sizeof(msg) - 1);
@@ -140,6 +182,16 @@ void bw_sup_reap(bw_sup *s, int stopping)
     s->pid = 0;
     if (stopping) return;
     uint64_t t = now_ms();
+    if (crash_limit_reached(s, t)) {
+        s->gave_up = 1;
+        s->pending = 0;
+        bw_log_error("the engine exited %d times within %llu s: giving up (the front stays up and reports the "
+                     "engine down; fix the cause, then restart beeworker-front)",
+                     s->max_crashes, (unsigned long long)(s->crash_window_ms / 1000));
+        bw_notify_status("engine down: it crashed %d times within %llu s", s->max_crashes,
+                         (unsigned long long)(s->crash_window_ms / 1000));
+        return;
+    }
     if (t - s->started_ms > STABLE_MS) s->backoff_ms = BACKOFF_MIN_MS;
     s->restart_at_ms = t + s->backoff_ms;
     bw_log_info("restarting the engine in %u ms", s->backoff_ms);
@@ -174,3 +226,4 @@ void bw_sup_kill(bw_sup *s)
 
 pid_t bw_sup_pid(const bw_sup *s) { return s->pid; }
 unsigned bw_sup_restarts(const bw_sup *s) { return s->restarts; }
+int bw_sup_gave_up(const bw_sup *s) { return s->gave_up; }

@@ -1,5 +1,7 @@
 /* --spawn-engine: the front starts beeworker-engine itself and restarts it with backoff when it exits
- * (SPEC §1), for a hive that spawns a single command.
+ * (SPEC §1), for a hive that spawns a single command. After --engine-max-crashes exits within
+ * --engine-crash-window seconds it gives up, like systemd's start limit: the front stays up and reports
+ * the engine down, so the hive sees it and no crash loop burns the GPU.
  *
  * Owns: the engine child process (by PID only), its argument list and the restart schedule. The child
  * gets PR_SET_PDEATHSIG so it cannot outlive a front that is killed. */
@@ -25,5 +27,8 @@ void bw_sup_terminate(bw_sup *s); /* SIGTERM to the child */
 void bw_sup_kill(bw_sup *s);      /* SIGKILL and wait: the last resort at shutdown */
 pid_t bw_sup_pid(const bw_sup *s); /* 0 when no child runs */
 unsigned bw_sup_restarts(const bw_sup *s);
+/* 1 once the supervisor stopped restarting a crashing engine: /health says the engine is down and the
+ * heartbeat reports the worker unhealthy. */
+int bw_sup_gave_up(const bw_sup *s);
 
 #endif
