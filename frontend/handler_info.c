@@ -1,4 +1,4 @@
-/* GET /info: who this worker is and what its engine is doing (SPEC §3.4). */
+/* GET /info: who this worker is and what its engine is doing (SPEC §3.4); the heartbeat sends the same. */
 #include <stdio.h>
 
 #include "frontend/handlers.h"
@@ -6,7 +6,7 @@
 #include "frontend/jobs.h"
 #include "frontend/link.h"
 
-int bw_handle_info(bw_front *f, h2o_req_t *req)
+json_t *bw_info_json(bw_front *f)
 {
     const bw_proto_hello *h = bw_link_hello(f->link);
     int have = bw_link_state(f->link) != BW_LINK_NONE;
@@ -30,6 +30,11 @@ int bw_handle_info(bw_front *f, h2o_req_t *req)
     } else {
         json_decref(e);
     }
-    bw_http_send_obj(req, 200, o);
+    return o;
+}
+
+int bw_handle_info(bw_front *f, h2o_req_t *req)
+{
+    bw_http_send_obj(req, 200, bw_info_json(f));
     return 0;
 }

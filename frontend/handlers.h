@@ -3,6 +3,7 @@
 #ifndef BW_FRONT_HANDLERS_H
 #define BW_FRONT_HANDLERS_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "frontend/front.h"
@@ -15,5 +16,11 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
 int bw_handle_cancel(bw_front *f, h2o_req_t *req, const char *id, size_t id_len);
 int bw_handle_health(bw_front *f, h2o_req_t *req);
 int bw_handle_info(bw_front *f, h2o_req_t *req);
+/* The /info document (the heartbeat carries it too); NULL when out of memory. */
+json_t *bw_info_json(bw_front *f);
+/* POST /v1/completions (chat = 0) and /v1/chat/completions (chat = 1) */
+int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat);
+int bw_handle_models(bw_front *f, h2o_req_t *req);
+int bw_handle_metrics(bw_front *f, h2o_req_t *req);
 
 #endif

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "frontend/auth.h"
 
@@ -47,9 +48,58 @@ void bw_http_send_obj(h2o_req_t *req, int status, json_t *obj)
     free(s);
 }
 
+static int is_openai_route(h2o_req_t *req)
+{
+    static const char *const prefixes[] = {"/v1/completions", "/v1/chat/", "/v1/models"};
+    const h2o_iovec_t *p = &req->path_normalized;
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (p->len >= n && memcmp(p->base, prefixes[i], n) == 0) return 1;
+    }
+    return 0;
+}
+
+void bw_http_send_error_obj(h2o_req_t *req, int status, json_t *error)
+{
+    if (error && is_openai_route(req)) {
+        const char *type = status == 401 ? "authentication_error" : status >= 500 ? "server_error"
+                                                                                  : "invalid_request_error";
+        json_object_set_new(error, "type", json_string(type));
+        if (!json_object_get(error, "param")) json_object_set_new(error, "param", json_null());
+    }
+    bw_http_send_obj(req, status, error ? json_pack("{s:o}", "error", error) : NULL);
+}
+
 void bw_http_send_error(h2o_req_t *req, int status, const char *code, const char *message)
 {
-    bw_http_send_obj(req, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
+    bw_http_send_error_obj(req, status, json_pack("{s:s,s:s}", "code", code, "message", message));
+}
+
+static int is_json_type(const h2o_iovec_t *v)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof(want) - 1;
+    if (v->len < n || strncasecmp(v->base, want, n) != 0) return 0;
+    return v->len == n || v->base[n] == ';' || v->base[n] == ' ';
+}
+
+int bw_http_check_json_body(bw_front *f, h2o_req_t *req)
+{
+    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ct >= 0 && !is_json_type(&req->headers.entries[ct].value)) {
+        bw_http_send_error(req, 415, "UNSUPPORTED_MEDIA_TYPE", "send the request body as application/json");
+        return -1;
+    }
+    if (req->entity.len > f->opts->max_body) {
+        bw_http_send_error(req, 413, "PAYLOAD_TOO_LARGE", "the request body exceeds --max-body");
+        return -1;
+    }
+    if (f->stopping) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+        bw_http_send_error(req, 503, "SHUTTING_DOWN", "this worker is shutting down");
+        return -1;
+    }
+    return 0;
 }
 
 const h2o_iovec_t *bw_http_header(h2o_req_t *req, const char *name, size_t name_len)

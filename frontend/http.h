@@ -15,8 +15,15 @@
 void bw_http_send_json(h2o_req_t *req, int status, const char *body, size_t len);
 /* Sends and releases obj. */
 void bw_http_send_obj(h2o_req_t *req, int status, json_t *obj);
-/* {"error":{"code":…,"message":…}} */
+/* {"error":{"code":…,"message":…}}; on the OpenAI routes (/v1/completions, /v1/chat/…, /v1/models) the
+ * error also carries OpenAI's "type" and "param", so both kinds of client read it. */
 void bw_http_send_error(h2o_req_t *req, int status, const char *code, const char *message);
+/* The same with the members of "error" given (taken); type/param are added on the OpenAI routes. */
+void bw_http_send_error_obj(h2o_req_t *req, int status, json_t *error);
+
+/* The checks before a JSON body is parsed (SPEC §3.2): a content type other than application/json → 415,
+ * a body over --max-body → 413, a worker shutting down → 503. Returns -1 after answering. */
+int bw_http_check_json_body(bw_front *f, h2o_req_t *req);
 
 /* Applies the bearer-token rule; on failure it has sent the 401 and returns -1. */
 int bw_http_authorize(bw_front *f, h2o_req_t *req);

@@ -17,8 +17,10 @@
 #include "common/notify.h"
 #include "frontend/auth.h"
 #include "frontend/front.h"
+#include "frontend/heartbeat.h"
 #include "frontend/jobs.h"
 #include "frontend/link.h"
+#include "frontend/metrics.h"
 #include "frontend/server.h"
 #include "frontend/sse.h"
 #include "frontend/supervisor.h"
@@ -180,6 +182,7 @@ int main(int argc, char **argv)
     f->rundir = g.rundir;
     f->loop = h2o_evloop_create();
     bw_sse_init(f);
+    f->metrics = bw_metrics_create(); /* NULL (out of memory) only loses the counters */
     f->jobs = bw_jobs_create(f);
     if (opts.spawn_engine && !(f->sup = bw_sup_create(&opts, g.rundir, err, sizeof(err)))) {
         fprintf(stderr, "beeworker-front: %s\n", err);
@@ -192,6 +195,11 @@ int main(int argc, char **argv)
         _exit(1);
     }
     if (bw_server_start(f, err, sizeof(err)) != 0) {
+        fprintf(stderr, "beeworker-front: %s\n", err);
+        cleanup_rundir();
+        _exit(1);
+    }
+    if (opts.hive_url && !(f->heartbeat = bw_heartbeat_start(f, err, sizeof(err)))) {
         fprintf(stderr, "beeworker-front: %s\n", err);
         cleanup_rundir();
         _exit(1);

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "frontend/accesslog.h"
 #include "frontend/handlers.h"
 #include "frontend/http.h"
 
@@ -79,9 +80,15 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
     }
 
     if (path_is(p, "/health")) return method_is(req, "GET") ? bw_handle_health(f, req) : not_allowed(req, "GET");
-    if (bw_http_authorize(f, req) != 0) return 0;
+    int metrics = path_is(p, "/metrics");
+    if (!(metrics && !f->opts->metrics_auth) && bw_http_authorize(f, req) != 0) return 0;
+    if (metrics) return method_is(req, "GET") ? bw_handle_metrics(f, req) : not_allowed(req, "GET");
 
     if (path_is(p, "/info")) return method_is(req, "GET") ? bw_handle_info(f, req) : not_allowed(req, "GET");
+    int chat = path_is(p, "/v1/chat/completions");
+    if (chat || path_is(p, "/v1/completions"))
+        return method_is(req, "POST") ? bw_handle_openai(f, req, chat) : not_allowed(req, "POST");
+    if (path_is(p, "/v1/models")) return method_is(req, "GET") ? bw_handle_models(f, req) : not_allowed(req, "GET");
     int jobs_form = path_is(p, "/v1/jobs");
     if (jobs_form || path_is(p, "/v1/inference"))
         return method_is(req, "POST") ? bw_handle_submit(f, req, jobs_form) : not_allowed(req, "POST");
@@ -172,6 +179,7 @@ int bw_server_start(bw_front *f, char *err, size_t errlen)
     router *r = (router *)h2o_create_handler(path, sizeof(router));
     r->super.on_req = route;
     r->f = f;
+    bw_accesslog_register(f, path);
     h2o_context_init(&f->ctx, f->loop, &f->config);
     f->accept_ctx.ctx = &f->ctx;
     f->accept_ctx.hosts = f->config.hosts;
