@@ -94,8 +94,15 @@ def analyze_root(inst):
     `systemd-analyze --root` resolves every dependency while ExecStart= paths point into the tree."""
     host_units = pathlib.Path("/usr/lib/systemd/system")
     target = inst["dest"] / "usr/lib/systemd/system"
-    if not target.exists() and host_units.is_dir():
-        shutil.copytree(host_units, target, symlinks=True)
+    target.mkdir(parents=True, exist_ok=True)
+    for src in host_units.iterdir():
+        dst = target / src.name
+        if dst.exists() or dst.is_symlink():
+            continue  # with --prefix=/usr our own units live here: never replace them with the host's
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            shutil.copy2(src, dst, follow_symlinks=False)
     return inst["dest"]
 
 
