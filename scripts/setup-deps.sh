@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 DEBS=(meson ninja-build pkg-config gcc libc6-dev python3 python3-pip unzip
       libh2o-evloop-dev libnng-dev libjansson-dev libssl-dev libpcre2-dev
       clang libclang-rt-14-dev
+      valgrind                 # tests/memcheck: memcheck on a short engine generation
       libsystemd-dev systemd   # sd_notify for the units; systemd-analyze for the deploy tests
       libcurl4-openssl-dev)    # the front's heartbeat to the hive
 
