@@ -53,6 +53,12 @@ bw_auth *bw_auth_create(const bw_front_opts *o, char *err, size_t errlen)
         }
         strcpy(token, env);
     }
+    /* the engine and anything else this process starts has no use for the token: it is not inherited.
+     * Called before any thread exists (nng's start with the link), so unsetenv is safe here. */
+    if (env) {
+        OPENSSL_cleanse((char *)env, strlen(env));
+        unsetenv("LLORCH_API_TOKEN");
+    }
     if (o->local_mode && token[0]) {
         snprintf(err, errlen, "--local-mode serves without authentication: unset LLORCH_API_TOKEN / "
                               "--api-token-file, or drop --local-mode");

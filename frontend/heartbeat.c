@@ -19,7 +19,7 @@
 #include "frontend/handlers.h"
 #include "frontend/link.h"
 
-#define TICK_MS 250
+#define TICK_MS 100
 #define TIMEOUT_MS 5000     /* SPEC §3.5 */
 #define RETRY_AFTER_MS 5000 /* after a failed beat, sooner than a long interval */
 
@@ -31,6 +31,7 @@ struct bw_heartbeat {
     h2o_timeout_entry_t tick;
     int ever_ready;
     const char *last_status;
+    unsigned last_epochs; /* engine epochs seen at the last beat: a restart between ticks is news too */
     uint64_t next_due_ms;
 
     pthread_t thread;
@@ -88,9 +89,11 @@ static void on_tick(h2o_timeout_entry_t *e)
         uint64_t interval = (uint64_t)h->f->opts->heartbeat_s * 1000u;
         uint64_t due = h->next_due_ms;
         if (!atomic_load(&h->last_ok) && interval > RETRY_AFTER_MS) due = due - interval + RETRY_AFTER_MS;
-        if (!h->last_status || strcmp(status, h->last_status) != 0 || now >= due) {
+        unsigned epochs = bw_link_epochs_seen(h->f->link);
+        if (!h->last_status || strcmp(status, h->last_status) != 0 || epochs != h->last_epochs || now >= due) {
             beat(h, status);
             h->last_status = status;
+            h->last_epochs = epochs;
         }
     }
     h2o_timeout_link(h->f->loop, &h->tick_to, &h->tick);
