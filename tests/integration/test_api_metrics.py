@@ -88,8 +88,11 @@ def test_gauges_follow_open_streams(worker):
     first = threading.Event()
 
     def read():
-        for _ in stream.events():
-            first.set()
+        try:
+            for _ in stream.events():
+                first.set()
+        except (OSError, ValueError, AttributeError):
+            pass  # the test closes the stream under this reader
     t = threading.Thread(target=read, daemon=True)
     t.start()
     try:
