@@ -236,3 +236,16 @@ def test_a_normal_job_still_works_afterwards(front):
     text, events = front.run("The capital of France is", 8)
     assert events[-2]["data"]["type"] == "end" and events[-2]["data"]["tokens_out"] == 8
     assert text
+
+
+def test_max_tokens_is_bounded_by_the_context(build_dir, model_path):
+    with Worker(build_dir, model_path, slots=1, extra=["--ctx", "64"]) as w:
+        w.wait_ready()
+        status, resp, _ = w.request("POST", "/v1/inference", {"prompt": "Hi", "max_tokens": 64})
+        assert status == 400 and errors_of(resp) == {("max_tokens", "range")}
+        assert "between 1 and 63" in resp["errors"][0]["message"]
+        status, resp, _ = w.request("POST", "/v1/chat/completions",
+                                    {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100})
+        assert status == 400 and resp["error"]["param"] == "max_tokens"
+        status, resp, _ = w.request("POST", "/v1/inference", {"prompt": "Hi", "max_tokens": 63})
+        assert status == 200
