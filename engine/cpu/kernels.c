@@ -12,7 +12,10 @@
  * The portable path stores c as above; the SIMD paths store c / 8 because the AVX2 kernels spread the
  * term over the 8 lanes of a vector (a power of two, so no rounding). All paths produce identical qs
  * and d.
- * Products are y[t][r] = sum over blocks b of W-block(r, b) . x-block(t, b), blocks in increasing order. */
+ * Products are y[t][r] = sum over blocks b of W-block(r, b) . x-block(t, b), blocks in increasing order.
+ * On a given path, each y[t][r] is bit-identical whatever n_tok, the token's place in the batch and the
+ * thread count (see kernels_avx2.c): activation records are quantized per token alone, the portable
+ * path computes every output by one function, and row chunks only decide which thread computes a row. */
 #include "engine/cpu/kernels.h"
 
 #include <math.h>

@@ -4,12 +4,19 @@
  *
  * Products: y[t][r] = sum over 32-blocks b of W-block(r, b) . x-block(t, b). Quantized weights meet the
  * activation records of kernels.c (int8 qs[cols], float d[cols/32], float c[cols/32], with c stored
- * divided by 8 on this path). Per block and output, 8 lanes of int32 partial dots are turned to float
- * and multiply-added with the block scales; the 8 lanes are summed only once per output, at the end.
- * The -8 of Q4_0 and the m * s of Q4_1 enter as a per-block constant spread over the 8 lanes (c / 8
- * in each), so the unsigned 4-bit weights go straight into vpmaddubsw without re-centering.
+ * divided by 8 on this path). Per block and output, lanes of int32 partial dots are turned to float
+ * and multiply-added with the block scales into that output's own vector accumulator; its lanes are
+ * summed only once, at the end. The -8 of Q4_0 and the m * s of Q4_1 enter as a per-block constant
+ * (c / 8 per lane), so the unsigned 4-bit weights go straight into vpmaddubsw without re-centering.
  * Outputs are computed in tiles: 4 rows x 1 token for decode (the activation block is loaded once for
- * four weight rows), 2 rows x 4 tokens for prefill (each unpacked weight block serves four tokens). */
+ * four weight rows), several rows x 4 tokens for prefill (each unpacked weight block serves four
+ * tokens), smaller tiles at the edges.
+ * Batch invariance: on one path, an output's bits do not depend on the tile that computed it, so not
+ * on n_tok, the token's place in the batch, or the thread count. Every tile shape of a weight type
+ * gives each output the same lane layout, the same per-block operations in block order and the same
+ * final reduction tree; tiles differ only in which loads they share. Continuous batching (a job's
+ * output must not depend on its batch mates) and resume (a one-batch re-prefill must rebuild the KV
+ * cache that one-token decode steps wrote) rely on it; test_kernels checks it bit for bit. */
 #include "engine/tensor.h"
 
 #include <stdint.h>
@@ -36,15 +43,9 @@
 #define BW_PF_BYTES 8192
 #endif
 
-BW_AVX2_INLINE float bw_hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* The four horizontal sums of a, b, c, d, in that order. */
+/* Every 8-lane accumulator is summed with this one tree, ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)),
+ * whether it is reduced alone (bw_hsum8) or four at a time (bw_hsum4x8): which tile computed an output
+ * must not change its last bits. */
 BW_AVX2_INLINE __m128 bw_hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d)
 {
     __m256 ab = _mm256_hadd_ps(a, b);
@@ -53,19 +54,18 @@ BW_AVX2_INLINE __m128 bw_hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d)
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
+BW_AVX2_INLINE float bw_hsum8(__m256 v)
+{
+    __m256 h = _mm256_hadd_ps(v, v);
+    h = _mm256_hadd_ps(h, h);
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
 BW_AVX2_INLINE __m256 bw_h2f_bcast(const uint8_t *p)
 {
     uint16_t h;
     memcpy(&h, p, 2);
     return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
-}
-
-/* 16 bytes of packed nibbles -> 32 bytes 0..15: low nibbles (elements 0..15) in the low half. */
-BW_AVX2_INLINE __m256i bw_nibbles(const uint8_t *qs)
-{
-    __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
-    return _mm256_and_si256(both, _mm256_set1_epi8(15));
 }
 
 /* 8 lanes of partial sums of u[i] * s[i], u unsigned, s signed. No pair saturates vpmaddubsw here:
@@ -136,14 +136,13 @@ BW_AVX2_INLINE void bw_store_tile(const int NR, const int NT, __m256 acc[4][4], 
     }
 }
 
-/* NR rows of a quantized W (w = first row) times NT activation records (act = first record). */
-BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT, const int pf, const uint8_t *w,
-                             size_t wrow, const uint8_t *act, size_t astride, int64_t cols, float *y,
-                             int64_t ys)
+/* NR rows of a Q8_0 W (w = first row) times NT activation records (act = first record). Per output and
+ * block: 8 int32 lanes of the signed dot, then acc += dw * (dx * dot) lane by lane; the same for every
+ * NR x NT. */
+BW_AVX2_INLINE void bw_q8_tile(const int NR, const int NT, const int pf, const uint8_t *w, size_t wrow,
+                               const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
-    const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
-                      : type == BW_TYPE_Q4_1 ? sizeof(bw_block_q4_1)
-                                             : sizeof(bw_block_q8_0);
+    const size_t bb = sizeof(bw_block_q8_0);
     const int64_t nb = cols / BW_QK;
     __m256 acc[4][4];
     for (int r = 0; r < NR; r++)
@@ -151,13 +150,11 @@ BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT
 
     for (int64_t b = 0; b < nb; b++) {
         __m256i xq[4];
-        __m256 dx[4], cx[4];
+        __m256 dx[4];
         for (int t = 0; t < NT; t++) {
             const uint8_t *rec = act + t * astride;
-            const float *d = (const float *)(rec + cols);
             xq[t] = _mm256_load_si256((const __m256i *)(rec + b * BW_QK));
-            dx[t] = _mm256_broadcast_ss(d + b);
-            cx[t] = type == BW_TYPE_Q8_0 ? _mm256_setzero_ps() : _mm256_broadcast_ss(d + nb + b);
+            dx[t] = _mm256_broadcast_ss((const float *)(rec + cols) + b);
         }
         if (pf) {
             const char *ahead = (const char *)w + BW_PF_BYTES + b * NR * bb;
@@ -167,85 +164,97 @@ BW_AVX2_INLINE void bw_qtile(const enum bw_type type, const int NR, const int NT
         for (int r = 0; r < NR; r++) {
             const uint8_t *blk = w + r * wrow + b * bb;
             __m256 dw = bw_h2f_bcast(blk);
-            if (type == BW_TYPE_Q4_0) {
-                __m256i wq = bw_nibbles(blk + 2);
-                for (int t = 0; t < NT; t++) {
-                    __m256 p = bw_dot_u8s8(wq, xq[t]);
-                    acc[r][t] = _mm256_fmadd_ps(dw, _mm256_fmadd_ps(dx[t], p, cx[t]), acc[r][t]);
-                }
-            } else if (type == BW_TYPE_Q4_1) {
-                __m256 mw = bw_h2f_bcast(blk + 2);
-                __m256i wq = bw_nibbles(blk + 4);
-                for (int t = 0; t < NT; t++) {
-                    __m256 p = bw_dot_u8s8(wq, xq[t]);
-                    acc[r][t] = _mm256_fmadd_ps(dw, _mm256_mul_ps(dx[t], p), acc[r][t]);
-                    acc[r][t] = _mm256_fmadd_ps(mw, cx[t], acc[r][t]);
-                }
-            } else {
-                /* Signed x signed: move the weight's sign onto the activation. */
-                __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
-                __m256i aw = _mm256_sign_epi8(wq, wq);
-                for (int t = 0; t < NT; t++) {
-                    __m256 p = bw_dot_u8s8(aw, _mm256_sign_epi8(xq[t], wq));
-                    acc[r][t] = _mm256_fmadd_ps(dw, _mm256_mul_ps(dx[t], p), acc[r][t]);
-                }
+            /* Signed x signed: move the weight's sign onto the activation. */
+            __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
+            __m256i aw = _mm256_sign_epi8(wq, wq);
+            for (int t = 0; t < NT; t++) {
+                __m256 p = bw_dot_u8s8(aw, _mm256_sign_epi8(xq[t], wq));
+                acc[r][t] = _mm256_fmadd_ps(dw, _mm256_mul_ps(dx[t], p), acc[r][t]);
             }
         }
     }
     bw_store_tile(NR, NT, acc, y, ys);
 }
 
-/* Decode tile for Q4_0/Q4_1: 4 rows x 1 token, two rows per ymm (row 2p in the low 128 bits, row 2p+1
- * in the high), which halves the per-block scale work of bw_qtile: the activation block's two halves
- * are broadcast to both 128-bit lanes, the low/high nibble vectors meet them in vpmaddubsw, and int32
- * lanes 0-3 / 4-7 are the partial dots of the two rows. Scales of a row pair, [d, m] or [d, d] as
- * halves, are converted together and multiplied with [dx, c/8, dx, c/8]; the d*dx products scale the
- * dots, the other products accumulate in the odd lanes of a side vector and enter 8 times at the end. */
-BW_AVX2_INLINE void bw_q4_pair_tile(const enum bw_type type, const int pf, const uint8_t *w, size_t wrow,
-                                    const uint8_t *rec, int64_t cols, float *y)
+/* Q4_0/Q4_1 tile of NR rows (1..4) x NT tokens (1..4), rows taken two per ymm (row 2p in the low 128
+ * bits, row 2p+1 in the high; an odd last row is paired with itself and its copy dropped). The
+ * activation block's two halves are broadcast to both 128-bit lanes, the low/high nibble vectors meet
+ * them in vpmaddubsw, and int32 lanes 0-3 / 4-7 are the partial dots of the two rows. Scales of a row
+ * pair, [d, m] or [d, d] as halves, are converted together and multiplied with [dx, c/8, dx, c/8]; the
+ * d*dx products scale the dots, the other products accumulate in the odd lanes of a side vector and
+ * enter 8 times at the end. Each output has its own 4 lanes and side lane whatever NR, NT and its
+ * place in the pair, so every tile shape computes it with the same operations: the decode tile (4 x 1)
+ * and the prefill tiles give identical bits. */
+BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int NT, const int pf, const uint8_t *w,
+                               size_t wrow, const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
+    const int NP = (NR + 1) / 2;
     const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0) : sizeof(bw_block_q4_1);
     const size_t qoff = type == BW_TYPE_Q4_0 ? 2 : 4;
     const int64_t nb = cols / BW_QK;
-    const float *dd = (const float *)(rec + cols);
     const __m256i nib = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m128 accm[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    __m256 acc[2][4];
+    __m128 accm[2][4];
+    for (int p = 0; p < NP; p++)
+        for (int t = 0; t < NT; t++) {
+            acc[p][t] = _mm256_setzero_ps();
+            accm[p][t] = _mm_setzero_ps();
+        }
     for (int64_t b = 0; b < nb; b++) {
         if (pf) {
-            const char *ahead = (const char *)w + BW_PF_BYTES + b * 4 * bb;
+            const char *ahead = (const char *)w + BW_PF_BYTES + b * NR * bb;
             _mm_prefetch(ahead, _MM_HINT_T0);
             _mm_prefetch(ahead + 64, _MM_HINT_T0);
         }
-        __m256i xlo = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK)));
-        __m256i xhi = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK + 16)));
-        __m128 xs = _mm_blend_ps(_mm_broadcast_ss(dd + b), _mm_broadcast_ss(dd + nb + b), 0xa);
-        for (int p = 0; p < 2; p++) {
-            const uint8_t *ba = w + (2 * p) * wrow + b * bb, *bb2 = ba + wrow;
+        __m256i lo[2], hi[2];
+        __m128 ws[2];
+        for (int p = 0; p < NP; p++) {
+            const uint8_t *ba = w + (2 * p) * wrow + b * bb, *bb2 = 2 * p + 1 < NR ? ba + wrow : ba;
             __m256i z = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(ba + qoff))),
                                                 _mm_loadu_si128((const __m128i *)(bb2 + qoff)), 1);
-            __m256i lo = _mm256_and_si256(z, nib), hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), nib);
-            /* Each vpmaddubsw pair is at most 2 * 15 * 127, so the sum of two still fits int16. */
-            __m256i d16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
-            __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, ones));
+            lo[p] = _mm256_and_si256(z, nib);
+            hi[p] = _mm256_and_si256(_mm256_srli_epi16(z, 4), nib);
             uint32_t sa, sb;
             memcpy(&sa, ba, 4);
             memcpy(&sb, bb2, 4);
             __m128i h = _mm_setr_epi32((int)sa, (int)sb, 0, 0);
             if (type == BW_TYPE_Q4_0)
                 h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
-            __m128 prod = _mm_mul_ps(_mm_cvtph_ps(h), xs); /* [Sa, Ma, Sb, Mb] */
-            accm[p] = _mm_add_ps(accm[p], prod);
-            __m256 S = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread);
-            acc[p] = _mm256_fmadd_ps(S, dot, acc[p]);
+            ws[p] = _mm_cvtph_ps(h);
+        }
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *rec = act + t * astride;
+            const float *dd = (const float *)(rec + cols);
+            __m256i xlo = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK)));
+            __m256i xhi = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK + 16)));
+            __m128 xs = _mm_blend_ps(_mm_broadcast_ss(dd + b), _mm_broadcast_ss(dd + nb + b), 0xa);
+            for (int p = 0; p < NP; p++) {
+                /* Each vpmaddubsw pair is at most 2 * 15 * 127, so the sum of two still fits int16. */
+                __m256i d16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[p], xlo), _mm256_maddubs_epi16(hi[p], xhi));
+                __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, ones));
+                __m128 prod = _mm_mul_ps(ws[p], xs); /* [Sa, Ma, Sb, Mb] */
+                accm[p][t] = _mm_add_ps(accm[p][t], prod);
+                __m256 S = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread);
+                acc[p][t] = _mm256_fmadd_ps(S, dot, acc[p][t]);
+            }
         }
     }
-    __m256 h = _mm256_hadd_ps(acc[0], acc[1]);
-    h = _mm256_hadd_ps(h, h); /* low lane [r0, r2, ..], high lane [r1, r3, ..] */
-    __m128 s = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    __m128 m = _mm_shuffle_ps(accm[0], accm[1], _MM_SHUFFLE(3, 1, 3, 1));
-    _mm_storeu_ps(y, _mm_fmadd_ps(m, _mm_set1_ps(8.0f), s));
+    for (int t = 0; t < NT; t++) {
+        /* Row k's lanes sum as (l0 + l1) + (l2 + l3) in every branch. */
+        __m256 h = _mm256_hadd_ps(acc[0][t], acc[NP - 1][t]);
+        h = _mm256_hadd_ps(h, h); /* low lane [r0, r2, ..], high lane [r1, r3, ..] */
+        __m128 s = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        __m128 m = _mm_shuffle_ps(accm[0][t], accm[NP - 1][t], _MM_SHUFFLE(3, 1, 3, 1));
+        __m128 out = _mm_fmadd_ps(m, _mm_set1_ps(8.0f), s);
+        if (NR == 4) {
+            _mm_storeu_ps(y + t * ys, out);
+        } else {
+            float o[4];
+            _mm_storeu_ps(o, out);
+            for (int r = 0; r < NR; r++) y[t * ys + r] = o[r];
+        }
+    }
 }
 
 BW_AVX2_INLINE __m256 bw_load_w8(const enum bw_type type, const uint8_t *p)
@@ -321,11 +330,11 @@ BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT,
                             const struct bw_rows_args *a, int64_t r, int64_t t)
 {
     float *y = a->y + t * a->ys + r;
-    if ((type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1) && NR == 4 && NT == 1)
-        bw_q4_pair_tile(type, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->cols, y);
-    else if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0)
-        bw_qtile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
-                 a->ys);
+    if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1)
+        bw_q4_tile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
+                   a->ys);
+    else if (type == BW_TYPE_Q8_0)
+        bw_q8_tile(NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y, a->ys);
     else
         bw_ftile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
 }
@@ -487,7 +496,9 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
  * "-128 * d * sum(q)" term (c) takes the excess out again. Per block and tile, the scales of the 4 rows
  * ([d, m] or [d, d]) are converted together and multiplied with [dx, c/8]; the d*dx products scale the
  * integer dots, the other half accumulates in odd lanes of a side vector and is added, times 8, once at
- * the end. */
+ * the end. A token's lanes do the same work in a 4 x 1 and a 4 x 4 tile (batch invariance). Rows past
+ * the last multiple of 4 go to the AVX2 kernels; row chunks are multiples of 4, so those are the same
+ * rows whatever n_tok and the thread count. */
 
 #define BW_AVX512_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 #define BW_AVX512 __attribute__((target(BW_AVX512_TARGET)))

@@ -1,7 +1,8 @@
 /* Guards the CPU kernels and the thread pool: bw_matmul for every weight type against double-precision
- * references on both SIMD paths and thread counts, dequantization, the vector ops, and the pool's
- * fork-join coverage. Inputs are random and fresh each run; the seed is printed (pass one as argv[1]
- * to replay a failure).
+ * references on both SIMD paths and thread counts, bw_matmul's batch invariance (a token's outputs are
+ * the same bits whatever batch it is in), dequantization, the vector ops, and the pool's fork-join
+ * coverage. Inputs are random and fresh each run; the seed is printed (pass one as argv[1] to replay a
+ * failure).
  *
  * References for a product y[t][r] = sum_c W[r][c] x[t][c]:
  *  - tight: the weights dequantized exactly and the activations quantized by this file's own copy of
@@ -437,6 +438,116 @@ static void test_matmul(bw_pool **pools, const char **paths, int n_paths)
     }
 }
 
+/* ---- batch invariance ----------------------------------------------------------------------------- */
+
+/* A token's outputs must not depend on how many tokens share the call or where it sits in the batch:
+ * continuous batching promises each job the output it would get alone, and resuming a job re-prefills
+ * its tokens in one batch where they were first decoded one at a time, and must rebuild the same KV
+ * cache. So for one path and any thread count, bw_matmul over a batch is compared bit for bit against
+ * one n_tok = 1 call per token, for batch sizes around every tile and token-block edge, with the tokens
+ * in order and in a shuffled order. */
+#define INV_MAX_TOK 130
+
+/* Returns how many of its batched calls differed from the one-token calls. */
+static int check_batch_invariance(enum bw_type type, int64_t cols, int64_t rows, bw_pool **pools, const char *path,
+                                  long *n_compared)
+{
+    static const int64_t batch_sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 63, 64, 65, INV_MAX_TOK};
+    size_t rb = row_bytes(type, cols);
+    uint8_t *wbuf = xaligned(rb * (size_t)rows + 1);
+    uint8_t *wdata = is_quant(type) ? wbuf + 1 : wbuf; /* unaligned, as in check_matmul_shape */
+    double *wd = malloc(sizeof(double) * (size_t)cols), *md = malloc(sizeof(double) * (size_t)(cols / 32 + 1));
+    for (int64_t r = 0; r < rows; r++) make_row(type, cols, wdata + r * rb, wd, md);
+    bw_tensor W = {"test", type, cols, rows, wdata, rb};
+
+    int64_t xs = cols + 1, ys = rows + 3;
+    float *x = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * xs));
+    float *xb = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * xs));
+    for (int64_t t = 0; t < INV_MAX_TOK; t++)
+        for (int64_t c = 0; c < cols; c++) {
+            double scale = (c / 32) % 5 == 0 ? 8.0 : (c / 32) % 3 == 0 ? 0.05 : 1.0;
+            x[t * xs + c] = rnd_range(-scale, scale);
+        }
+    size_t sbytes = bw_matmul_scratch_bytes(type, cols, INV_MAX_TOK);
+    void *scratch = sbytes ? xaligned(sbytes) : NULL;
+    float *solo = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * rows));
+    float *y = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * ys));
+    int64_t order[INV_MAX_TOK];
+    int bad_calls = 0;
+
+    use_path(path);
+    for (int64_t t = 0; t < INV_MAX_TOK; t++) {
+        for (int64_t r = 0; r < ys; r++) y[r] = NAN;
+        bw_matmul(pools[0], &W, x + t * xs, xs, 1, y, ys, scratch);
+        memcpy(solo + t * rows, y, sizeof(float) * (size_t)rows);
+    }
+    for (int th = 0; th < 2; th++)
+        for (size_t bi = 0; bi < sizeof(batch_sizes) / sizeof(batch_sizes[0]); bi++)
+            for (int shuffled = 0; shuffled < 2; shuffled++) {
+                int64_t n = batch_sizes[bi];
+                /* Shuffled: n distinct tokens drawn from all of them, so each lands at a new position. */
+                for (int64_t i = 0; i < INV_MAX_TOK; i++) order[i] = i;
+                if (shuffled)
+                    for (int64_t i = 0; i < n; i++) {
+                        int64_t j = i + (int64_t)(rnd_u64() % (uint64_t)(INV_MAX_TOK - i)), k = order[i];
+                        order[i] = order[j];
+                        order[j] = k;
+                    }
+                for (int64_t i = 0; i < n; i++) memcpy(xb + i * xs, x + order[i] * xs, sizeof(float) * (size_t)cols);
+                for (int64_t i = 0; i < n * ys; i++) y[i] = NAN;
+                if (scratch) memset(scratch, 0xa5, sbytes);
+                bw_matmul(pools[th], &W, xb, xs, n, y, ys, scratch);
+                int64_t differ = 0, first = -1;
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t r = 0; r < rows; r++)
+                        if (memcmp(&y[i * ys + r], &solo[order[i] * rows + r], sizeof(float)) != 0) {
+                            if (first < 0) first = i * rows + r;
+                            differ++;
+                        }
+                *n_compared += n * rows;
+                bad_calls += differ != 0;
+                CHECK(differ == 0,
+                      "%s %s %dT cols=%lld rows=%lld: batch of %lld (%s) differs from one-token calls in %lld "
+                      "of %lld outputs, first at batch position %lld row %lld: %.9g vs %.9g",
+                      type_name(type), path, th + 1, (long long)cols, (long long)rows, (long long)n,
+                      shuffled ? "shuffled" : "in order", (long long)differ, (long long)(n * rows),
+                      (long long)(first < 0 ? 0 : first / rows), (long long)(first < 0 ? 0 : first % rows),
+                      first < 0 ? 0.0 : y[first / rows * ys + first % rows],
+                      first < 0 ? 0.0 : solo[order[first / rows] * rows + first % rows]);
+            }
+    free(wbuf);
+    free(wd);
+    free(md);
+    free(x);
+    free(xb);
+    free(scratch);
+    free(solo);
+    free(y);
+    return bad_calls;
+}
+
+static void test_batch_invariance(bw_pool **pools, const char **paths, int n_paths)
+{
+    /* Row counts that leave every remainder modulo the 2- and 4-row tiles, and enough rows that two
+     * threads claim several chunks; cols = 37 leaves a tail past the float kernels' vector width. */
+    static const int64_t shapes[][2] = {{576, 70}, {1536, 13}, {64, 7}, {32, 4}};
+    for (int p = 0; p < n_paths; p++) {
+        long compared = 0;
+        char per_type[256];
+        size_t len = 0;
+        for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
+            int bad = 0;
+            for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+                bad += check_batch_invariance(k_types[ti], shapes[si][0], shapes[si][1], pools, paths[p], &compared);
+            if (!is_quant(k_types[ti])) bad += check_batch_invariance(k_types[ti], 37, 11, pools, paths[p], &compared);
+            len += (size_t)snprintf(per_type + len, sizeof(per_type) - len, " %s %d", type_name(k_types[ti]), bad);
+        }
+        printf("batch invariance (%s): %ld outputs of batched calls compared bit for bit with one-token calls;"
+               " batched calls that differ:%s\n",
+               paths[p], compared, per_type);
+    }
+}
+
 /* ---- dequantization ------------------------------------------------------------------------------- */
 
 /* Quantizes a float row the way model files are made (scale rounded to fp16 first, codes from it). */
@@ -745,6 +856,7 @@ int main(int argc, char **argv)
         test_vector_ops(paths[p]);
     }
     test_matmul(pools, paths, n_paths);
+    test_batch_invariance(pools, paths, n_paths);
     bw_pool_destroy(pools[0]);
     bw_pool_destroy(pools[1]);
 
