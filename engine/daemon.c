@@ -3,7 +3,15 @@
  * Threads: the main thread loads the model, then runs the scheduler and reads jobs; a beacon thread
  * publishes HELLO every 200 ms and at once when a pipe to the front comes up, from the start (so the
  * front sees `loading` with progress) to the end. nng sockets are thread-safe for send. Signals only
- * set a flag and write to a self-pipe that the main loop polls. */
+ * count in a flag and write to a self-pipe that the main loop polls.
+ *
+ * Drain (--drain S): the first SIGTERM turns the state to `draining`; running and queued jobs go on for up
+ * to S seconds while every new SUBMIT is answered NOT_TAKEN, so the front holds it for the next engine.
+ * Whatever is still running at the limit (or at a second signal) ends with ENGINE_SHUTDOWN, which the
+ * front resumes elsewhere. The PULL socket stays open meanwhile: CANCEL and REPLAY must still reach us.
+ * Since the front's PUSH reaches every engine that dials it, a replacement started during the drain may
+ * receive messages meant for us and we may receive its: every front message carries the epoch it is
+ * meant for, and one for another epoch is refused (SUBMIT) or ignored (CANCEL, REPLAY). */
 #include "engine/daemon.h"
 
 #include <errno.h>
@@ -39,7 +47,9 @@ static struct {
     atomic_int state; /* enum bw_proto_engine_state */
     atomic_uint progress_milli;
     atomic_uint slots_total, n_ctx;
-    atomic_int stop;
+    atomic_int stop; /* signals received */
+    double drain_s;
+    int draining;
     atomic_int wake; /* a pipe came up: beacon now */
     atomic_uint_fast64_t hello_seq;
     bw_sched *sched; /* set once loaded; busy/queued are read through atomics */
@@ -54,7 +64,7 @@ static void on_signal(int sig)
 {
     (void)sig;
     int saved = errno;
-    atomic_store(&d.stop, 1);
+    atomic_fetch_add(&d.stop, 1);
     ssize_t w = write(d.sig_fds[1], "x", 1);
     (void)w;
     errno = saved;
@@ -182,6 +192,8 @@ fail:
     return -1;
 }
 
+void bw_daemon_set_drain(double seconds) { d.drain_s = seconds > 0 ? seconds : 0; }
+
 static void handle_message(nng_msg *msg)
 {
     bw_proto_msg m;
@@ -191,16 +203,19 @@ static void handle_message(nng_msg *msg)
         bw_log_warn("dropped an invalid message from the front: %s", err);
         return;
     }
+    int mine = m.h.epoch == 0 || m.h.epoch == d.epoch; /* 0: a sender that does not address engines */
     switch (m.h.type) {
     case BW_MSG_SUBMIT:
-        if (atomic_load(&d.stop)) return; /* draining: the front sees our BYE and requeues nothing */
-        bw_sched_submit(d.sched, &m);
+        if (!mine) bw_sched_refuse(d.sched, m.h.job_id, BW_PERR_NOT_TAKEN, "the job was meant for another engine");
+        else if (d.draining || atomic_load(&d.stop))
+            bw_sched_refuse(d.sched, m.h.job_id, BW_PERR_NOT_TAKEN, "the engine is draining");
+        else bw_sched_submit(d.sched, &m);
         break;
     case BW_MSG_CANCEL:
-        bw_sched_cancel(d.sched, m.h.job_id);
+        if (mine) bw_sched_cancel(d.sched, m.h.job_id);
         break;
     case BW_MSG_REPLAY:
-        bw_sched_replay(d.sched, m.h.job_id, m.u.replay.from_seq);
+        if (mine) bw_sched_replay(d.sched, m.h.job_id, m.u.replay.from_seq);
         break;
     default:
         bw_log_warn("dropped a %s message: engines do not take it", bw_proto_type_name(m.h.type));
@@ -208,11 +223,15 @@ static void handle_message(nng_msg *msg)
 }
 
 /* Reads every message waiting; with timeout_ms > 0, first waits that long for one (or a signal). */
-static void drain(int recv_fd, int timeout_ms)
+static void read_messages(int recv_fd, int timeout_ms)
 {
     if (timeout_ms > 0) {
         struct pollfd p[2] = {{.fd = recv_fd, .events = POLLIN}, {.fd = d.sig_fds[0], .events = POLLIN}};
-        poll(p, 2, timeout_ms);
+        if (poll(p, 2, timeout_ms) > 0 && (p[1].revents & POLLIN)) {
+            char c[16]; /* consumed, or a drain that waits for jobs would spin on it */
+            while (read(d.sig_fds[0], c, sizeof(c)) > 0) {
+            }
+        }
     }
     for (int i = 0; i < 4096; i++) {
         nng_msg *msg;
@@ -308,12 +327,34 @@ int bw_daemon_main(const bw_engine_opts *o)
         _exit(1);
     }
     int active = 0;
-    while (!atomic_load(&d.stop)) {
+    uint64_t drain_until = 0;
+    for (;;) {
         bw_notify_watchdog(); /* from the scheduler loop itself: a stuck step stops the pings */
-        drain(recv_fd, active ? 0 : BEACON_MS);
-        if (atomic_load(&d.stop)) break;
+        int sigs = atomic_load(&d.stop);
+        if (sigs && !d.draining) {
+            if (d.drain_s <= 0 || sigs > 1 || bw_sched_active(sched) == 0) break;
+            d.draining = 1;
+            drain_until = bw_clock_mono_ns() + (uint64_t)(d.drain_s * 1e9);
+            bw_log_info("draining: finishing %u jobs within %.1f s; new jobs go to the next engine",
+                        bw_sched_active(sched), d.drain_s);
+            bw_notify_stopping("draining");
+            atomic_store(&d.state, BW_ENGINE_DRAINING);
+            send_simple(BW_MSG_HELLO);
+        }
+        if (d.draining) {
+            if (bw_sched_active(sched) == 0) {
+                bw_log_info("drained: every job finished");
+                break;
+            }
+            if (sigs > 1 || bw_clock_mono_ns() >= drain_until) {
+                bw_log_warn("drain ended with %u jobs unfinished; the front resumes them elsewhere",
+                            bw_sched_active(sched));
+                break;
+            }
+        }
+        read_messages(recv_fd, active ? 0 : BEACON_MS);
         active = bw_sched_step(sched);
-        if (active < 0) active = bw_sched_busy(sched) + bw_sched_queued(sched);
+        if (active < 0) active = (int)bw_sched_active(sched);
     }
     shutdown_now();
     return 0;

@@ -8,6 +8,9 @@
 
 #include "engine/loader.h"
 
+/* --drain: on the first SIGTERM/SIGINT, finish running jobs for up to `seconds` (0 = stop at once). */
+void bw_daemon_set_drain(double seconds);
+
 /* Runs until SIGTERM/SIGINT; returns the process exit status (it may also _exit directly). */
 int bw_daemon_main(const bw_engine_opts *o);
 

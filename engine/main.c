@@ -41,6 +41,7 @@ typedef struct {
     bw_gen_params gen;
     int seed_set;
     int bench_p, bench_n, bench_reps;
+    float drain_s;
 } cli;
 
 static void usage(FILE *f)
@@ -49,6 +50,8 @@ static void usage(FILE *f)
           "\n"
           "Modes:\n"
           "  --rundir DIR          serve the front over ipc sockets in DIR (the daemon; default mode)\n"
+          "  --drain SECONDS       daemon: on SIGTERM finish running jobs for up to SECONDS while new jobs\n"
+          "                        wait in the front for the next engine (default 0: stop at once)\n"
           "  --generate            generate from --prompt and print each token as it is sampled\n"
           "  --tokenize            read text on stdin, print a JSON array of token ids\n"
           "  --detokenize          read a JSON array of token ids on stdin, print the text\n"
@@ -121,6 +124,7 @@ static int parse_args(int argc, char **argv, cli *c)
         O_MODEL = 256, O_BACKEND, O_DEVICE, O_SLOTS, O_CTX, O_BATCH, O_RUNDIR, O_GENERATE, O_TOKENIZE,
         O_DETOKENIZE, O_BENCH, O_PROMPT, O_SYSTEM, O_CHAT, O_SPECIAL, O_NOSPECIAL, O_BOS, O_NOBOS, O_MAXTOK,
         O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REPPEN, O_SEED, O_STOP, O_JSON, O_TOPLOG, O_DUMP, O_HELP, O_VERSION,
+        O_DRAIN,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"backend", required_argument, 0, O_BACKEND},
@@ -138,7 +142,8 @@ static int parse_args(int argc, char **argv, cli *c)
         {"repeat-penalty", required_argument, 0, O_REPPEN}, {"seed", required_argument, 0, O_SEED},
         {"stop", required_argument, 0, O_STOP}, {"json", no_argument, 0, O_JSON},
         {"top-logits", required_argument, 0, O_TOPLOG}, {"dump-logits", required_argument, 0, O_DUMP},
-        {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0},
+        {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION},
+        {"drain", required_argument, 0, O_DRAIN}, {0, 0, 0, 0},
     };
     long v;
     int o;
@@ -159,6 +164,7 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_CTX: if (parse_int(optarg, 16, 1 << 20, "--ctx", &v)) return -1; c->eng.n_ctx = (int)v; break;
         case O_BATCH: if (parse_int(optarg, 1, 8192, "--batch", &v)) return -1; c->eng.max_batch = (int)v; break;
         case O_RUNDIR: c->eng.rundir = optarg; break;
+        case O_DRAIN: if (parse_float(optarg, 0, 86400, "--drain", &c->drain_s)) return -1; break;
         case O_GENERATE: c->mode = MODE_GENERATE; break;
         case O_TOKENIZE: c->mode = MODE_TOKENIZE; break;
         case O_DETOKENIZE: c->mode = MODE_DETOKENIZE; break;
@@ -565,6 +571,7 @@ int main(int argc, char **argv)
 
     if (c.mode == MODE_NONE) {
 #ifdef BW_HAVE_DAEMON
+        bw_daemon_set_drain(c.drain_s);
         return bw_daemon_main(&c.eng);
 #else
         fprintf(stderr, "beeworker-engine: daemon mode is not built into this binary\n");

@@ -63,6 +63,7 @@ struct bw_sched {
     uint8_t *b_want;
     job **b_rows;
     float *logits;
+    float *forced; /* one logits row that leaves the sampler a single choice (resume replay) */
     enum bw_chat_kind chat_kind;
     bw_gguf_str tmpl;
 };
@@ -161,7 +162,7 @@ static void finish_done(bw_sched *s, job *j, enum bw_stop_reason why, const char
     bw_proto_init(&m, BW_MSG_DONE, 0, NULL, 0);
     m.u.done.stop = (uint8_t)why;
     m.u.done.n_prompt = (uint32_t)j->n_prompt;
-    m.u.done.n_generated = j->n_published;
+    m.u.done.n_generated = (uint32_t)j->first_index + j->n_published;
     m.u.done.prefill_ns = j->t_first ? j->t_first - j->t_admit : 0;
     m.u.done.decode_ns = j->t_first ? now - j->t_first : 0;
     if (matched) {
@@ -236,7 +237,9 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->b_want = malloc(bcap);
     s->b_rows = malloc((size_t)s->n_slots * sizeof(job *));
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
-    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->logits)
+    s->forced = malloc((size_t)s->n_vocab * sizeof(float));
+    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->logits ||
+        !s->forced)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
     s->chat_kind = bw_chat_detect(s->tmpl.str, s->tmpl.len);
@@ -262,6 +265,7 @@ void bw_sched_free(bw_sched *s)
     free(s->b_want);
     free(s->b_rows);
     free(s->logits);
+    free(s->forced);
     free(s);
 }
 
@@ -297,11 +301,11 @@ static bw_chat_msg *unpack_conversation(const bw_proto_submit *x, char *scratch,
     return msgs;
 }
 
-/* The prompt of a SUBMIT as token ids (malloc'd), or NULL with the reason in err. */
+/* The prompt of a SUBMIT as token ids (malloc'd, without the resume tokens), or NULL with the reason in
+ * err. */
 static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_out, char *err, size_t errlen)
 {
     const bw_tok *tok = s->e->tok;
-    size_t n_resume = x->n_resume;
     int32_t *ids = NULL;
     size_t n = 0;
     if (x->flags & BW_SUBMIT_TEXT) {
@@ -328,16 +332,15 @@ static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_o
             .add_bos = (x->flags & BW_SUBMIT_NO_BOS) ? 0 : -1,
             .parse_special = 0,
         };
-        ids = bw_prompt_encode(&pc, &req, n_resume, &n, err, errlen);
+        ids = bw_prompt_encode(&pc, &req, 0, &n, err, errlen);
         if (msgs != &one) free(msgs);
         free(text);
         if (!ids) return NULL;
     } else {
-        ids = malloc(((size_t)x->n_tokens + n_resume) * sizeof(int32_t));
+        ids = malloc((size_t)x->n_tokens * sizeof(int32_t));
         if (!ids) goto oom;
         for (uint32_t i = 0; i < x->n_tokens; i++) ids[n++] = bw_proto_token_at(x->tokens_le, i);
     }
-    for (uint32_t i = 0; i < x->n_resume; i++) ids[n++] = bw_proto_token_at(x->resume_le, i);
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= s->n_vocab) {
             snprintf(err, errlen, "token id %d is outside the vocabulary of %d", ids[i], s->n_vocab);
@@ -354,6 +357,40 @@ static int32_t *prompt_tokens(bw_sched *s, const bw_proto_submit *x, size_t *n_o
 oom:
     snprintf(err, errlen, "out of memory tokenizing the prompt");
     return NULL;
+}
+
+/* Brings a resumed job's generator to where the interrupted run stopped: each token that run produced is
+ * drawn again from a logits row that allows only that token. This rebuilds what the generator derives from
+ * its output (text held back for stop strings, an unfinished UTF-8 sequence, the index of the random
+ * stream) without the backend; the KV cache is then filled by prefilling prompt + output. Returns the stop
+ * reason of the last token (a run that ended but whose DONE was lost), BW_STOP_NONE to go on, or -1 when
+ * the tokens are not an output this job can have produced. */
+static int replay_output(bw_sched *s, job *j, const bw_proto_submit *x, bw_gen_token *last)
+{
+    for (uint32_t i = 0; i < x->n_resume; i++) {
+        int32_t id = bw_proto_token_at(x->resume_le, i);
+        if (id >= s->n_vocab) return -1;
+        /* finite, so a repetition penalty of 0 cannot turn the row into NaNs */
+        for (int v = 0; v < s->n_vocab; v++) s->forced[v] = -1e30f;
+        s->forced[id] = 1.0f;
+        if (bw_gen_next(j->gen, s->sampler, s->forced, last) != 0 || last->id != id) return -1;
+        if (last->stop != BW_STOP_NONE) return i + 1 == x->n_resume ? (int)last->stop : -1;
+    }
+    return BW_STOP_NONE;
+}
+
+void bw_sched_refuse(bw_sched *s, const char *job_id, uint16_t code, const char *message)
+{
+    bw_proto_msg m;
+    bw_proto_init(&m, BW_MSG_ERROR, s->epoch, job_id, 0);
+    m.u.error.code = code;
+    m.u.error.message = message;
+    m.u.error.message_len = (uint32_t)strnlen(message, BW_PROTO_MAX_ERRMSG);
+    m.h.mono_ns = bw_clock_mono_ns();
+    m.h.real_ns = bw_clock_real_ns();
+    uint8_t buf[BW_PROTO_HEADER_SIZE + 8 + BW_PROTO_MAX_ERRMSG];
+    long n = bw_proto_encode(&m, buf, sizeof(buf));
+    if (n > 0) s->publish(s->ctx, buf, (size_t)n);
 }
 
 void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
@@ -387,8 +424,9 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
         finish_error(s, j, BW_PERR_TOKENIZE, err);
         return;
     }
-    if (n >= (size_t)s->n_ctx) {
-        snprintf(err, sizeof(err), "the prompt is %zu tokens; the context holds %d", n, s->n_ctx);
+    if (n + x->n_resume >= (size_t)s->n_ctx) {
+        snprintf(err, sizeof(err), "the prompt is %zu tokens (%u of them resumed output); the context holds %d",
+                 n + x->n_resume, x->n_resume, s->n_ctx);
         free(ids);
         finish_error(s, j, BW_PERR_BAD_REQUEST, err);
         return;
@@ -403,17 +441,23 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
     if (x->repeat_last_n > 0) gp.sampling.repeat_last_n = x->repeat_last_n;
     gp.sampling.seed = x->seed;
     /* every generated token but the last is fed back, so the context bounds the count */
-    int64_t room = (int64_t)x->resume_index + (int64_t)s->n_ctx - (int64_t)n;
+    int64_t room = (int64_t)s->n_ctx - (int64_t)n;
     gp.max_tokens = x->max_tokens < room ? x->max_tokens : (int32_t)room;
     gp.n_stop = (int)x->n_stop;
     for (uint32_t i = 0; i < x->n_stop; i++) {
         memcpy(gp.stop[i], x->stop[i].s, x->stop[i].len);
         gp.stop[i][x->stop[i].len] = '\0';
     }
-    j->gen = bw_gen_create(s->e->tok, &gp, ids, n, x->resume_index);
+    j->gen = bw_gen_create(s->e->tok, &gp, ids, n, 0);
     free(ids);
     if (!j->gen) {
         finish_error(s, j, BW_PERR_GENERATION, "out of memory creating the job");
+        return;
+    }
+    bw_gen_token last;
+    int replayed = replay_output(s, j, x, &last);
+    if (replayed < 0) {
+        finish_error(s, j, BW_PERR_BAD_REQUEST, "the resume tokens are not an output this job can have produced");
         return;
     }
     j->toks = bw_gen_tokens(j->gen, &j->n_prompt);
@@ -424,6 +468,11 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
     a.u.accepted.n_prompt = (uint32_t)j->n_prompt;
     a.u.accepted.first_index = x->resume_index;
     emit(s, j, &a);
+    if (replayed != BW_STOP_NONE) {
+        /* the interrupted run had produced its last token; only its DONE was lost */
+        finish_done(s, j, (enum bw_stop_reason)replayed, replayed == BW_STOP_SEQUENCE ? last.stop_matched : NULL);
+        return;
+    }
     if (s->q_tail) s->q_tail->next = j;
     else s->q_head = j;
     s->q_tail = j;
@@ -449,6 +498,7 @@ void bw_sched_replay(bw_sched *s, const char *job_id, uint64_t from_seq)
     if (!j) j = find_retired(s, job_id);
     if (!j) {
         bw_log_warn("%s: REPLAY for a job whose history is gone", job_id);
+        bw_sched_refuse(s, job_id, BW_PERR_REPLAY_GONE, "this engine no longer keeps the job's messages");
         return;
     }
     for (size_t i = (size_t)(from_seq < j->hist.n ? from_seq : j->hist.n); i < j->hist.n; i++)
@@ -573,3 +623,4 @@ void bw_sched_abort_all(bw_sched *s, uint16_t code, const char *message)
 
 unsigned bw_sched_busy(const bw_sched *s) { return atomic_load_explicit(&s->busy, memory_order_relaxed); }
 unsigned bw_sched_queued(const bw_sched *s) { return atomic_load_explicit(&s->queued, memory_order_relaxed); }
+unsigned bw_sched_active(const bw_sched *s) { return bw_sched_busy(s) + bw_sched_queued(s); }

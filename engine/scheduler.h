@@ -29,6 +29,10 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m);
 void bw_sched_cancel(bw_sched *s, const char *job_id);
 void bw_sched_replay(bw_sched *s, const char *job_id, uint64_t from_seq);
 
+/* Publishes an ERROR for a job that has no history here (seq 0, not kept): NOT_TAKEN for a SUBMIT the
+ * engine will not run, REPLAY_UNAVAILABLE for a REPLAY of a job it does not know. */
+void bw_sched_refuse(bw_sched *s, const char *job_id, uint16_t code, const char *message);
+
 /* Runs one batched forward pass over every active job and publishes what it produced. Returns the
  * number of jobs still active or queued (0 = idle: wait for messages), or -1 if the backend failed (the
  * jobs of that step have been ended with GENERATION_ERROR). */
@@ -36,6 +40,9 @@ int bw_sched_step(bw_sched *s);
 
 /* Ends every queued and running job with an ERROR (code, message): the engine is going away. */
 void bw_sched_abort_all(bw_sched *s, uint16_t code, const char *message);
+
+/* Jobs holding a slot or waiting for one. */
+unsigned bw_sched_active(const bw_sched *s);
 
 unsigned bw_sched_busy(const bw_sched *s);   /* slots in use */
 unsigned bw_sched_queued(const bw_sched *s); /* jobs waiting for a slot */

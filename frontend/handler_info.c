@@ -6,6 +6,19 @@
 #include "frontend/jobs.h"
 #include "frontend/link.h"
 
+/* What engine restarts cost and what the front repaired (issue 5): the same counters /metrics exports. */
+static json_t *resume_json(bw_front *f)
+{
+    bw_jobs_stats st;
+    bw_jobs_stats_get(f->jobs, &st);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "engine_losses", (json_int_t)st.engine_losses,
+                     "jobs_resumed", (json_int_t)st.jobs_resumed, "tokens_resumed", (json_int_t)st.tokens_resumed,
+                     "tokens_replayed", (json_int_t)st.tokens_replayed, "duplicates_suppressed",
+                     (json_int_t)st.duplicates_suppressed, "gaps_unrepairable", (json_int_t)st.gaps_unrepairable,
+                     "slow_client_cancels", (json_int_t)st.slow_client_cancels, "jobs_engine_lost",
+                     (json_int_t)st.jobs_engine_lost);
+}
+
 json_t *bw_info_json(bw_front *f)
 {
     const bw_proto_hello *h = bw_link_hello(f->link);
@@ -27,6 +40,8 @@ json_t *bw_info_json(bw_front *f)
         json_t *jobs = json_pack("{s:I,s:I,s:I}", "waiting", (json_int_t)bw_jobs_queued(f->jobs), "running",
                                  (json_int_t)bw_jobs_running(f->jobs), "streams", (json_int_t)bw_jobs_streams(f->jobs));
         if (jobs) json_object_set_new(o, "jobs", jobs);
+        json_t *r = resume_json(f);
+        if (r) json_object_set_new(o, "resume", r);
     } else {
         json_decref(e);
     }

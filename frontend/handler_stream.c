@@ -1,5 +1,8 @@
 /* GET /v1/{inference,jobs}/<id>/stream: attaches the one reader a job may have and replays what it
- * produced so far; resumes after Last-Event-ID (or from ?from=). */
+ * produced so far; resumes after Last-Event-ID (or from ?from=). A resuming request takes the job over
+ * from a reader that is still attached: its client has reconnected, and the front may not have noticed
+ * the old connection close yet (HTTP/1 sees that only on a failed write, and none comes while the job
+ * waits for an engine). A second reader that does not resume gets 409. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +35,7 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
         return 0;
     }
     uint64_t from = 0;
+    int resuming = 0;
     char q[32];
     const h2o_iovec_t *last = bw_http_header(req, H2O_STRLIT("last-event-id"));
     if (last) {
@@ -41,14 +45,21 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
             return 0;
         }
         from = n + 1;
+        resuming = 1;
     } else if (bw_http_query(req, "from", q, sizeof(q)) == 0) {
+        resuming = 1;
         if (parse_u64(q, strlen(q), &from)) {
             bw_http_send_error(req, 400, "INVALID_FROM", "from must be an event id (a number)");
             return 0;
         }
     }
     int timing = bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0;
-    if (bw_sse_open(f, req, j, from, timing) != 0)
-        bw_http_send_error(req, 409, "STREAM_ALREADY_OPEN", "this job's stream is already being read");
+    if (bw_sse_open(f, req, j, from, timing) == 0) return 0;
+    if (resuming) {
+        bw_sse_stream *old = bw_job_take_reader(j);
+        if (old && bw_sse_abandon(old) != 0) bw_job_attach(j, old); /* a whole response cannot be taken over */
+        else if (old && bw_sse_open(f, req, j, from, timing) == 0) return 0;
+    }
+    bw_http_send_error(req, 409, "STREAM_ALREADY_OPEN", "this job's stream is already being read");
     return 0;
 }

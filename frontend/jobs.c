@@ -1,8 +1,13 @@
 /* Job table and job life cycle; see jobs.h.
  *
- * States: QUEUED (waiting for an engine, on js->queued) → SUBMITTED (SUBMIT sent, on js->inflight) →
- * RUNNING (ACCEPTED seen) → FINISHED (end or error recorded, retained for resume, then freed).
- * A job is freed only when it is FINISHED, its retention has expired and no stream reads it. */
+ * States: QUEUED (waiting for an engine: on js->resume if it ran before, else on js->queued) → SUBMITTED
+ * (SUBMIT sent to engine `epoch`, on js->inflight) → RUNNING (ACCEPTED seen) → FINISHED (end or error
+ * recorded, retained for resume, then freed). Engine loss, ENGINE_SHUTDOWN and NOT_TAKEN send a job back
+ * to QUEUED with the output it has; nothing else leaves FINISHED or re-enters QUEUED.
+ * A job is freed only when it is FINISHED, its retention has expired and no stream reads it.
+ *
+ * Messages are filtered by the job's epoch and its per-epoch sequence (seq restarts at 0 with every
+ * submission), so the runs of a job on different engines never mix. */
 #include "frontend/jobs.h"
 
 #include <stdio.h>
@@ -19,11 +24,17 @@
 #include "frontend/sse.h"
 
 #define N_BUCKETS 4096
+#define TICK_MS 100
+#define REPLAY_RETRY_MS 100   /* a REPLAY that filled nothing is asked again after this */
+#define REPLAY_MAX_TRIES 50   /* then the gap is unrepairable: 5 s of asking */
+#define PROBE_IDLE_MS 1000    /* a job silent this long gets a REPLAY probe: its last messages may be lost */
+#define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for the buffer bound */
 
 enum job_state { JOB_QUEUED, JOB_SUBMITTED, JOB_RUNNING, JOB_FINISHED };
 
 typedef struct {
     uint32_t off, len; /* into bw_job.text */
+    int32_t id;        /* token id: the resume point sent to the next engine */
     uint64_t ts_ns;
 } tok_rec;
 
@@ -31,39 +42,49 @@ struct bw_job {
     bw_jobs *js;
     char id[BW_PROTO_JOB_ID_MAX + 1];
     bw_job *hnext;
-    h2o_linklist_t state_link; /* js->queued or js->inflight */
+    h2o_linklist_t state_link; /* js->resume, js->queued or js->inflight */
     enum job_state state;
     bw_job_params p;
-    char *prompt;
+    char *prompt; /* kept until the job is finished: a resumed job sends it again */
 
-    uint64_t epoch;      /* engine epoch the job was submitted to */
-    uint64_t next_seq;   /* next engine message expected */
-    uint64_t replay_from; /* gap already asked for (UINT64_MAX = none) */
-    int cancel_sent;
+    uint64_t epoch;       /* engine the job was last submitted to */
+    unsigned n_submits;   /* 0: never reached an engine (QUEUE_TIMEOUT rather than ENGINE_LOST) */
+    int resume_pending;   /* requeued after its engine was lost: the next submission is a resume */
+    uint64_t next_seq;    /* next message expected from that engine */
+    int gap;              /* a later message arrived first: a REPLAY is outstanding */
+    uint64_t gap_end;     /* messages below this seq that arrive now came through a replay */
+    unsigned replay_tries;
+    uint64_t replay_ms, last_msg_ms;
 
     char *started;
     size_t started_len;
     tok_rec *toks;
     size_t n_toks, cap_toks;
     bw_buf text;
+    uint64_t decode_ns; /* summed over the job's runs */
     char *terminal;
     size_t terminal_len;
 
     bw_sse_stream *reader;
+    uint64_t delivered; /* SSE id of the first event the last reader had not written yet */
     int retention_over;
     uint32_t n_prompt;
     uint64_t created_ns;
     h2o_timeout_entry_t timer;      /* engine wait while QUEUED, retention once FINISHED */
-    h2o_timeout_entry_t open_timer; /* cancels a job whose stream is never opened */
+    h2o_timeout_entry_t open_timer; /* cancels a job whose stream is not opened (or reopened) in time */
 };
 
 struct bw_jobs {
     bw_front *f;
     bw_job *buckets[N_BUCKETS];
-    h2o_linklist_t queued, inflight;
+    h2o_linklist_t resume, queued, inflight;
     unsigned n_queued, n_inflight, n_streams;
-    h2o_timeout_t wait_to, retain_to, open_to;
+    h2o_timeout_t wait_to, retain_to, open_to, grace_to, tick_to;
+    h2o_timeout_entry_t tick;
+    bw_jobs_stats st;
 };
+
+static uint64_t now_ms(void) { return bw_clock_mono_ns() / 1000000ull; }
 
 static uint32_t hash_id(const char *s, size_t n)
 {
@@ -110,6 +131,11 @@ static void leave_state_list(bw_job *j)
     else j->js->n_inflight--;
 }
 
+static void unlink_timer(h2o_timeout_entry_t *e)
+{
+    if (h2o_timeout_is_linked(e)) h2o_timeout_unlink(e);
+}
+
 /* Records the terminal event (JSON text, taken) and starts retention. */
 static void finish(bw_job *j, char *terminal, size_t len)
 {
@@ -129,7 +155,8 @@ static void finish(bw_job *j, char *terminal, size_t len)
     j->terminal_len = len;
     free(j->prompt);
     j->prompt = NULL;
-    if (h2o_timeout_is_linked(&j->timer)) h2o_timeout_unlink(&j->timer);
+    unlink_timer(&j->timer);
+    unlink_timer(&j->open_timer);
     h2o_timeout_link(js->f->loop, &js->retain_to, &j->timer);
     bw_metrics_job_end(js->f->metrics, j);
     notify(j);
@@ -149,13 +176,12 @@ static void finish_error(bw_job *j, const char *code, const char *message, size_
     finish(j, s, len);
 }
 
-static void finish_end(bw_job *j, const char *reason, uint32_t tokens_out, uint64_t decode_ns, const char *matched,
-                       size_t matched_len)
+static void finish_end(bw_job *j, const char *reason, const char *matched, size_t matched_len)
 {
     bw_buf b;
     bw_buf_init(&b);
-    bw_buf_addf(&b, "{\"type\":\"end\",\"tokens_out\":%u,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"", tokens_out,
-                (unsigned long long)(decode_ns / 1000000ull), reason);
+    bw_buf_addf(&b, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"", j->n_toks,
+                (unsigned long long)(j->decode_ns / 1000000ull), reason);
     if (matched) {
         bw_buf_adds(&b, ",\"stop_sequence_matched\":\"");
         bw_buf_add_json_str(&b, matched, matched_len);
@@ -167,12 +193,28 @@ static void finish_end(bw_job *j, const char *reason, uint32_t tokens_out, uint6
     finish(j, s, len);
 }
 
+/* Tells the job's engine to stop it; best effort, the job is ended here regardless. */
+static void send_cancel(bw_jobs *js, bw_job *j)
+{
+    if (j->state != JOB_SUBMITTED && j->state != JOB_RUNNING) return;
+    bw_proto_msg m;
+    bw_proto_init(&m, BW_MSG_CANCEL, j->epoch, j->id, 0);
+    if (bw_link_send(js->f->link, &m) != 0)
+        bw_log_warn("%s: could not queue a CANCEL for engine %016llx", j->id, (unsigned long long)j->epoch);
+}
+
 static void on_wait_or_retain(h2o_timeout_entry_t *e)
 {
     bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, timer, e);
     if (j->state == JOB_QUEUED) {
-        static const char msg[] = "no engine became ready within --engine-wait";
-        finish_error(j, "QUEUE_TIMEOUT", msg, sizeof(msg) - 1);
+        if (j->n_submits) {
+            static const char msg[] = "the engine was lost and no engine took the job back within --engine-wait";
+            j->js->st.jobs_engine_lost++;
+            finish_error(j, "ENGINE_LOST", msg, sizeof(msg) - 1);
+        } else {
+            static const char msg[] = "no engine became ready within --engine-wait";
+            finish_error(j, "QUEUE_TIMEOUT", msg, sizeof(msg) - 1);
+        }
         return;
     }
     j->retention_over = 1;
@@ -182,8 +224,51 @@ static void on_wait_or_retain(h2o_timeout_entry_t *e)
 static void on_open_timeout(h2o_timeout_entry_t *e)
 {
     bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, open_timer, e);
-    if (j->state != JOB_FINISHED) bw_log_info("%s: stream never opened, cancelling", j->id);
+    if (j->state != JOB_FINISHED) bw_log_info("%s: no reader attached in time, cancelling", j->id);
     bw_jobs_cancel(j->js, j);
+}
+
+/* Asks the job's engine to publish its messages again from next_seq. */
+static void send_replay(bw_jobs *js, bw_job *j, uint64_t now)
+{
+    bw_proto_msg m;
+    bw_proto_init(&m, BW_MSG_REPLAY, j->epoch, j->id, 0);
+    m.u.replay.from_seq = j->next_seq;
+    j->replay_ms = now;
+    if (bw_link_send(js->f->link, &m) != 0) bw_log_warn("%s: could not queue a REPLAY", j->id);
+}
+
+static void cancel_with_error(bw_jobs *js, bw_job *j, const char *code, const char *message)
+{
+    send_cancel(js, j);
+    finish_error(j, code, message, strlen(message));
+}
+
+/* Gap repair and lost-tail detection: a gap is asked for again until it is filled or declared
+ * unrepairable; a job that has been silent for a while gets one REPLAY, which costs nothing when nothing
+ * was lost and recovers the tail (last tokens, DONE) when it was. */
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    bw_jobs *js = H2O_STRUCT_FROM_MEMBER(bw_jobs, tick, e);
+    uint64_t now = now_ms();
+    h2o_linklist_t *n = js->inflight.next;
+    while (n != &js->inflight) {
+        bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, n);
+        n = n->next; /* j may leave the list below */
+        if (j->gap) {
+            if (now - j->replay_ms < REPLAY_RETRY_MS) continue;
+            if (++j->replay_tries > REPLAY_MAX_TRIES) {
+                js->st.gaps_unrepairable++;
+                cancel_with_error(js, j, "TOKEN_GAP",
+                                  "messages of this job were lost between engine and front and could not be replayed");
+                continue;
+            }
+            send_replay(js, j, now);
+        } else if (now - j->last_msg_ms >= PROBE_IDLE_MS && now - j->replay_ms >= PROBE_IDLE_MS) {
+            send_replay(js, j, now);
+        }
+    }
+    h2o_timeout_link(js->f->loop, &js->tick_to, &js->tick);
 }
 
 bw_jobs *bw_jobs_create(bw_front *f)
@@ -191,11 +276,16 @@ bw_jobs *bw_jobs_create(bw_front *f)
     bw_jobs *js = calloc(1, sizeof(*js));
     if (!js) return NULL;
     js->f = f;
+    h2o_linklist_init_anchor(&js->resume);
     h2o_linklist_init_anchor(&js->queued);
     h2o_linklist_init_anchor(&js->inflight);
     h2o_timeout_init(f->loop, &js->wait_to, (uint64_t)(f->opts->engine_wait_s * 1000.0));
     h2o_timeout_init(f->loop, &js->retain_to, (uint64_t)f->opts->retain_s * 1000u);
     h2o_timeout_init(f->loop, &js->open_to, (uint64_t)f->opts->open_timeout_s * 1000u);
+    h2o_timeout_init(f->loop, &js->grace_to, (uint64_t)(f->opts->reconnect_grace_s * 1000.0));
+    h2o_timeout_init(f->loop, &js->tick_to, TICK_MS);
+    js->tick.cb = on_tick;
+    h2o_timeout_link(f->loop, &js->tick_to, &js->tick);
     return js;
 }
 
@@ -213,10 +303,12 @@ static void make_id(char *out, size_t cap)
              r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
 }
 
+/* Sends the job to the current engine, with its delivered output as the resume point. */
 static int send_submit(bw_jobs *js, bw_job *j)
 {
     bw_proto_msg m;
-    bw_proto_init(&m, BW_MSG_SUBMIT, 0, j->id, 0);
+    uint64_t epoch = bw_link_epoch(js->f->link);
+    bw_proto_init(&m, BW_MSG_SUBMIT, epoch, j->id, 0);
     bw_proto_submit *s = &m.u.submit;
     s->flags = BW_SUBMIT_TEXT | j->p.submit_flags;
     s->temperature = j->p.temperature;
@@ -234,18 +326,51 @@ static int send_submit(bw_jobs *js, bw_job *j)
         s->stop[i].s = j->p.stop[i];
         s->stop[i].len = (uint32_t)strlen(j->p.stop[i]);
     }
-    if (bw_link_send(js->f->link, &m) != 0) return -1;
+    uint8_t *le = NULL;
+    if (j->n_toks) {
+        le = malloc(4 * j->n_toks);
+        if (!le) return -1;
+        for (size_t i = 0; i < j->n_toks; i++)
+            for (int b = 0; b < 4; b++) le[4 * i + (size_t)b] = (uint8_t)((uint32_t)j->toks[i].id >> (8 * b));
+        s->resume_index = (int32_t)j->n_toks;
+        s->n_resume = (uint32_t)j->n_toks;
+        s->resume_le = le;
+    }
+    int rc = bw_link_send(js->f->link, &m);
+    free(le);
+    if (rc != 0) return -1;
+    if (j->resume_pending) {
+        js->st.jobs_resumed++;
+        js->st.tokens_resumed += j->n_toks;
+        bw_log_info("%s: resumed on engine %016llx at token %zu", j->id, (unsigned long long)epoch, j->n_toks);
+    }
     leave_state_list(j);
     j->state = JOB_SUBMITTED;
-    j->epoch = bw_link_epoch(js->f->link);
+    j->epoch = epoch;
+    j->n_submits++;
+    j->resume_pending = 0;
     j->next_seq = 0;
-    j->replay_from = UINT64_MAX;
+    j->gap = 0;
+    j->gap_end = 0;
+    j->replay_tries = 0;
+    j->last_msg_ms = j->replay_ms = now_ms();
     h2o_linklist_insert(&js->inflight, &j->state_link);
     js->n_inflight++;
-    if (h2o_timeout_is_linked(&j->timer)) h2o_timeout_unlink(&j->timer);
-    free(j->prompt);
-    j->prompt = NULL;
+    unlink_timer(&j->timer);
     return 0;
+}
+
+/* Back to waiting for an engine, keeping the output delivered so far. The engine wait starts now, so a
+ * job whose engine is gone for good ends with ENGINE_LOST after --engine-wait. */
+static void requeue(bw_job *j, int resume)
+{
+    bw_jobs *js = j->js;
+    leave_state_list(j);
+    j->state = JOB_QUEUED;
+    if (resume) j->resume_pending = 1;
+    h2o_linklist_insert(&js->resume, &j->state_link);
+    js->n_queued++;
+    if (!h2o_timeout_is_linked(&j->timer)) h2o_timeout_link(js->f->loop, &js->wait_to, &j->timer);
 }
 
 enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, bw_job **out)
@@ -264,7 +389,6 @@ enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, b
     j->js = js;
     j->p = *p;
     j->p.prompt = NULL;
-    j->replay_from = UINT64_MAX;
     j->created_ns = bw_clock_mono_ns();
     bw_buf_init(&j->text);
     j->timer.cb = on_wait_or_retain;
@@ -284,70 +408,64 @@ enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, b
     return BW_JOBS_OK;
 }
 
-void bw_jobs_engine_ready(bw_jobs *js)
+static int submit_list(bw_jobs *js, h2o_linklist_t *list)
 {
-    while (!h2o_linklist_is_empty(&js->queued)) {
-        bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, js->queued.next);
-        if (send_submit(js, j) != 0) {
-            if (!h2o_timeout_is_linked(&j->timer)) h2o_timeout_link(js->f->loop, &js->wait_to, &j->timer);
-            break; /* the push queue is full: the next HELLO retries */
-        }
+    while (!h2o_linklist_is_empty(list)) {
+        bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, list->next);
+        if (send_submit(js, j) != 0) return -1; /* the push queue is full: the next HELLO retries */
     }
+    return 0;
 }
 
-void bw_jobs_engine_lost(bw_jobs *js)
+void bw_jobs_engine_ready(bw_jobs *js)
 {
-    static const char msg[] = "the engine process exited or restarted before the job completed";
-    while (!h2o_linklist_is_empty(&js->inflight)) {
-        bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, js->inflight.next);
-        finish_error(j, "ENGINE_LOST", msg, sizeof(msg) - 1);
+    if (js->f->stopping || bw_link_state(js->f->link) != BW_LINK_READY) return;
+    if (submit_list(js, &js->resume) == 0) submit_list(js, &js->queued);
+}
+
+void bw_jobs_engine_lost(bw_jobs *js, uint64_t epoch)
+{
+    js->st.engine_losses++;
+    unsigned n = 0;
+    h2o_linklist_t *l = js->inflight.next;
+    while (l != &js->inflight) {
+        bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, l);
+        l = l->next;
+        if (j->epoch != epoch) continue;
+        requeue(j, 1);
+        n++;
     }
+    if (n) bw_log_info("%u jobs wait for the next engine to resume them", n);
 }
 
 void bw_jobs_fail_all(bw_jobs *js, const char *code, const char *message)
 {
-    bw_jobs_engine_lost(js); /* in-flight first: their engine is going away with us */
-    while (!h2o_linklist_is_empty(&js->queued)) {
-        bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, js->queued.next);
-        finish_error(j, code, message, strlen(message));
-    }
+    h2o_linklist_t *lists[] = {&js->inflight, &js->resume, &js->queued};
+    for (size_t i = 0; i < 3; i++)
+        while (!h2o_linklist_is_empty(lists[i])) {
+            bw_job *j = H2O_STRUCT_FROM_MEMBER(bw_job, state_link, lists[i]->next);
+            finish_error(j, code, message, strlen(message));
+        }
 }
 
 void bw_jobs_cancel(bw_jobs *js, bw_job *j)
 {
-    if (h2o_timeout_is_linked(&j->open_timer)) h2o_timeout_unlink(&j->open_timer);
-    switch (j->state) {
-    case JOB_QUEUED:
-        finish_end(j, "CANCELLED", 0, 0, NULL, 0);
-        break;
-    case JOB_SUBMITTED:
-    case JOB_RUNNING:
-        if (!j->cancel_sent) {
-            bw_proto_msg m;
-            bw_proto_init(&m, BW_MSG_CANCEL, 0, j->id, 0);
-            /* if the push queue is full the engine is gone or stuck; engine loss ends the job then */
-            if (bw_link_send(js->f->link, &m) == 0) j->cancel_sent = 1;
-        }
-        break;
-    case JOB_FINISHED:
-        break;
-    }
+    if (j->state == JOB_FINISHED) return;
+    send_cancel(js, j);
+    finish_end(j, "CANCELLED", NULL, 0);
 }
 
-static void request_replay(bw_jobs *js, bw_job *j)
+/* Bytes the client has not taken yet: events from the first one no stream has written to its socket. */
+static size_t backlog_bytes(const bw_job *j)
 {
-    if (j->replay_from == j->next_seq) return; /* asked already; the engine replays in order */
-    bw_proto_msg m;
-    bw_proto_init(&m, BW_MSG_REPLAY, 0, j->id, 0);
-    m.u.replay.from_seq = j->next_seq;
-    if (bw_link_send(js->f->link, &m) == 0) j->replay_from = j->next_seq;
-    bw_log_warn("%s: gap in engine messages at seq %llu, asked for a replay", j->id,
-                (unsigned long long)j->next_seq);
+    uint64_t first = j->reader ? bw_sse_delivered(j->reader) : j->delivered;
+    size_t u = first > 0 ? (size_t)(first - 1) : 0;
+    if (u >= j->n_toks) return 0;
+    return (j->text.len - j->toks[u].off) + (j->n_toks - u) * EVENT_OVERHEAD;
 }
 
 static int add_token(bw_job *j, const bw_proto_token *t, uint64_t ts_ns)
 {
-    if ((size_t)t->index != j->n_toks) return -1;
     if (j->n_toks == j->cap_toks) {
         size_t cap = j->cap_toks ? j->cap_toks * 2 : 64;
         tok_rec *n = realloc(j->toks, cap * sizeof(*n));
@@ -358,12 +476,15 @@ static int add_token(bw_job *j, const bw_proto_token *t, uint64_t ts_ns)
     size_t off = j->text.len;
     bw_buf_add(&j->text, t->text, t->text_len);
     if (j->text.failed || off > UINT32_MAX) return -1;
-    j->toks[j->n_toks++] = (tok_rec){.off = (uint32_t)off, .len = t->text_len, .ts_ns = ts_ns};
+    j->toks[j->n_toks++] = (tok_rec){.off = (uint32_t)off, .len = t->text_len, .id = t->token_id, .ts_ns = ts_ns};
     return 0;
 }
 
 static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
 {
+    j->state = JOB_RUNNING;
+    if (j->started) return; /* a resumed run: the client saw `started` from the first one */
+    j->n_prompt = m->u.accepted.n_prompt;
     bw_buf b;
     bw_buf_init(&b);
     const char *model = bw_link_hello(js->f->link)->model_id;
@@ -374,40 +495,118 @@ static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"}", (unsigned long long)m->u.accepted.seed,
                 (long long)(m->h.real_ns / 1000000000ull));
     j->started = bw_buf_take(&b, &j->started_len);
-    j->n_prompt = m->u.accepted.n_prompt;
-    j->state = JOB_RUNNING;
+}
+
+/* A TOKEN in sequence: stored once at its index, then the client's backlog is checked. Returns -1 when
+ * the job has been ended. */
+static int on_token(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
+{
+    const bw_proto_token *t = &m->u.token;
+    if (j->state != JOB_RUNNING || (size_t)t->index > j->n_toks) {
+        static const char msg[] = "the engine skipped a token index";
+        cancel_with_error(js, j, "GENERATION_ERROR", msg);
+        return -1;
+    }
+    if ((size_t)t->index < j->n_toks) {
+        js->st.duplicates_suppressed++;
+        return 0;
+    }
+    if (add_token(j, t, m->h.real_ns) != 0) {
+        cancel_with_error(js, j, "INTERNAL", "out of memory storing a token");
+        return -1;
+    }
+    if (m->h.seq < j->gap_end) js->st.tokens_replayed++;
+    if (backlog_bytes(j) > js->f->opts->stream_buffer) {
+        js->st.slow_client_cancels++;
+        bw_log_warn("%s: the client is more than %zu bytes behind; cancelling", j->id, js->f->opts->stream_buffer);
+        cancel_with_error(js, j, "SLOW_CLIENT",
+                          "the client did not read the stream fast enough: its buffer (--stream-buffer) overflowed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Messages that are about the submission itself rather than a run: answered before sequence checks
+ * because the engine that sends them keeps no history for the job. Returns 1 when m was one. */
+static int on_submission_reply(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
+{
+    if (m->h.type != BW_MSG_ERROR) return 0;
+    uint16_t code = m->u.error.code;
+    if (code == BW_PERR_NOT_TAKEN) {
+        /* any engine may answer: PUSH can hand a SUBMIT to a draining engine during a rolling upgrade */
+        if (j->state != JOB_SUBMITTED) return 1;
+        j->n_submits--; /* it never reached an engine that runs it */
+        requeue(j, 0);
+        bw_jobs_engine_ready(js);
+        return 1;
+    }
+    if (code == BW_PERR_REPLAY_GONE && m->h.epoch == j->epoch) {
+        if (j->state == JOB_SUBMITTED && j->next_seq == 0) {
+            /* the engine never saw the SUBMIT (it went to another engine that dropped it): send again */
+            j->n_submits--;
+            requeue(j, 0);
+            bw_jobs_engine_ready(js);
+            return 1;
+        }
+        js->st.gaps_unrepairable++;
+        cancel_with_error(js, j, "REPLAY_UNAVAILABLE",
+                          "messages of this job were lost and the engine no longer keeps them");
+        return 1;
+    }
+    return 0;
 }
 
 void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
 {
     bw_job *j = bw_jobs_find(js, m->h.job_id, strlen(m->h.job_id));
-    if (!j || j->state == JOB_QUEUED || j->state == JOB_FINISHED || m->h.epoch != j->epoch) return;
-    if (m->h.seq < j->next_seq) return; /* a replayed message we already have */
+    if (!j || j->state == JOB_FINISHED) return;
+    if (on_submission_reply(js, j, m)) return;
+    if (j->state == JOB_QUEUED || m->h.epoch != j->epoch || m->h.seq < j->next_seq) {
+        /* a stale engine's output, or a message replayed after it had arrived */
+        if (m->h.type == BW_MSG_TOKEN) js->st.duplicates_suppressed++;
+        return;
+    }
+    uint64_t now = now_ms();
+    j->last_msg_ms = now;
     if (m->h.seq > j->next_seq) {
-        request_replay(js, j);
+        if (m->h.seq + 1 > j->gap_end) j->gap_end = m->h.seq + 1;
+        if (!j->gap) {
+            j->gap = 1;
+            j->replay_tries = 0;
+            bw_log_warn("%s: engine messages lost from seq %llu; asking for a replay", j->id,
+                        (unsigned long long)j->next_seq);
+            send_replay(js, j, now);
+        }
         return;
     }
     j->next_seq++;
+    if (j->gap && j->next_seq >= j->gap_end) j->gap = 0;
     switch (m->h.type) {
     case BW_MSG_ACCEPTED:
+        if ((size_t)m->u.accepted.first_index != j->n_toks) {
+            cancel_with_error(js, j, "GENERATION_ERROR", "the engine resumed the job at the wrong index");
+            return;
+        }
         on_accepted(js, j, m);
         break;
     case BW_MSG_TOKEN:
-        if (j->state != JOB_RUNNING || add_token(j, &m->u.token, m->h.real_ns) != 0) {
-            static const char msg[] = "the engine sent a token out of order";
-            finish_error(j, "GENERATION_ERROR", msg, sizeof(msg) - 1);
-            bw_jobs_cancel(js, j);
-            return;
-        }
+        if (on_token(js, j, m) != 0) return;
         break;
     case BW_MSG_DONE: {
         const bw_proto_done *d = &m->u.done;
+        j->decode_ns += d->decode_ns;
         int seq = d->stop == BW_PSTOP_SEQUENCE;
-        finish_end(j, bw_proto_stop_name(d->stop), d->n_generated, d->decode_ns, seq ? d->stop_matched : NULL,
-                   d->stop_matched_len);
+        finish_end(j, bw_proto_stop_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
         return;
     }
     case BW_MSG_ERROR:
+        if (m->u.error.code == BW_PERR_SHUTDOWN && !js->f->stopping) {
+            /* the engine is exiting with the job unfinished: the next engine resumes it */
+            bw_link_engine_stopping(js->f->link, m->h.epoch);
+            requeue(j, 1);
+            bw_jobs_engine_ready(js);
+            return;
+        }
         finish_error(j, bw_proto_errcode_name(m->u.error.code), m->u.error.message, m->u.error.message_len);
         return;
     default:
@@ -415,6 +614,8 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
     }
     notify(j);
 }
+
+void bw_jobs_stats_get(const bw_jobs *js, bw_jobs_stats *out) { *out = js->st; }
 
 unsigned bw_jobs_queued(const bw_jobs *js) { return js->n_queued; }
 unsigned bw_jobs_running(const bw_jobs *js) { return js->n_inflight; }
@@ -427,17 +628,32 @@ int bw_job_attach(bw_job *j, bw_sse_stream *s)
     if (j->reader) return -1;
     j->reader = s;
     j->js->n_streams++;
-    if (h2o_timeout_is_linked(&j->open_timer)) h2o_timeout_unlink(&j->open_timer);
+    unlink_timer(&j->open_timer);
     return 0;
+}
+
+bw_sse_stream *bw_job_take_reader(bw_job *j)
+{
+    bw_sse_stream *s = j->reader;
+    if (!s) return NULL;
+    j->delivered = bw_sse_delivered(s);
+    j->reader = NULL;
+    j->js->n_streams--;
+    return s;
 }
 
 void bw_job_detach(bw_job *j, bw_sse_stream *s)
 {
     if (j->reader != s) return;
+    j->delivered = bw_sse_delivered(s);
     j->reader = NULL;
     j->js->n_streams--;
-    if (j->state != JOB_FINISHED) bw_jobs_cancel(j->js, j);
-    else if (j->retention_over) job_free(j);
+    if (j->state != JOB_FINISHED) {
+        if (j->js->f->opts->reconnect_grace_s <= 0) bw_jobs_cancel(j->js, j);
+        else h2o_timeout_link(j->js->f->loop, &j->js->grace_to, &j->open_timer);
+    } else if (j->retention_over) {
+        job_free(j);
+    }
 }
 
 const char *bw_job_started(const bw_job *j, size_t *len)

@@ -3,7 +3,17 @@
  *
  * Owns: job ids, the wait queue for an absent engine (bounded, QUEUE_TIMEOUT), submission and
  * cancellation over the link, per-job sequence checking and gap repair (REPLAY), the buffered event
- * history a stream reads from, and the timers (engine wait, never-opened stream, retention).
+ * history a stream reads from, the per-job bound on what a client has not read yet (SLOW_CLIENT), and
+ * the timers (engine wait, never-opened stream, reconnect grace, retention).
+ *
+ * Resume (issue 5): a job keeps its prompt, sampling parameters and every token id it has delivered until
+ * it is finished. When its engine is lost (crash, kill, drain limit), the job waits for the next engine
+ * and is submitted again with that output as its resume point; the engine re-prefills prompt + output and
+ * continues at the next index, drawing what the lost engine would have drawn. The client sees a pause, no
+ * error; ENGINE_LOST only when no engine takes the job back within --engine-wait.
+ * Exactly once: token i is stored once, in order; a message from another epoch or an index already held
+ * is dropped (counted), a gap in the engine's per-job sequence is repaired with REPLAY, and a gap that
+ * cannot be repaired ends the job with an explicit error.
  * It does not write HTTP: an attached bw_sse_stream is told when there is something new. */
 #ifndef BW_FRONT_JOBS_H
 #define BW_FRONT_JOBS_H
@@ -37,12 +47,26 @@ bw_job *bw_jobs_find(bw_jobs *js, const char *id, size_t len);
 /* DELETE, disconnect or an unopened stream: the job ends with stop_reason CANCELLED. */
 void bw_jobs_cancel(bw_jobs *js, bw_job *j);
 
-/* From the link: a message of the current engine epoch for some job. */
+/* From the link: a job message from any engine; the job itself knows which epoch it listens to. */
 void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m);
-void bw_jobs_engine_ready(bw_jobs *js); /* submits queued jobs */
-void bw_jobs_engine_lost(bw_jobs *js);  /* ENGINE_LOST to every job the engine had */
+void bw_jobs_engine_ready(bw_jobs *js); /* submits waiting jobs, resumed ones first */
+/* The engine with this epoch is gone: its unfinished jobs wait for the next engine to resume them. */
+void bw_jobs_engine_lost(bw_jobs *js, uint64_t epoch);
 /* Ends every unfinished job with an error event (front shutdown). */
 void bw_jobs_fail_all(bw_jobs *js, const char *code, const char *message);
+
+/* Counters for /info and /metrics; monotonic over the front's life. */
+typedef struct {
+    uint64_t engine_losses;         /* engines lost while they had jobs or not (crash, kill, BYE) */
+    uint64_t jobs_resumed;          /* submissions of a job again after its engine was lost */
+    uint64_t tokens_resumed;        /* delivered tokens those submissions carried (re-prefilled, not resent) */
+    uint64_t tokens_replayed;       /* tokens that reached the front through REPLAY after a gap */
+    uint64_t duplicates_suppressed; /* token messages dropped: index already delivered, or a stale engine */
+    uint64_t gaps_unrepairable;     /* jobs ended because lost messages could not be replayed */
+    uint64_t slow_client_cancels;   /* jobs cancelled because their client fell --stream-buffer behind */
+    uint64_t jobs_engine_lost;      /* jobs ended with ENGINE_LOST: no engine came back in --engine-wait */
+} bw_jobs_stats;
+void bw_jobs_stats_get(const bw_jobs *js, bw_jobs_stats *out);
 
 unsigned bw_jobs_queued(const bw_jobs *js);
 unsigned bw_jobs_running(const bw_jobs *js);
@@ -51,7 +75,12 @@ unsigned bw_jobs_streams(const bw_jobs *js);
 /* For the stream that reads a job. Events are numbered as SSE ids: 0 = started, i + 1 = token i. */
 const char *bw_job_id(const bw_job *j);
 int bw_job_attach(bw_job *j, bw_sse_stream *s); /* -1 when another reader is attached */
-void bw_job_detach(bw_job *j, bw_sse_stream *s); /* cancels the job if it is not finished */
+/* A reconnect (Last-Event-ID) takes the job from a reader whose client is presumably gone but not yet
+ * noticed: returns that reader, now detached without grace or cancel, or NULL when there was none. */
+bw_sse_stream *bw_job_take_reader(bw_job *j);
+/* The reader went away. An unfinished job goes on for --reconnect-grace seconds, so that a client can
+ * reconnect with Last-Event-ID, and is cancelled if none does. */
+void bw_job_detach(bw_job *j, bw_sse_stream *s);
 const char *bw_job_started(const bw_job *j, size_t *len); /* JSON of the started event, or NULL yet */
 size_t bw_job_n_tokens(const bw_job *j);
 void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uint64_t *ts_ns);

@@ -1,7 +1,12 @@
 /* nng sockets of the front and engine liveness; see link.h.
  *
  * Threading: nng calls on_pipe() on its own threads. It only updates the live-pipe set under `mu` and
- * wakes the loop through an eventfd; every decision (engine lost, jobs failed) is made on the loop. */
+ * wakes the loop through an eventfd; every decision (engine lost, jobs resumed) is made on the loop.
+ *
+ * Engines: one current engine (the one new jobs go to) and at most one draining engine, which finishes
+ * the jobs it has while a replacement starts (a rolling upgrade). Each is bound to the SUB pipe its HELLO
+ * came on; that pipe closing, a BYE, or (for the current engine) a new epoch loses it. A lost epoch is
+ * remembered so that its late HELLOs cannot bring it back. */
 #include "frontend/link.h"
 
 #include <errno.h>
@@ -9,6 +14,7 @@
 #include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -20,6 +26,7 @@
 
 #define MAX_PIPES 64
 #define BUFFER_MSGS 8192 /* SPEC §2: PUB/SUB drop silently when full; nng's defaults are 16/128 */
+#define GONE_EPOCHS 16
 
 struct bw_link {
     bw_front *f;
@@ -30,11 +37,15 @@ struct bw_link {
     pthread_mutex_t mu; /* guards the fields up to `engine_pipe_lost` */
     uint32_t live[MAX_PIPES];
     int n_live;
-    uint32_t engine_pipe; /* SUB pipe that delivered the HELLO we trust; 0 = none */
-    int engine_pipe_lost;
+    uint32_t engine_pipe; /* SUB pipe that delivered the current engine's HELLO; 0 = none */
+    uint32_t drain_pipe;  /* the draining engine's */
+    int engine_pipe_lost, drain_pipe_lost;
 
     enum bw_link_state state;
-    uint64_t epoch;
+    uint64_t epoch;       /* current engine */
+    uint64_t drain_epoch; /* draining engine; 0 = none */
+    uint64_t gone[GONE_EPOCHS];
+    unsigned n_gone;
     bw_proto_hello hello;
     unsigned epochs_seen;
     unsigned long bad;
@@ -60,6 +71,10 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
             l->engine_pipe_lost = 1;
             wake = 1;
         }
+        if (id == l->drain_pipe) {
+            l->drain_pipe_lost = 1;
+            wake = 1;
+        }
     }
     pthread_mutex_unlock(&l->mu);
     if (wake) {
@@ -69,14 +84,51 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
 }
 
-static void engine_lost(bw_link *l, const char *why)
+static int is_gone(const bw_link *l, uint64_t epoch)
 {
-    if (l->state == BW_LINK_NONE || l->state == BW_LINK_LOST) return;
-    bw_log_warn("engine (epoch %016llx, pid %u) lost: %s", (unsigned long long)l->epoch, l->hello.pid, why);
-    l->state = BW_LINK_LOST;
-    l->hello.slots_busy = 0;
-    l->hello.queue_depth = 0;
-    bw_jobs_engine_lost(l->f->jobs);
+    for (unsigned i = 0; i < l->n_gone && i < GONE_EPOCHS; i++)
+        if (l->gone[i] == epoch) return 1;
+    return 0;
+}
+
+/* Engine `epoch` is gone for good: its unfinished jobs wait for (or go straight to) the current engine. */
+static void lose(bw_link *l, uint64_t epoch, const char *why)
+{
+    if (!epoch || is_gone(l, epoch)) return;
+    l->gone[l->n_gone++ % GONE_EPOCHS] = epoch;
+    int was_current = epoch == l->epoch && l->state != BW_LINK_NONE && l->state != BW_LINK_LOST;
+    bw_log_warn("engine (epoch %016llx%s) lost: %s", (unsigned long long)epoch,
+                epoch == l->drain_epoch ? ", draining" : "", why);
+    pthread_mutex_lock(&l->mu);
+    if (epoch == l->drain_epoch) l->drain_pipe = 0;
+    if (was_current) l->engine_pipe = 0;
+    pthread_mutex_unlock(&l->mu);
+    if (epoch == l->drain_epoch) l->drain_epoch = 0;
+    if (was_current) {
+        l->state = BW_LINK_LOST;
+        l->hello.slots_busy = 0;
+        l->hello.queue_depth = 0;
+    }
+    bw_jobs_engine_lost(l->f->jobs, epoch);
+    bw_jobs_engine_ready(l->f->jobs); /* a draining engine left while its replacement is up */
+}
+
+/* The current engine finishes what it has and takes nothing new. */
+static void start_drain(bw_link *l)
+{
+    if (l->drain_epoch == l->epoch) return;
+    if (l->drain_epoch) lose(l, l->drain_epoch, "a second engine began to drain");
+    bw_log_info("engine (epoch %016llx) is draining: new jobs wait for the next engine", (unsigned long long)l->epoch);
+    pthread_mutex_lock(&l->mu);
+    l->drain_pipe = l->engine_pipe;
+    pthread_mutex_unlock(&l->mu);
+    l->drain_epoch = l->epoch;
+    l->state = BW_LINK_DRAINING;
+}
+
+void bw_link_engine_stopping(bw_link *l, uint64_t epoch)
+{
+    if (epoch == l->epoch && l->state == BW_LINK_READY) start_drain(l);
 }
 
 static void on_pipe_event(h2o_socket_t *sock, const char *err)
@@ -87,36 +139,41 @@ static void on_pipe_event(h2o_socket_t *sock, const char *err)
     ssize_t r = read(l->evfd, &v, sizeof(v));
     (void)r;
     pthread_mutex_lock(&l->mu);
-    int lost = l->engine_pipe_lost;
-    l->engine_pipe_lost = 0;
-    if (lost) l->engine_pipe = 0;
+    int lost = l->engine_pipe_lost, drain_lost = l->drain_pipe_lost;
+    l->engine_pipe_lost = l->drain_pipe_lost = 0;
     pthread_mutex_unlock(&l->mu);
-    if (lost) engine_lost(l, "its connection closed");
+    if (drain_lost) lose(l, l->drain_epoch, "its connection closed");
+    if (lost) lose(l, l->epoch, "its connection closed");
 }
 
 static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
 {
     uint32_t id = nng_pipe_id(p);
+    if (is_gone(l, m->h.epoch) || (l->drain_epoch && m->h.epoch == l->drain_epoch && m->h.epoch != l->epoch))
+        return; /* a draining engine that has been replaced only finishes its jobs */
     int alive = 0;
     pthread_mutex_lock(&l->mu);
     for (int i = 0; i < l->n_live; i++) alive |= l->live[i] == id;
-    if (alive) l->engine_pipe = id;
     pthread_mutex_unlock(&l->mu);
     if (!alive) return; /* queued before its pipe died: that engine is gone already */
 
     if (m->h.epoch != l->epoch) {
-        if (l->epoch) engine_lost(l, "a new engine epoch appeared");
+        /* a draining engine stays; a current one that did not drain was restarted under us */
+        if (l->epoch && l->epoch != l->drain_epoch) lose(l, l->epoch, "a new engine epoch appeared");
         l->epoch = m->h.epoch;
         l->epochs_seen++;
         bw_log_info("engine epoch %016llx (pid %u, %s, model %s) connected", (unsigned long long)m->h.epoch,
                     m->u.hello.pid, m->u.hello.backend, m->u.hello.model_id);
     }
+    pthread_mutex_lock(&l->mu);
+    l->engine_pipe = id;
+    pthread_mutex_unlock(&l->mu);
     enum bw_link_state prev = l->state;
     l->hello = m->u.hello;
     switch (m->u.hello.state) {
     case BW_ENGINE_LOADING: l->state = BW_LINK_LOADING; break;
-    case BW_ENGINE_READY: l->state = BW_LINK_READY; break;
-    default: l->state = BW_LINK_DRAINING; break;
+    case BW_ENGINE_READY: l->state = l->drain_epoch == l->epoch ? BW_LINK_DRAINING : BW_LINK_READY; break;
+    default: start_drain(l); break;
     }
     if (l->state == BW_LINK_READY) {
         if (prev != BW_LINK_READY) bw_log_info("engine ready: %u slots, context %u", l->hello.slots_total, l->hello.n_ctx);
@@ -146,11 +203,11 @@ static void dispatch(bw_link *l, const uint8_t *body, size_t len, nng_pipe p)
         on_hello(l, &m, p);
         return;
     }
-    if (m.h.epoch != l->epoch || l->state == BW_LINK_LOST) return; /* from an engine we no longer trust */
     if (m.h.type == BW_MSG_BYE) {
-        engine_lost(l, "it said BYE");
+        if (m.h.epoch == l->epoch || m.h.epoch == l->drain_epoch) lose(l, m.h.epoch, "it said BYE");
         return;
     }
+    /* any epoch: each job knows which engine runs it, and a refusal may come from any engine */
     bw_jobs_on_msg(l->f->jobs, &m);
 }
 
@@ -196,8 +253,12 @@ bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errle
     const char *what = "opening sockets";
     if ((rv = nng_push0_open(&l->push)) || (rv = nng_sub0_open(&l->sub))) goto fail;
     what = "setting socket options";
+    int recvbuf = f->opts->test_sub_buffer > 0 ? f->opts->test_sub_buffer : BUFFER_MSGS;
+    /* A full SUB queue drops the newest message rather than the oldest: a REPLAY burst then delivers its
+     * first messages, which are the ones a repair needs, so repair makes progress under any loss. */
     if ((rv = nng_socket_set_int(l->push, NNG_OPT_SENDBUF, BUFFER_MSGS)) ||
-        (rv = nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, BUFFER_MSGS)) ||
+        (rv = nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, recvbuf)) ||
+        (rv = nng_socket_set_bool(l->sub, NNG_OPT_SUB_PREFNEW, false)) ||
         (rv = nng_socket_set_size(l->sub, NNG_OPT_RECVMAXSZ, BW_PROTO_MAX_MSG)) ||
         (rv = nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0)))
         goto fail;
@@ -235,7 +296,7 @@ void bw_link_remove_paths(bw_link *l)
 
 int bw_link_send(bw_link *l, bw_proto_msg *m)
 {
-    m->h.epoch = l->epoch;
+    if (!m->h.epoch) m->h.epoch = l->epoch;
     m->h.mono_ns = bw_clock_mono_ns();
     m->h.real_ns = bw_clock_real_ns();
     size_t n = bw_proto_encoded_size(m);

@@ -2,7 +2,7 @@
  * directory, their receive fd wired into the h2o loop, and what the front knows about the engine.
  *
  * Owns: the sockets, the engine's epoch and last HELLO, engine liveness (HELLO on a live pipe; pipe
- * removal or a new epoch is an engine loss). Messages for jobs go to bw_jobs; this module does not know
+ * removal, BYE or a new epoch is an engine loss), and the draining engine of a rolling upgrade. Messages for jobs go to bw_jobs; this module does not know
  * what a job is beyond its id. */
 #ifndef BW_FRONT_LINK_H
 #define BW_FRONT_LINK_H
@@ -25,9 +25,13 @@ bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errle
 /* Unlinks the ipc files (the sockets themselves are left to process exit: nng_close can hang). */
 void bw_link_remove_paths(bw_link *l);
 
-/* Stamps (epoch, times) and sends a front → engine message without blocking; -1 if it could not be
- * queued. */
+/* Stamps (times, and the current engine's epoch unless m names one) and sends a front → engine message
+ * without blocking; -1 if it could not be queued. The epoch addresses the message: PUSH reaches every
+ * engine that dials us, and an engine drops what is meant for another. */
 int bw_link_send(bw_link *l, bw_proto_msg *m);
+
+/* The engine `epoch` said it is shutting down: send it nothing new (as if it had announced a drain). */
+void bw_link_engine_stopping(bw_link *l, uint64_t epoch);
 
 enum bw_link_state bw_link_state(const bw_link *l);
 const char *bw_link_state_name(const bw_link *l); /* "starting|loading|ready|restarting|down|draining" */

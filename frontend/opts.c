@@ -40,16 +40,28 @@ static void usage(FILE *f)
           "                         (default 5 in 60; 0 = never give up); /health then says engine down\n"
           "\n"
           "Limits:\n"
-          "  --engine-wait S        how long a job waits for an engine before QUEUE_TIMEOUT (default 30)\n"
+          "  --engine-wait S        how long a job waits for an engine before QUEUE_TIMEOUT (default 30); a\n"
+          "                         running job whose engine is lost waits as long to be resumed before\n"
+          "                         ENGINE_LOST (0: ENGINE_LOST at once)\n"
           "  --queue-size N         jobs that may wait for an engine before 503 (default 256)\n"
           "  --max-body BYTES       request body limit (default 1048576)\n"
           "  --open-timeout S       cancel a job whose stream is not opened in S seconds (default 60)\n"
           "  --retain S             keep a finished job S seconds for resume (default 60)\n"
+          "  --reconnect-grace S    a running job whose client disconnected goes on S seconds for a\n"
+          "                         Last-Event-ID reconnect before it is cancelled (default 1; 0 = cancel at once)\n"
+          "  --stream-buffer BYTES  events a client may leave unread before its job is cancelled with\n"
+          "                         SLOW_CLIENT (default 1048576)\n"
+          "  --client-sndbuf BYTES  kernel send buffer of each client connection (default: autotuned, up to\n"
+          "                         megabytes, which hides a client that stopped reading from --stream-buffer)\n"
           "  --request-timeout S    close a connection whose request headers or body take longer than S\n"
           "                         seconds, or that sits idle between requests (default 10)\n"
           "  --max-connections N    open client connections; more get 503 and are closed (default 4096;\n"
           "                         each takes a file descriptor: raise RLIMIT_NOFILE to match)\n"
           "  --max-header-bytes N   request line and headers together (default 16384; 431 beyond)\n"
+          "\n"
+          "Testing only (never for production):\n"
+          "  --test-sub-buffer N    shrink the engine-message receive buffer to N messages so that messages\n"
+          "                         are dropped and the gap repair (REPLAY) is exercised\n"
           "\n"
           "  --help, --version\n",
           f);
@@ -104,7 +116,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     enum {
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
         O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
-        O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_MAXCRASH, O_CRASHWIN,
+        O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
         O_REQTIMEOUT, O_MAXCONN, O_MAXHDR,
     };
     static const struct option opts[] = {
@@ -121,6 +133,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
         {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
         {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
+        {"reconnect-grace", required_argument, 0, O_GRACE}, {"stream-buffer", required_argument, 0, O_STREAMBUF},
+        {"test-sub-buffer", required_argument, 0, O_TESTSUB}, {"client-sndbuf", required_argument, 0, O_SNDBUF},
         {"request-timeout", required_argument, 0, O_REQTIMEOUT},
         {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
         {"version", no_argument, 0, O_VERSION}, {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
@@ -139,6 +153,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->max_header_bytes = 16384;
     o->open_timeout_s = 60;
     o->retain_s = 60;
+    o->reconnect_grace_s = 1;
+    o->stream_buffer = 1 << 20;
     o->engine_max_crashes = 5;
     o->engine_crash_window_s = 60;
 
@@ -187,6 +203,13 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_MAXCRASH: if (parse_long(optarg, 0, 1000, "--engine-max-crashes", &v)) return -1; o->engine_max_crashes = (int)v; break;
         case O_CRASHWIN: if (parse_long(optarg, 1, 86400, "--engine-crash-window", &v)) return -1; o->engine_crash_window_s = (int)v; break;
         case O_METRICSAUTH: o->metrics_auth = 1; break;
+        case O_GRACE: if (parse_double(optarg, 0, 3600, "--reconnect-grace", &d)) return -1; o->reconnect_grace_s = d; break;
+        case O_STREAMBUF:
+            if (parse_long(optarg, 1024, 1L << 30, "--stream-buffer", &v)) return -1;
+            o->stream_buffer = (size_t)v;
+            break;
+        case O_SNDBUF: if (parse_long(optarg, 0, 64L << 20, "--client-sndbuf", &v)) return -1; o->client_sndbuf = (int)v; break;
+        case O_TESTSUB: if (parse_long(optarg, 1, 8192, "--test-sub-buffer", &v)) return -1; o->test_sub_buffer = (int)v; break;
         case O_REQTIMEOUT: if (parse_long(optarg, 1, 3600, "--request-timeout", &v)) return -1; o->request_timeout_s = (int)v; break;
         case O_MAXCONN: if (parse_long(optarg, 1, 1000000, "--max-connections", &v)) return -1; o->max_connections = (int)v; break;
         case O_MAXHDR: if (parse_long(optarg, 1024, 400000, "--max-header-bytes", &v)) return -1; o->max_header_bytes = (size_t)v; break;

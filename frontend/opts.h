@@ -28,6 +28,10 @@ typedef struct {
     int queue_size;
     int open_timeout_s; /* cancel a job whose stream is never opened */
     int retain_s;       /* keep a finished job for resume */
+    double reconnect_grace_s; /* a running job whose reader left waits this long for a Last-Event-ID reconnect */
+    size_t stream_buffer;     /* bytes of events a client may leave unread before SLOW_CLIENT */
+    int client_sndbuf;        /* SO_SNDBUF of client connections; 0 = the kernel's autotuning */
+    int test_sub_buffer;      /* tests only: SUB receive buffer in messages (0 = the normal 8192) */
     int slots, threads, ctx; /* forwarded to a spawned engine; 0 = its default */
     int engine_max_crashes;    /* --spawn-engine gives up after this many exits ... */
     int engine_crash_window_s; /* ... within this many seconds (0 crashes = never give up) */

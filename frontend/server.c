@@ -135,6 +135,10 @@ static void on_accept(h2o_socket_t *l, const char *err)
     /* one small write per token: Nagle would hold each behind the previous ACK */
     int one = 1;
     setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (f->opts->client_sndbuf > 0) { /* a stalled client then reaches --stream-buffer after kilobytes, not megabytes */
+        int sz = f->opts->client_sndbuf;
+        setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    }
     h2o_accept(&f->accept_ctx, sock);
 }
 

@@ -17,6 +17,7 @@ struct bw_sse_stream {
     h2o_req_t *req;
     bw_job *job;     /* NULL once detached */
     uint64_t next;   /* SSE id of the next event to send */
+    uint64_t delivered; /* SSE id of the first event not in a completed send (the job's buffer bound) */
     const bw_sse_format *fmt;
     void *fmt_ctx;
     uint64_t last_token_write_ns; /* for inter-token latency; 0 before the first */
@@ -137,6 +138,12 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
     bw_sse_stream *s = H2O_STRUCT_FROM_MEMBER(bw_sse_stream, gen, g);
     (void)req;
     s->sending = 0;
+    s->delivered = s->next;
+    if (!s->job && !s->final_sent) { /* abandoned while a send was in flight */
+        bw_buf_reset(&s->out);
+        send_out(s, 1);
+        return;
+    }
     flush(s);
 }
 
@@ -174,6 +181,19 @@ void bw_sse_notify(bw_sse_stream *s)
     flush(s);
 }
 
+uint64_t bw_sse_delivered(const bw_sse_stream *s) { return s->delivered; }
+
+int bw_sse_abandon(bw_sse_stream *s)
+{
+    if (s->fmt->whole) return -1;
+    s->job = NULL;
+    if (!s->sending && !s->final_sent) {
+        bw_buf_reset(&s->out);
+        send_out(s, 1);
+    }
+    return 0;
+}
+
 static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, const bw_sse_format *fmt, void *ctx)
 {
     bw_sse_stream *s = h2o_mem_alloc_shared(&req->pool, sizeof(*s), on_dispose);
@@ -181,6 +201,7 @@ static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, co
     s->f = f;
     s->req = req;
     s->next = from;
+    s->delivered = from;
     s->fmt = fmt;
     s->fmt_ctx = ctx;
     s->keepalive.cb = on_keepalive;

@@ -38,4 +38,11 @@ int bw_sse_open_as(bw_front *f, h2o_req_t *req, bw_job *j, const bw_sse_format *
 /* The job has new events (or ended): send what the stream has not sent, unless a send is in flight. */
 void bw_sse_notify(bw_sse_stream *s);
 
+/* A reconnecting client (Last-Event-ID) replaces this stream: it loses its job and its response ends.
+ * -1 for a stream that cannot be replaced (a whole, non-streamed response). */
+int bw_sse_abandon(bw_sse_stream *s);
+
+/* SSE id of the first event not yet written to the client's socket (what the job's buffer bound counts). */
+uint64_t bw_sse_delivered(const bw_sse_stream *s);
+
 #endif

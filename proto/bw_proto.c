@@ -212,6 +212,7 @@ const char *bw_proto_errcode_name(uint16_t code)
     case BW_PERR_SHUTDOWN: return "ENGINE_SHUTDOWN";
     case BW_PERR_TOKENIZE: return "TOKENIZE_ERROR";
     case BW_PERR_REPLAY_GONE: return "REPLAY_UNAVAILABLE";
+    case BW_PERR_NOT_TAKEN: return "NOT_TAKEN";
     default: return "ENGINE_ERROR";
     }
 }

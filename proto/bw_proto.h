@@ -68,6 +68,10 @@ enum bw_proto_errcode {
     BW_PERR_SHUTDOWN = 4,    /* ENGINE_SHUTDOWN: the engine is exiting (SIGTERM) */
     BW_PERR_TOKENIZE = 5,    /* TOKENIZE_ERROR: the prompt text could not be tokenized/templated */
     BW_PERR_REPLAY_GONE = 6, /* REPLAY_UNAVAILABLE: the history asked for is no longer kept */
+    /* NOT_TAKEN: a SUBMIT this engine will not run (it is draining, or the SUBMIT was addressed to another
+     * epoch): the job never started here and the front submits it again elsewhere. Carries the engine's
+     * epoch and seq 0; no history is kept for it. */
+    BW_PERR_NOT_TAKEN = 7,
 };
 const char *bw_proto_errcode_name(uint16_t code);
 

@@ -136,7 +136,8 @@ def test_http_errors(pair, build_dir):
 
 
 def test_engine_kill_9_mid_stream(build_dir, model_path):
-    with Worker(build_dir, model_path) as w:
+    # --engine-wait 0: no resume (tests/integration/test_resume.py covers that); ENGINE_LOST at once
+    with Worker(build_dir, model_path, extra=["--engine-wait", "0"]) as w:
         w.wait_ready()
         engine_pid = w.info()["engine"]["pid"]
         _, url = w.submit(STORY, 1000)

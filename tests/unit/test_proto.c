@@ -408,6 +408,36 @@ static void test_random_bytes(void)
     printf("random bytes: 200000 inputs, %d happened to be valid\n", accepted);
 }
 
+/* The resume protocol: a NOT_TAKEN error names itself, and a SUBMIT that carries a resume point keeps it. */
+static void test_resume_messages(void)
+{
+    bw_proto_msg m, out;
+    char err[256];
+    CHECK(strcmp(bw_proto_errcode_name(BW_PERR_NOT_TAKEN), "NOT_TAKEN") == 0);
+    CHECK(strcmp(bw_proto_errcode_name(BW_PERR_REPLAY_GONE), "REPLAY_UNAVAILABLE") == 0);
+    bw_proto_init(&m, BW_MSG_ERROR, 7, "job-r", 0);
+    m.u.error = (bw_proto_error){.code = BW_PERR_NOT_TAKEN, .message = "draining", .message_len = 8};
+    long len = bw_proto_encode(&m, buf, sizeof(buf));
+    CHECK(len > 0 && bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_OK);
+    CHECK(out.u.error.code == BW_PERR_NOT_TAKEN && out.h.epoch == 7);
+
+    static const uint8_t resume_le[] = {5, 0, 0, 0, 6, 0, 0, 0};
+    bw_proto_init(&m, BW_MSG_SUBMIT, 9, "job-r", 0);
+    m.u.submit.flags = BW_SUBMIT_TEXT;
+    m.u.submit.temperature = 0.8f, m.u.submit.top_p = 1, m.u.submit.repetition_penalty = 1;
+    m.u.submit.max_tokens = 10, m.u.submit.seed = 42;
+    m.u.submit.text = "hi", m.u.submit.text_len = 2;
+    m.u.submit.resume_index = 2, m.u.submit.n_resume = 2, m.u.submit.resume_le = resume_le;
+    len = bw_proto_encode(&m, buf, sizeof(buf));
+    CHECK(len > 0 && bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_OK);
+    CHECK(out.h.epoch == 9 && out.u.submit.resume_index == 2 && out.u.submit.n_resume == 2);
+    CHECK(bw_proto_token_at(out.u.submit.resume_le, 1) == 6 && out.u.submit.seed == 42);
+    m.u.submit.resume_index = 3; /* a resume index that disagrees with the tokens sent */
+    len = bw_proto_encode(&m, buf, sizeof(buf));
+    CHECK(len > 0 && bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_EINVAL);
+    printf("resume messages: ok\n");
+}
+
 int main(void)
 {
     test_round_trips();
@@ -416,6 +446,7 @@ int main(void)
     test_absurd_lengths();
     test_chat_messages();
     test_random_bytes();
+    test_resume_messages();
     if (failures) {
         fprintf(stderr, "test_proto: %d failures\n", failures);
         return 1;
