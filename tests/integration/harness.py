@@ -13,6 +13,11 @@ import time
 
 START_DEADLINE_S = 30.0
 LOG_DIR = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "logs"  # git-ignored
+# Under a sanitizer build (scripts/test.sh's second pass sets BW_SANITIZED=1) the front is stopped with
+# SIGTERM first, so the engine it supervises exits normally and LeakSanitizer runs; any report in the
+# log fails the test either way.
+SANITIZED = os.environ.get("BW_SANITIZED") == "1"
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def free_port():
@@ -158,7 +163,14 @@ class Worker:
                     self.info()
                 except Exception:
                     pass
-                self.proc.kill()
+                if SANITIZED:
+                    self.proc.terminate()
+                    try:
+                        self.proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if self.proc.poll() is None:
+                    self.proc.kill()
             self.proc.wait(timeout=10)
         finally:
             self.log.close()
@@ -180,6 +192,15 @@ class Worker:
             pass
         if survivors:
             raise AssertionError(f"engine processes survived the front: {survivors}")
+        reports = [line for line in self.log_text_all().splitlines() if any(m in line for m in SANITIZER_MARKS)]
+        if reports:
+            raise AssertionError(f"sanitizer report in {self.log_path}: {reports[:5]}")
+
+    def log_text_all(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
 
 class SseStream:
