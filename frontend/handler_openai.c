@@ -41,7 +41,10 @@ int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat)
     bw_accesslog_set_job(req, bw_job_id(j));
     bw_openai_ctx *ctx = h2o_mem_alloc_pool(&req->pool, sizeof(*ctx));
     bw_openai_ctx_init(ctx, chat, o.include_usage, model_copy, j);
-    /* a job made just now has no reader, so the attach cannot be refused */
-    bw_sse_open_as(f, req, j, o.stream ? &bw_openai_stream_format : &bw_openai_whole_format, ctx);
+    if (bw_sse_open_as(f, req, j, o.stream ? &bw_openai_stream_format : &bw_openai_whole_format, ctx) != 0) {
+        /* a job made just now has no reader; should that ever change, fail loudly rather than leak it */
+        bw_jobs_cancel(f->jobs, j);
+        bw_http_send_error(req, 500, "INTERNAL", "the new job could not be attached to this response");
+    }
     return 0;
 }
