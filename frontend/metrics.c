@@ -219,4 +219,28 @@ void bw_metrics_render(bw_metrics *m, bw_front *f, bw_buf *out)
     bw_buf_addf(out, "beeworker_engine_restarts_total %u\n", epochs ? epochs - 1 : 0);
     header(out, "beeworker_engine_bad_messages_total", "counter", "engine messages dropped as invalid");
     bw_buf_addf(out, "beeworker_engine_bad_messages_total %lu\n", bw_link_bad_messages(f->link));
+
+    /* what engine losses cost and what the job table repaired; jobs.c owns these counters */
+    bw_jobs_stats st;
+    bw_jobs_stats_get(f->jobs, &st);
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } repair[] = {
+        {"beeworker_engine_losses_total", "engines lost (crash, kill, BYE)", st.engine_losses},
+        {"beeworker_jobs_resumed_total", "jobs submitted again to a new engine after theirs was lost", st.jobs_resumed},
+        {"beeworker_tokens_resumed_total", "delivered tokens carried into resumed jobs", st.tokens_resumed},
+        {"beeworker_token_gaps_repaired_total", "tokens recovered with REPLAY after a gap in the engine's messages",
+         st.tokens_replayed},
+        {"beeworker_token_gaps_unrepairable_total", "jobs ended because lost messages could not be replayed",
+         st.gaps_unrepairable},
+        {"beeworker_duplicate_tokens_suppressed_total", "token messages dropped as already delivered or stale",
+         st.duplicates_suppressed},
+        {"beeworker_slow_client_cancels_total", "jobs cancelled because their client fell too far behind",
+         st.slow_client_cancels},
+    };
+    for (size_t i = 0; i < sizeof(repair) / sizeof(repair[0]); i++) {
+        header(out, repair[i].name, "counter", repair[i].help);
+        bw_buf_addf(out, "%s %llu\n", repair[i].name, (unsigned long long)repair[i].v);
+    }
 }

@@ -45,7 +45,8 @@ def test_every_series_is_exported_with_its_type(worker):
             "beeworker_tokens_generated": "counter", "beeworker_time_to_first_token_seconds": "histogram",
             "beeworker_inter_token_latency_seconds": "histogram", "beeworker_queue_depth": "gauge",
             "beeworker_active_streams": "gauge", "beeworker_engine_state": "gauge",
-            "beeworker_engine_restarts": "counter", "beeworker_jobs_running": "gauge"}
+            "beeworker_engine_restarts": "counter", "beeworker_jobs_running": "gauge",
+            "beeworker_token_gaps_repaired": "counter", "beeworker_jobs_resumed": "counter"}
     for name, kind in want.items():
         assert types.get(name) == kind, (name, types.get(name))
 
@@ -83,7 +84,7 @@ def test_counters_move_with_requests_and_jobs(worker):
 
 
 def test_gauges_follow_open_streams(worker):
-    _, url = worker.submit("Once upon a time", 300)
+    _, url = worker.submit("Once upon a time", 2000)  # long enough to outlive the checks
     stream = worker.stream(url)
     first = threading.Event()
 
