@@ -540,7 +540,9 @@ static int on_submission_reply(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
         bw_jobs_engine_ready(js);
         return 1;
     }
-    if (code == BW_PERR_REPLAY_GONE && m->h.epoch == j->epoch) {
+    if (code == BW_PERR_REPLAY_GONE) {
+        /* an answer to a REPLAY sent before the job left that engine (NOT_TAKEN, loss) says nothing */
+        if (m->h.epoch != j->epoch || j->state == JOB_QUEUED) return 1;
         if (j->state == JOB_SUBMITTED && j->next_seq == 0) {
             /* the engine never saw the SUBMIT (it went to another engine that dropped it): send again */
             j->n_submits--;
