@@ -124,6 +124,15 @@ def http_seeds():
         "body_malformed": '{"prompt": "a", "max_tokens": ',
         "body_not_object": '["prompt", 1]',
         "body_big_numbers": '{"prompt":"a","max_tokens":1e400,"temperature":1e-400,"seed":18446744073709551616}',
+        "openai_chat": json.dumps({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                                             {"role": "user", "content": "Hi"}],
+                                   "stream": True, "stream_options": {"include_usage": True},
+                                   "max_completion_tokens": 8, "stop": "END", "n": 1}),
+        "openai_chat_parts": json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                   {"type": "image_url"}]}],
+                                         "max_tokens": 4, "tools": [], "logprobs": True}),
+        "openai_completion": json.dumps({"model": "m", "prompt": "Once", "max_tokens": 4, "echo": False,
+                                         "presence_penalty": 0.5, "best_of": 1, "suffix": None}),
     }
     for k, v in bodies.items():
         write("http", k, v)
