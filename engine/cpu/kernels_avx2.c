@@ -241,7 +241,7 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
         }
     }
     for (int t = 0; t < NT; t++) {
-        /* Row k's lanes sum as (l0 + l1) + (l2 + l3) in every branch. */
+        /* Each row's four lanes sum as (l0 + l1) + (l2 + l3), with one row pair (NP = 1) or two. */
         __m256 h = _mm256_hadd_ps(acc[0][t], acc[NP - 1][t]);
         h = _mm256_hadd_ps(h, h); /* low lane [r0, r2, ..], high lane [r1, r3, ..] */
         __m128 s = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
