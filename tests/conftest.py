@@ -48,3 +48,52 @@ def any_engine_bin(request, engine_bin):
     if not path.exists():
         pytest.fail(f"{path} is missing: the sanitizer build failed")
     return path
+
+
+def _become_subreaper():
+    """Orphaned grandchildren (an engine whose front was killed) are re-parented to this process instead
+    of to PID 1, which in a container may never reap them; the session end reaps and, if needed, kills
+    them, so a test run leaves no process behind, not even a zombie."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except OSError:
+        pass
+
+
+_become_subreaper()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reap_orphans_at_session_end():
+    yield
+    import signal
+    import time
+
+    me = os.getpid()
+    deadline = time.monotonic() + 5
+    while True:
+        kids = []
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me and fields[0] != "Z":
+                kids.append(int(stat.parent.name))
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        if not kids:
+            break
+        time.sleep(0.1)
