@@ -26,7 +26,7 @@
 #define N_BUCKETS 4096
 #define TICK_MS 100
 #define REPLAY_RETRY_MS 100   /* a REPLAY that filled nothing is asked again after this */
-#define REPLAY_MAX_TRIES 50   /* then the gap is unrepairable: 5 s of asking */
+#define REPLAY_MAX_TRIES 50   /* then the gap is unrepairable: 5 s of asking without progress */
 #define PROBE_IDLE_MS 1000    /* a job silent this long gets a REPLAY probe: its last messages may be lost */
 #define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for the buffer bound */
 
@@ -582,6 +582,8 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
         return;
     }
     j->next_seq++;
+    /* a gap that is being filled is not unrepairable: only REPLAYs that bring nothing count */
+    j->replay_tries = 0;
     if (j->gap && j->next_seq >= j->gap_end) j->gap = 0;
     switch (m->h.type) {
     case BW_MSG_ACCEPTED:
