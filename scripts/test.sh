@@ -16,7 +16,16 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIO
 # Pass 2 runs the integration suite against the sanitizer build, where a sanitizer report in any process's
 # log fails the test; its [sanitized] cases are deselected there, pass 1 ran them.
 start=$SECONDS rc=0
-timeout -k 15 1320 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout=300 "$@" || rc=$?
+log1=$(mktemp) log2=$(mktemp)
+trap 'rm -f "$log1" "$log2"' EXIT
+timeout -k 15 1320 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout=300 "$@" 2>&1 | tee "$log1" || rc=1
 BW_BUILD_DIR=build-asan BW_SANITIZED=1 timeout -k 15 $((1780 - (SECONDS - start))) python3 -m pytest tests/integration \
-    -q -rs -p no:cacheprovider --timeout=300 -k "not sanitized" "$@" || rc=$?
-exit $rc
+    -q -rs -p no:cacheprovider --timeout=300 -k "not sanitized" "$@" 2>&1 | tee "$log2" || rc=1
+# One closing line over both passes; a pass that died without a summary counts as a failure.
+count() { grep -E '^=*\s*[0-9]+ (passed|failed)|^[0-9]+ (passed|failed|error)' "$1" | tail -1 | grep -oE "[0-9]+ $2" | grep -oE '[0-9]+' || echo 0; }
+passed=$(( $(count "$log1" passed) + $(count "$log2" passed) ))
+failed=$(( $(count "$log1" failed) + $(count "$log2" failed) + $(count "$log1" error) + $(count "$log2" error) ))
+skipped=$(( $(count "$log1" skipped) + $(count "$log2" skipped) ))
+[ "$rc" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]
