@@ -3,113 +3,158 @@
  *
  * Cache layout (per layer): [slot][kv_head][n_ctx][head_dim] f16 for K and for V, written by the QKV
  * product's epilogue before this kernel runs (so a prefill chunk sees its own earlier tokens).
- * Shared memory: q[head_dim] (pre-scaled by 1/sqrt(head_dim)) | partial[G][head_dim] | red[64] |
- * scores[n_ctx]. Steps: one thread per cached position computes q.k (16-byte loads of the key row),
- * block max, exponentials and their sum, then thread (column pair c, group g) accumulates p*v over the
- * positions of its group and the groups are summed. Scores stay in shared memory, so the kernel needs
- * 4 bytes per position of context (raised above 48 KiB at load when n_ctx needs it). */
+ *
+ * Work split: a group of LP lanes owns one cached position at a time, each lane 8 dimensions (one
+ * 16-byte load of the key row and one of the value row), so a warp covers 32/LP positions per step and
+ * the block's 8 warps stride over the context together. Each group keeps a running max, sum and
+ * output (online softmax) over its positions, with AT_UNROLL positions' loads issued before any is
+ * used; at the end the groups' partial results are merged through shared memory. No per-position
+ * storage: the kernel's shared memory does not grow with the context. */
 #include "engine/cuda/ops.cuh"
 
-#define AT_THREADS 128
+#define AT_WARPS 8
+#define AT_THREADS (AT_WARPS * BW_WARP)
+#define AT_UNROLL 4
+#define AT_MAX_GROUPS (AT_WARPS * BW_WARP) /* with LP = 1: head_dim up to 8 */
 
 size_t bw_cu_attention_smem(int n_ctx, int head_dim)
 {
-    const int cols = head_dim / 2;
-    const int groups = AT_THREADS / cols;
-    return ((size_t)head_dim + (size_t)groups * head_dim + 64 + (size_t)n_ctx) * sizeof(float);
+    (void)n_ctx;
+    (void)head_dim;
+    return 0;
 }
 
-__device__ __forceinline__ float at_block_reduce(float v, float *red, bool is_max)
+/* Lanes per position: head_dim / 8 rounded up to a power of two. */
+static __host__ __device__ int at_lanes(int hd)
 {
-    const int warp = threadIdx.x / BW_WARP, lane = threadIdx.x % BW_WARP;
-    v = is_max ? bw_warp_max(v) : bw_warp_sum(v);
-    __syncthreads(); /* red may still be read from the previous reduction */
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float r = red[0];
-    for (int w = 1; w < AT_THREADS / BW_WARP; w++) r = is_max ? fmaxf(r, red[w]) : r + red[w];
-    return r;
+    int lp = 1;
+    while (lp * 8 < hd) lp *= 2;
+    return lp;
 }
 
+template <int LP>
 __global__ void __launch_bounds__(AT_THREADS) at_kernel(bw_cu_attn a)
 {
-    extern __shared__ __align__(16) float sm[];
+    constexpr int PP = BW_WARP / LP;          /* positions per warp step */
+    constexpr int NG = AT_WARPS * PP;         /* groups per block */
+    constexpr int STEP = NG;                  /* positions per block step */
+    __shared__ float s_m[NG], s_l[NG];
+    __shared__ __align__(16) float s_o[NG * LP * 8];
     const int h = blockIdx.x, t = blockIdx.y, hd = a.head_dim;
-    const int cols = hd / 2, groups = AT_THREADS / cols;
-    float *qs = sm;
-    float *part = qs + hd;
-    float *red = part + (size_t)groups * hd;
-    float *sc = red + 64;
+    const int warp = threadIdx.x / BW_WARP, lane = threadIdx.x % BW_WARP;
+    const int sub = lane % LP, grp = warp * PP + lane / LP;
+    const int d0 = sub * 8;
+    const bool active = d0 < hd;
 
     bw_pdl_wait();
     bw_pdl_launch_dependents();
-    const int pos = a.pos[t], n = pos + 1;
+    const int n = a.pos[t] + 1;
     const int kvh = h / (a.n_head / a.n_head_kv);
     const size_t base = ((size_t)a.slot[t] * a.n_head_kv + kvh) * a.n_ctx * hd;
-    const __half *K = a.k_cache + base;
-    const __half *V = a.v_cache + base;
+    const __half *K = a.k_cache + base + d0;
+    const __half *V = a.v_cache + base + d0;
 
-    for (int d = threadIdx.x; d < hd; d += AT_THREADS) qs[d] = a.q[(size_t)t * a.ldq + (size_t)h * hd + d] * a.scale;
-    __syncthreads();
-
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < n; j += AT_THREADS) {
-        const uint4 *kr = (const uint4 *)(K + (size_t)j * hd);
-        float dot = 0.0f;
-        for (int c = 0; c < hd / 8; c++) {
-            const uint4 v = kr[c];
-            const __half2 *h2 = (const __half2 *)&v;
+    float q[8];
+    {
+        const float *qr = a.q + (size_t)t * a.ldq + (size_t)h * hd + d0;
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const float2 f = __half22float2(h2[i]);
-                dot += qs[c * 8 + 2 * i] * f.x + qs[c * 8 + 2 * i + 1] * f.y;
+        for (int i = 0; i < 8; i++) q[i] = active ? qr[i] * a.scale : 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f, o[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i] = 0.0f;
+
+    /* The trip count is the warp's, not the group's: the shuffles below need every lane of the warp,
+     * so a group whose positions have run out keeps stepping with nothing valid. */
+    for (int jw = warp * PP; jw < n; jw += STEP * AT_UNROLL) {
+        const int j0 = jw + lane / LP;
+        uint4 kv[AT_UNROLL], vv[AT_UNROLL];
+#pragma unroll
+        for (int r = 0; r < AT_UNROLL; r++) {
+            const int j = j0 + r * STEP;
+            kv[r] = vv[r] = make_uint4(0, 0, 0, 0);
+            if (j < n && active) {
+                kv[r] = *(const uint4 *)(K + (size_t)j * hd);
+                vv[r] = *(const uint4 *)(V + (size_t)j * hd);
             }
         }
-        sc[j] = dot;
-        mx = fmaxf(mx, dot);
-    }
-    mx = at_block_reduce(mx, red, true);
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < n; j += AT_THREADS) {
-        const float e = expf(sc[j] - mx);
-        sc[j] = e;
-        sum += e;
-    }
-    sum = at_block_reduce(sum, red, false); /* its barriers also publish sc[] */
-
-    const int c = threadIdx.x % cols, g = threadIdx.x / cols;
-    if (g < groups) {
-        float2 acc = make_float2(0.0f, 0.0f);
-        for (int j = g; j < n; j += groups) {
-            const float2 v = __half22float2(((const __half2 *)(V + (size_t)j * hd))[c]);
-            const float p = sc[j];
-            acc.x += p * v.x;
-            acc.y += p * v.y;
+        float s[AT_UNROLL];
+        float mc = -INFINITY;
+#pragma unroll
+        for (int r = 0; r < AT_UNROLL; r++) {
+            const __half2 *k2 = (const __half2 *)&kv[r];
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 f = __half22float2(k2[i]);
+                dot += q[2 * i] * f.x + q[2 * i + 1] * f.y;
+            }
+#pragma unroll
+            for (int off = LP / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+            s[r] = j0 + r * STEP < n ? dot : -INFINITY;
+            mc = fmaxf(mc, s[r]);
         }
-        part[g * hd + 2 * c] = acc.x;
-        part[g * hd + 2 * c + 1] = acc.y;
+        /* mn stays -inf while this group has seen no valid position: then l and o are still 0 and
+         * every p is 0, and the guards keep exp(-inf - -inf) out. */
+        const float mn = fmaxf(m, mc);
+        const float c = m == -INFINITY ? 0.0f : expf(m - mn);
+        l *= c;
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[i] *= c;
+#pragma unroll
+        for (int r = 0; r < AT_UNROLL; r++) {
+            const float pr = s[r] == -INFINITY ? 0.0f : expf(s[r] - mn);
+            l += pr;
+            const __half2 *v2 = (const __half2 *)&vv[r];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 f = __half22float2(v2[i]);
+                o[2 * i] += pr * f.x;
+                o[2 * i + 1] += pr * f.y;
+            }
+        }
+        m = mn;
     }
+
+    if (sub == 0) {
+        s_m[grp] = m;
+        s_l[grp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) s_o[(grp * LP + sub) * 8 + i] = o[i];
     __syncthreads();
-    const float inv = 1.0f / sum;
+    float M = -INFINITY;
+    for (int gg = 0; gg < NG; gg++) M = fmaxf(M, s_m[gg]);
+    float L = 0.0f;
+    for (int gg = 0; gg < NG; gg++) L += s_l[gg] * expf(s_m[gg] - M); /* empty groups: l = 0, exp(-inf) = 0 */
+    const float inv = 1.0f / L;
     for (int d = threadIdx.x; d < hd; d += AT_THREADS) {
-        float o = 0.0f;
-        for (int gg = 0; gg < groups; gg++) o += part[gg * hd + d];
-        a.out[(size_t)t * a.ldo + (size_t)h * hd + d] = o * inv;
+        const int sd = d / 8, id = d % 8;
+        float acc = 0.0f;
+        for (int gg = 0; gg < NG; gg++)
+            if (s_m[gg] != -INFINITY) acc += s_o[(gg * LP + sd) * 8 + id] * expf(s_m[gg] - M);
+        a.out[(size_t)t * a.ldo + (size_t)h * hd + d] = acc * inv;
     }
 }
 
 cudaError_t bw_cu_attention_prepare(int n_ctx, int head_dim)
 {
-    const size_t smem = bw_cu_attention_smem(n_ctx, head_dim);
-    if (smem <= 48 * 1024) return cudaSuccess;
-    return cudaFuncSetAttribute(at_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    (void)n_ctx;
+    (void)head_dim;
+    return cudaSuccess;
 }
 
 cudaError_t bw_cu_attention(const bw_cu_launch &L, const bw_cu_attn &a, int n_tok)
 {
     if (n_tok <= 0) return cudaSuccess;
-    if (a.head_dim % 8 != 0 || a.head_dim > 2 * AT_THREADS || a.n_head % a.n_head_kv != 0)
-        return cudaErrorInvalidValue;
-    return bw_cu_launch_kernel(L, dim3(a.n_head, n_tok), dim3(AT_THREADS), bw_cu_attention_smem(a.n_ctx, a.head_dim),
-                               at_kernel, a);
+    if (a.head_dim % 8 != 0 || a.head_dim > 256 || a.n_head % a.n_head_kv != 0) return cudaErrorInvalidValue;
+    const dim3 grid(a.n_head, n_tok), block(AT_THREADS);
+    switch (at_lanes(a.head_dim)) {
+    case 1: return bw_cu_launch_kernel(L, grid, block, 0, at_kernel<1>, a);
+    case 2: return bw_cu_launch_kernel(L, grid, block, 0, at_kernel<2>, a);
+    case 4: return bw_cu_launch_kernel(L, grid, block, 0, at_kernel<4>, a);
+    case 8: return bw_cu_launch_kernel(L, grid, block, 0, at_kernel<8>, a);
+    case 16: return bw_cu_launch_kernel(L, grid, block, 0, at_kernel<16>, a);
+    default: return bw_cu_launch_kernel(L, grid, block, 0, at_kernel<32>, a);
+    }
 }

@@ -1,154 +1,52 @@
 /* Matrix products that dequantize the weights on the fly: y[t][r] = sum_c W[r][c] * x[t][c].
  *
- * One kernel serves decode (1..64 tokens) and prefill (chunks of up to 8 tokens per block, the grid's
- * y dimension walks the chunks; a block re-reads its rows' weights per chunk, from L2).
- *  - Prologue: the block's NT activation rows are read once, RMS-normalised if asked, and quantised
- *    to Q8_1-style blocks (int8 + f16 d, f16 s) in shared memory: layout aq[NT][K] int8, then
- *    ads[NT][K/32] half2 (d, s). Float weights keep the normalised row in float: af[NT][K].
- *  - Main loop: a warp owns a pair of output rows (an "unit") and all NT tokens, so each weight byte
- *    is loaded once per chunk. Lanes stride over 8-byte pieces of the row's quants (a half Q4 block,
- *    a quarter Q8_0 block) or 8 float elements, integer dot products per piece with dp4a, scaled per
- *    block as the CPU does (d_w*d_a*sum, + m_w*s_a for Q4_1).
+ * This file: the warp kernel for batches of a few tokens (decode), and the dispatch. Batches of more
+ * tokens of a quantized matrix go to the tensor-core tile kernel (matmul_mma.cu); float matrices always
+ * come here (chunks of up to 8 tokens per block, the grid's y dimension walks the chunks).
+ *  - Before waiting for the previous kernel (PDL), each warp loads the first pieces of its first
+ *    rows into registers: weights are never written, so their DRAM latency overlaps the previous
+ *    kernel's tail.
+ *  - Prologue: the block's activation rows are staged in shared memory (matmul.cuh), RMS-normalised if
+ *    asked and quantised to 8 bits for quantized weights.
+ *  - Main loop: a warp owns a pair of output rows (an "unit") and all the block's tokens, so each weight
+ *    byte is loaded once per chunk. Lanes stride over 8-byte pieces of the row's quants (a half Q4
+ *    block, a quarter Q8_0 block) or 8 float elements; integer dot products per piece with dp4a, scaled
+ *    per block as the CPU does (d_w*d_a*sum, + m_w*s_a for Q4_1). The next unit's first pieces are
+ *    loaded while the current one is summed, so a warp always has loads in flight.
  *  - Epilogue (lane 0 after a warp reduction): store, residual add, SwiGLU, or RoPE + KV write.
  * Weights layout: engine/cuda/repack.h. */
-#include "engine/cuda/ops.cuh"
-#include "engine/tensor.h"
+#include "engine/cuda/matmul.cuh"
 
 #define MM_WARPS 4
 #define MM_THREADS (MM_WARPS * BW_WARP)
+/* Pieces per lane held in registers ahead of use: 4 x 32 x 8 bytes covers a whole row up to K = 1024
+ * for Q8_0 and K = 2048 for Q4. */
+#define MM_PRE 4
 
-__device__ __forceinline__ int mm_is_quant(int wt)
+/* Batches above this many tokens of a quantized matrix go to the tile kernel. */
+#define MM_WARP_MAX_TOK 8
+
+/* One lane's share of one piece index of a unit: the quants of both rows and their block scales. */
+struct mm_piece {
+    uint2 wa, wb;
+    uint32_t sa, sb;
+};
+
+template <int WT>
+__device__ __forceinline__ void mm_load_unit(const uint8_t *wq, const void *ws, size_t row_bytes, int nb, int ra,
+                                             int rb, int lane, int n_pieces, mm_piece *pre)
 {
-    return wt == BW_TYPE_Q4_0 || wt == BW_TYPE_Q4_1 || wt == BW_TYPE_Q8_0;
-}
-
-/* Normalises (optionally) and stores the block's activation rows in shared memory. */
-template <int WT, int NT>
-__device__ __forceinline__ void mm_prologue(uint8_t *smem, const bw_cu_act &in, int K, int t0, int nt)
-{
-    const int warp = threadIdx.x / BW_WARP, lane = threadIdx.x % BW_WARP;
-    const int nb = K / 32;
-    constexpr bool quant = WT == BW_TYPE_Q4_0 || WT == BW_TYPE_Q4_1 || WT == BW_TYPE_Q8_0;
-    size_t red_off = quant ? (size_t)NT * K + (size_t)NT * nb * 4 : (size_t)NT * K * 4;
-    red_off = (red_off + 7) & ~(size_t)7; /* holds doubles */
-    float *red = (float *)(smem + red_off);
-    float scale[NT];
+    constexpr int NSUB = WT == BW_TYPE_Q8_0 ? 4 : 2; /* pieces per block */
 #pragma unroll
-    for (int t = 0; t < NT; t++) scale[t] = 1.0f;
-
-    if (in.norm) {
-        /* Sum of squares in double, then the scale in float: the CPU's rmsnorm does the same. */
-        double ss[NT];
-        double *redd = (double *)red;
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            ss[t] = 0.0;
-            if (t < nt) {
-                const float *xr = in.x + (size_t)(in.idx ? in.idx[t0 + t] : t0 + t) * in.ldx;
-                for (int k = threadIdx.x; k < K; k += MM_THREADS) ss[t] += (double)(xr[k] * xr[k]);
-            }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], o);
+    for (int k = 0; k < MM_PRE; k++) {
+        const int i = lane + k * BW_WARP;
+        if (i < n_pieces) {
+            const int b = i / NSUB;
+            pre[k].wa = __ldg((const uint2 *)(wq + (size_t)ra * row_bytes + (size_t)i * 8));
+            pre[k].wb = __ldg((const uint2 *)(wq + (size_t)rb * row_bytes + (size_t)i * 8));
+            pre[k].sa = mm_scale_raw<WT>(ws, (size_t)ra * nb + b);
+            pre[k].sb = mm_scale_raw<WT>(ws, (size_t)rb * nb + b);
         }
-        if (lane == 0) {
-#pragma unroll
-            for (int t = 0; t < NT; t++) redd[t * MM_WARPS + warp] = ss[t];
-        }
-        __syncthreads();
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            double sum = 0.0;
-#pragma unroll
-            for (int w = 0; w < MM_WARPS; w++) sum += redd[t * MM_WARPS + w];
-            scale[t] = 1.0f / sqrtf((float)(sum / (double)K) + in.eps);
-        }
-    }
-
-    /* One warp per 32-element block of one token: lane l holds element l of the block. */
-    for (int j = warp; j < nt * nb; j += MM_WARPS) {
-        const int t = j / nb, b = j % nb, k = b * 32 + lane;
-        float sc = 1.0f;
-#pragma unroll
-        for (int tt = 0; tt < NT; tt++)
-            if (tt == t) sc = scale[tt]; /* static indexing keeps scale[] in registers */
-        const float *xr = in.x + (size_t)(in.idx ? in.idx[t0 + t] : t0 + t) * in.ldx;
-        float v = xr[k];
-        if (in.norm) v = v * sc * in.norm[k];
-        if (quant) {
-            const float amax = bw_warp_max(fabsf(v));
-            /* As the CPU: id = 127/amax (not 1/d), round half to even. */
-            const float d = amax / 127.0f;
-            const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-            const int q = __float2int_rn(v * id);
-            const int sum = bw_warp_sum_int(q);
-            int8_t *aq = (int8_t *)smem;
-            __half2 *ads = (__half2 *)(smem + (size_t)NT * K);
-            aq[(size_t)t * K + k] = (int8_t)q;
-            if (lane == 0) ads[t * nb + b] = __halves2half2(__float2half_rn(d), __float2half_rn(d * (float)sum));
-        } else {
-            ((float *)smem)[(size_t)t * K + k] = v;
-        }
-    }
-    __syncthreads();
-}
-
-__device__ __forceinline__ float mm_silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
-
-/* RoPE of the pair (a, b) at dimensions (j, j+1) of a head, computed as the CPU does: the angle of pair
- * i is freq_scale * (pos * theta_scale^i), the power built by repeated multiplication, and theta_scale
- * = powf(base, -2/n_rot) comes from the host's powf. */
-__device__ __forceinline__ void mm_rope(float &a, float &b, int j, int pos, const bw_cu_qkv &p)
-{
-    if (j >= p.n_rot) return;
-    const int i = j / 2;
-    float theta = (float)pos;
-    for (int k = 0; k < i; k++) theta *= p.theta_scale;
-    float t = p.pos_scale * theta;
-    if (p.rope_freqs) t /= p.rope_freqs[i];
-    /* In double: exact range reduction for any position, and the correctly rounded float sine and
-     * cosine of t. */
-    double sd, cd;
-    sincos((double)t, &sd, &cd);
-    const float s = (float)sd, c = (float)cd;
-    const float a2 = a * c - b * s;
-    const float b2 = a * s + b * c;
-    a = a2;
-    b = b2;
-}
-
-__device__ __forceinline__ void mm_epilogue(int epi, int t, int ra, int rb, bool hb, float va, float vb,
-                                            float *y, int ldy, const bw_cu_qkv &p)
-{
-    switch (epi) {
-    case BW_EPI_STORE:
-        y[(size_t)t * ldy + ra] = va;
-        if (hb) y[(size_t)t * ldy + rb] = vb;
-        break;
-    case BW_EPI_ADD:
-        y[(size_t)t * ldy + ra] += va;
-        if (hb) y[(size_t)t * ldy + rb] += vb;
-        break;
-    case BW_EPI_SWIGLU: y[(size_t)t * ldy + ra] = mm_silu(va) * vb; break;
-    case BW_EPI_QKV: {
-        const int pos = p.pos[t];
-        if (ra < p.n_q) {
-            mm_rope(va, vb, ra % p.head_dim, pos, p);
-            p.q[(size_t)t * p.n_q + ra] = va;
-            p.q[(size_t)t * p.n_q + ra + 1] = vb;
-            break;
-        }
-        const bool is_k = ra < p.n_q + p.n_k;
-        const int rr = ra - p.n_q - (is_k ? 0 : p.n_k);
-        const int kvh = rr / p.head_dim, j = rr % p.head_dim;
-        if (is_k) mm_rope(va, vb, j, pos, p);
-        const size_t off = (((size_t)p.slot[t] * p.n_head_kv + kvh) * p.n_ctx + pos) * p.head_dim + j;
-        __half *dst = is_k ? p.k_cache : p.v_cache;
-        *(__half2 *)(dst + off) = __floats2half2_rn(va, vb);
-        break;
-    }
     }
 }
 
@@ -177,14 +75,28 @@ __device__ __forceinline__ int mm_dot_piece(uint2 w, const int8_t *ap, int s)
     return __dp4a(hi1, ah.y, si);
 }
 
-template <int WT>
-__device__ __forceinline__ float2 mm_scale(const void *s, size_t blk)
+template <int WT, int NT>
+__device__ __forceinline__ void mm_accum_piece(const mm_piece &pc, int i, int nt, int K, int nb, const int8_t *aq,
+                                               const __half2 *ads, float *acc0, float *acc1)
 {
-    if (WT == BW_TYPE_Q4_1) {
-        const uint32_t v = ((const uint32_t *)s)[blk];
-        return make_float2(bw_h2f((uint16_t)(v & 0xffffu)), bw_h2f((uint16_t)(v >> 16)));
+    constexpr int NSUB = WT == BW_TYPE_Q8_0 ? 4 : 2;
+    const int b = i / NSUB, s = i % NSUB;
+    const float2 sa = mm_scale_of<WT>(pc.sa), sb = mm_scale_of<WT>(pc.sb);
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (t < nt) {
+            const int8_t *ap = aq + (size_t)t * K + b * 32;
+            const float2 ds = __half22float2(ads[t * nb + b]);
+            float fa = sa.x * ds.x * (float)mm_dot_piece<WT>(pc.wa, ap, s);
+            float fb = sb.x * ds.x * (float)mm_dot_piece<WT>(pc.wb, ap, s);
+            if (WT == BW_TYPE_Q4_1 && s == 0) {
+                fa += sa.y * ds.y;
+                fb += sb.y * ds.y;
+            }
+            acc0[t] += fa;
+            acc1[t] += fb;
+        }
     }
-    return make_float2(bw_h2f(((const uint16_t *)s)[blk]), 0.0f);
 }
 
 /* 8 float weights of row w starting at element e. */
@@ -218,31 +130,33 @@ __global__ void __launch_bounds__(MM_THREADS)
     const int t0 = blockIdx.y * NT;
     const int nt = min(NT, n_tok - t0);
     constexpr bool quant = WT == BW_TYPE_Q4_0 || WT == BW_TYPE_Q4_1 || WT == BW_TYPE_Q8_0;
-    constexpr int QB = WT == BW_TYPE_Q8_0 ? 32 : 16;                       /* quant bytes per block */
-    constexpr int EB = WT == BW_TYPE_F32 ? 4 : 2;                          /* float element bytes */
+    constexpr int QB = WT == BW_TYPE_Q8_0 ? 32 : 16; /* quant bytes per block */
+    constexpr int EB = WT == BW_TYPE_F32 ? 4 : 2;    /* float element bytes */
     const size_t row_bytes = quant ? (size_t)nb * QB : (size_t)K * EB;
     const int n_pieces = quant ? (int)(row_bytes / 8) : K / 8;
     const uint8_t *wq = (const uint8_t *)W.q;
+    const size_t act_bytes = quant ? (size_t)NT * K + (size_t)NT * nb * 4 : (size_t)NT * K * 4;
+    float *tscale = (float *)(smem + ((act_bytes + 15) & ~(size_t)15));
+    const int stride = gridDim.x * MM_WARPS;
 
-    /* Units this block will start with: prefetch their first bytes while the previous kernel ends. */
-    {
-        const int u = blockIdx.x * MM_WARPS + warp;
-        if (u < n_units && lane * 128 < (int)row_bytes) {
-            const int ra = epi == BW_EPI_SWIGLU ? u : 2 * u;
-            bw_prefetch_l2(wq + (size_t)ra * row_bytes + lane * 128);
-        }
+    int u = blockIdx.x * MM_WARPS + warp;
+    mm_piece pre[MM_PRE];
+    if (quant && u < n_units) {
+        int ra, rb;
+        mm_unit_rows(epi, u, n_units, ra, rb);
+        mm_load_unit<WT>(wq, W.s, row_bytes, nb, ra, rb < W.rows ? rb : ra, lane, n_pieces, pre);
     }
     bw_pdl_wait();
     bw_pdl_launch_dependents();
-    mm_prologue<WT, NT>(smem, in, K, t0, nt);
+    mm_stage_act<quant>(smem, K, NT, tscale, in, K, t0, nt);
 
     const int8_t *aq = (const int8_t *)smem;
     const __half2 *ads = (const __half2 *)(smem + (size_t)NT * K);
     const float *af = (const float *)smem;
 
-    for (int u = blockIdx.x * MM_WARPS + warp; u < n_units; u += gridDim.x * MM_WARPS) {
-        const int ra = epi == BW_EPI_SWIGLU ? u : 2 * u;
-        const int rb = epi == BW_EPI_SWIGLU ? u + n_units : 2 * u + 1;
+    for (; u < n_units; u += stride) {
+        int ra, rb;
+        mm_unit_rows(epi, u, n_units, ra, rb);
         const bool hb = rb < W.rows;
         const int rbl = hb ? rb : ra; /* a missing last row reads row ra and is never stored */
         float acc0[NT], acc1[NT];
@@ -250,30 +164,28 @@ __global__ void __launch_bounds__(MM_THREADS)
         for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = 0.0f;
 
         if (quant) {
-            constexpr int NSUB = QB / 8;
-            const uint8_t *qa = wq + (size_t)ra * row_bytes;
-            const uint8_t *qb = wq + (size_t)rbl * row_bytes;
-            for (int i = lane; i < n_pieces; i += BW_WARP) {
-                const int b = i / NSUB, s = i % NSUB;
-                const uint2 wa = __ldg((const uint2 *)(qa + (size_t)i * 8));
-                const uint2 wb = __ldg((const uint2 *)(qb + (size_t)i * 8));
-                const float2 sa = mm_scale<WT>(W.s, (size_t)ra * nb + b);
-                const float2 sb = mm_scale<WT>(W.s, (size_t)rbl * nb + b);
+            mm_piece cur[MM_PRE];
 #pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    if (t < nt) {
-                        const int8_t *ap = aq + (size_t)t * K + b * 32;
-                        const float2 ds = __half22float2(ads[t * nb + b]);
-                        float fa = sa.x * ds.x * (float)mm_dot_piece<WT>(wa, ap, s);
-                        float fb = sb.x * ds.x * (float)mm_dot_piece<WT>(wb, ap, s);
-                        if (WT == BW_TYPE_Q4_1 && s == 0) {
-                            fa += sa.y * ds.y;
-                            fb += sb.y * ds.y;
-                        }
-                        acc0[t] += fa;
-                        acc1[t] += fb;
-                    }
-                }
+            for (int k = 0; k < MM_PRE; k++) cur[k] = pre[k];
+            if (u + stride < n_units) { /* the next unit's loads go out before this one is summed */
+                int na, nbr;
+                mm_unit_rows(epi, u + stride, n_units, na, nbr);
+                mm_load_unit<WT>(wq, W.s, row_bytes, nb, na, nbr < W.rows ? nbr : na, lane, n_pieces, pre);
+            }
+#pragma unroll
+            for (int k = 0; k < MM_PRE; k++) {
+                const int i = lane + k * BW_WARP;
+                if (i < n_pieces) mm_accum_piece<WT, NT>(cur[k], i, nt, K, nb, aq, ads, acc0, acc1);
+            }
+            constexpr int NSUB = QB / 8;
+            for (int i = lane + MM_PRE * BW_WARP; i < n_pieces; i += BW_WARP) {
+                mm_piece pc;
+                const int b = i / NSUB;
+                pc.wa = __ldg((const uint2 *)(wq + (size_t)ra * row_bytes + (size_t)i * 8));
+                pc.wb = __ldg((const uint2 *)(wq + (size_t)rbl * row_bytes + (size_t)i * 8));
+                pc.sa = mm_scale_raw<WT>(W.s, (size_t)ra * nb + b);
+                pc.sb = mm_scale_raw<WT>(W.s, (size_t)rbl * nb + b);
+                mm_accum_piece<WT, NT>(pc, i, nt, K, nb, aq, ads, acc0, acc1);
             }
         } else {
             for (int i = lane; i < n_pieces; i += BW_WARP) {
@@ -310,7 +222,7 @@ static size_t mm_smem(int wt, int nt, int K)
 {
     const int quant = wt == BW_TYPE_Q4_0 || wt == BW_TYPE_Q4_1 || wt == BW_TYPE_Q8_0;
     size_t act = quant ? (size_t)nt * K + (size_t)nt * (K / 32) * 4 : (size_t)nt * K * 4;
-    return ((act + 7) & ~(size_t)7) + (size_t)nt * MM_WARPS * 8; /* the norm's per-warp sums, in double */
+    return ((act + 15) & ~(size_t)15) + (size_t)nt * sizeof(float); /* the per-token norm scales */
 }
 
 template <int WT, int NT>
@@ -355,6 +267,10 @@ cudaError_t bw_cu_matmul(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_
     bw_cu_qkv p = {};
     if (qkv) p = *qkv;
     const int n_units = epi == BW_EPI_SWIGLU ? W.rows / 2 : (W.rows + 1) / 2;
+    if (n_tok > MM_WARP_MAX_TOK) {
+        const cudaError_t e = bw_cu_matmul_mma(L, W, in, n_tok, epi, y, ldy, p, n_units);
+        if (e != cudaErrorNotSupported) return e;
+    }
     switch (W.type) {
     case BW_TYPE_F32: return mm_launch<BW_TYPE_F32>(L, W, in, n_tok, epi, y, ldy, p, n_units, max_blocks);
     case BW_TYPE_F16: return mm_launch<BW_TYPE_F16>(L, W, in, n_tok, epi, y, ldy, p, n_units, max_blocks);

@@ -73,8 +73,9 @@ struct bw_cu_attn {
     float scale;
 };
 cudaError_t bw_cu_attention(const bw_cu_launch &L, const bw_cu_attn &a, int n_tok);
-/* Dynamic shared memory the attention kernel needs; call once with the largest n_ctx before capture
- * (it raises the kernel's limit where more than 48 KiB is needed). */
+/* Dynamic shared memory the attention kernel needs (none: its shared memory does not grow with the
+ * context), and the once-before-capture setup that goes with it; kept so callers need not change when
+ * a kernel variant does need it. */
 cudaError_t bw_cu_attention_prepare(int n_ctx, int head_dim);
 size_t bw_cu_attention_smem(int n_ctx, int head_dim);
 

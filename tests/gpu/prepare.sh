@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run on the development machine (no GPU needed) before the GPU host's one call:
 #  - builds build-gpu/ with CUDA for sm_90 only (H100/H200; smaller binaries for the 64 MiB carry limit);
-#  - copies the four binaries tests/gpu/run.sh needs into .gpucarry/bin/ and the shared libraries they
-#    link (ldd, minus the C runtime every host has) into .devlibs/;
+#  - packs the four binaries tests/gpu/run.sh needs into .gpucarry/bin/bins.tar.gz and copies the
+#    shared libraries they link (ldd, minus the C runtime every host has) into .devlibs/;
 #  - splits the default model into two parts, since it alone (94 MiB) exceeds what one call carries:
 #    .gpucarry/m1/ (first call: parks it in /tmp on the GPU host) and .gpucarry/m2/ (second call).
 # Both folders are kept out of git through .git/info/exclude. Prints the two commands to give the host.
@@ -17,7 +17,12 @@ ninja -C build-gpu engine/beeworker-engine tests/test_cuda_kernels tests/cuda_pa
 for p in /.gpucarry/ /.devlibs/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >>.git/info/exclude; done
 rm -rf .gpucarry && mkdir -p .gpucarry/bin .gpucarry/m1 .gpucarry/m2 .devlibs
 bins="build-gpu/engine/beeworker-engine build-gpu/tests/test_cuda_kernels build-gpu/tests/cuda_parity build-gpu/tests/cuda_bench"
-for b in $bins; do strip -o ".gpucarry/bin/$(basename "$b")" "$b"; done
+mkdir -p .gpucarry/stage
+for b in $bins; do strip -o ".gpucarry/stage/$(basename "$b")" "$b"; done
+# The four binaries each embed every kernel (~5 MB apiece) but compress ~3x with gzip: shipped as one archive
+# so the second call stays under the carry limit; run.sh unpacks it.
+tar -czf .gpucarry/bin/bins.tar.gz -C .gpucarry/stage .
+rm -rf .gpucarry/stage
 for b in $bins; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u |
     grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so' |
     while read -r lib; do cp -L "$lib" .devlibs/; done

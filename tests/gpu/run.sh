@@ -6,7 +6,8 @@
 #   4. the engine CLI: --bench, and --generate --json --top-logits 2 on cpu and cuda
 #   5. llama.cpp's llama-bench on the same model when LLAMA_BENCH names a binary
 #   6. compute-sanitizer memcheck on a short parity run (last: slowest)
-# Binaries: build-gpu/ when it has them, else .gpucarry/bin/ (tests/gpu/prepare.sh), else a fresh build
+# Binaries: build-gpu/ when it has them, else .gpucarry/bin/ (tests/gpu/prepare.sh packs them there as
+# bins.tar.gz, unpacked into /tmp/bw-bin), else a fresh build
 # with meson/ninja/nvcc if the host has them. Libraries: .devlibs/. Model: BW_MODEL, the default path,
 # or the parts prepare.sh split (/tmp/bw-model/part-00 from a first call, .gpucarry/m2/part-01).
 # Logs go to $OUT (or /tmp/bw-gpu-out). Every step has its own time limit; the whole run stays under
@@ -28,7 +29,10 @@ GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head 
 
 # ---- binaries
 BIN=""
-for d in build-gpu .gpucarry/bin; do
+if [ -f .gpucarry/bin/bins.tar.gz ] && [ ! -x build-gpu/tests/cuda_bench ]; then
+    mkdir -p /tmp/bw-bin && tar -xzf .gpucarry/bin/bins.tar.gz -C /tmp/bw-bin
+fi
+for d in build-gpu .gpucarry/bin /tmp/bw-bin; do
     if [ -x "$d/tests/cuda_bench" ] || [ -x "$d/cuda_bench" ]; then BIN=$d; break; fi
 done
 if [ -z "$BIN" ] && command -v meson >/dev/null && command -v ninja >/dev/null && command -v nvcc >/dev/null; then
@@ -83,8 +87,11 @@ if [ -n "$MODEL" ]; then
         grep '^BENCH' "$LOG/bench-$name.log" | sed 's/^BENCH //' >"$LOG/bench-$name.json"
     }
     bench default
-    [ "$(left)" -gt 240 ] && bench nopdl BW_CUDA_PDL=0
-    [ "$(left)" -gt 220 ] && bench nograph BW_CUDA_GRAPH=0
+    # BW_GPU_QUICK=1 skips the two diagnosis variants when device time is short.
+    if [ -z "${BW_GPU_QUICK:-}" ]; then
+        [ "$(left)" -gt 240 ] && bench nopdl BW_CUDA_PDL=0
+        [ "$(left)" -gt 220 ] && bench nograph BW_CUDA_GRAPH=0
+    fi
 
     # ---- 4. the engine CLI
     ENGINE=$(bin beeworker-engine)

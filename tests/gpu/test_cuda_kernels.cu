@@ -603,6 +603,17 @@ int main(void)
         test_embed(type);
     }
     test_matmul(BW_TYPE_Q4_1, 256, 576, 64, 1, BW_EPI_ADD, 0);
+    /* Above 8 tokens quantized matrices take the tensor-core tile kernel: every token-tile width (16,
+     * 32, 64 tokens), partial row and token tiles, gathered rows, every epilogue. */
+    const int qtypes[] = {BW_TYPE_Q4_0, BW_TYPE_Q4_1, BW_TYPE_Q8_0};
+    for (int type : qtypes) {
+        test_matmul(type, 130, 576, 12, 1, BW_EPI_STORE, 1);
+        test_matmul(type, 67, 1536, 40, 0, BW_EPI_ADD, 0);
+        test_matmul(type, 192, 320, 300, 1, BW_EPI_SWIGLU, 0);
+        test_matmul(type, 70, 576, 257, 1, BW_EPI_ADD, 1);
+    }
+    test_qkv(BW_TYPE_Q4_1, 9, 3, 64, 64, 15, 0);
+    test_qkv(BW_TYPE_Q8_0, 4, 2, 64, 32, 13, 1);
     test_qkv(BW_TYPE_Q4_1, 9, 3, 64, 64, 1, 0);
     test_qkv(BW_TYPE_Q4_0, 4, 2, 64, 32, 11, 1);
     test_qkv(BW_TYPE_F16, 4, 4, 128, 128, 5, 0);
@@ -610,7 +621,10 @@ int main(void)
     test_attention(9, 3, 64, 37, 129);
     test_attention(8, 2, 128, 5, 300);
     test_attention(4, 4, 96, 3, 50);
-    test_attention(2, 1, 64, 2, 20000); /* scores past 48 KiB of shared memory */
+    test_attention(2, 1, 64, 2, 20000); /* a long context */
+    test_attention(9, 3, 64, 300, 512); /* a prefill chunk */
+    test_attention(2, 2, 256, 3, 100);
+    test_attention(2, 1, 8, 3, 70);
     test_top2(5, 49152);
     test_top2(3, 1000);
     printf("%d passed, %d failed\n", g_pass, g_fail);
