@@ -21,7 +21,7 @@ mkdir -p "$LOG"
 export LD_LIBRARY_PATH="$ROOT/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$PATH:/usr/local/cuda/bin"
 elapsed() { echo $(($(date +%s) - START)); }
-left() { echo $((540 - $(elapsed))); }
+left() { echo $((${BW_GPU_BUDGET_S:-540} - $(elapsed))); } # BW_GPU_BUDGET_S: seconds the whole run may take
 declare -A R
 
 echo "== GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
