@@ -11,8 +11,9 @@
  * read from device buffers filled by one copy before the replay. On Hopper the kernels are launched
  * with programmatic dependent launch so each one's start overlaps the previous one's tail.
  *
- * Knobs for diagnosis (environment): BW_CUDA_GRAPH=0 runs every step eagerly, BW_CUDA_PDL=0 turns PDL
- * off. Both also fall back by themselves when capture or PDL fails. */
+ * Knobs (environment): BW_CUDA_GRAPH=0 runs every step eagerly, BW_CUDA_PDL=0 turns PDL off,
+ * BW_CUDA_MMA=1 runs batches of more than 8 tokens on the tensor-core product (faster prefill, but a
+ * token's logits then depend on its batch's size: see bw_cu_launch). Both also fall back by themselves when capture or PDL fails. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ struct cu_layer {
 
 struct cu_backend {
     bw_backend base; /* first: the common interface points here */
-    int device, n_sm, pdl, graphs, broken;
+    int device, n_sm, pdl, graphs, broken, mma;
     cudaStream_t stream;
     bw_model_config cfg;
     int n_q, n_kv, cap; /* rows of Q, rows of K, most tokens per call */
@@ -164,7 +165,7 @@ static void cuda_destroy(bw_backend *bb)
 static cudaError_t enqueue(cu_backend *b, int n_tok, int n_out)
 {
     const bw_model_config &c = b->cfg;
-    const bw_cu_launch L = {b->stream, b->pdl};
+    const bw_cu_launch L = {b->stream, b->pdl, b->mma};
     const int *tok = b->meta_d, *pos = b->meta_d + b->cap, *slot = b->meta_d + 2 * b->cap;
     const int *out_idx = b->meta_d + 3 * b->cap;
     const int max_blocks = b->n_sm * 8;
@@ -420,7 +421,7 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
         return NULL;
     }
     {
-        const char *g = getenv("BW_CUDA_GRAPH"), *d = getenv("BW_CUDA_PDL");
+        const char *g = getenv("BW_CUDA_GRAPH"), *d = getenv("BW_CUDA_PDL"), *mm;
         CU_TRY(cudaSetDevice(b->device));
         CU_TRY(cudaGetDeviceProperties(&prop, b->device));
         if (prop.major < 8) {
@@ -431,6 +432,7 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
         b->n_sm = prop.multiProcessorCount;
         b->graphs = !(g && strcmp(g, "0") == 0);
         b->pdl = prop.major >= 9 && !(d && strcmp(d, "0") == 0);
+        b->mma = (mm = getenv("BW_CUDA_MMA")) && strcmp(mm, "1") == 0;
         CU_TRY(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
 
         /* Sizes first, so an oversized request fails with numbers instead of half an upload. */
@@ -538,9 +540,9 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
         CU_TRY(bw_cu_attention_prepare(p->n_ctx, c.head_dim));
         CU_TRY(cudaDeviceSynchronize());
     }
-    fprintf(stderr, "cuda: %s (sm_%d%d, %d SMs), weights %.1f MiB, KV cache %.1f MiB, graphs %s, PDL %s\n",
+    fprintf(stderr, "cuda: %s (sm_%d%d, %d SMs), weights %.1f MiB, KV cache %.1f MiB, graphs %s, PDL %s%s\n",
             prop.name, prop.major, prop.minor, b->n_sm, wbytes / 1048576.0, kv_bytes / 1048576.0,
-            b->graphs ? "on" : "off", b->pdl ? "on" : "off");
+            b->graphs ? "on" : "off", b->pdl ? "on" : "off", b->mma ? ", tensor-core batches" : "");
     return &b->base;
 
 fail:

@@ -1,8 +1,9 @@
 /* Matrix products that dequantize the weights on the fly: y[t][r] = sum_c W[r][c] * x[t][c].
  *
- * This file: the warp kernel for batches of a few tokens (decode), and the dispatch. Batches of more
- * tokens of a quantized matrix go to the tensor-core tile kernel (matmul_mma.cu); float matrices always
- * come here (chunks of up to 8 tokens per block, the grid's y dimension walks the chunks).
+ * This file: the warp kernel, and the dispatch. Where the caller asks for it (bw_cu_launch.mma),
+ * batches of more than 8 tokens of a quantized matrix go to the tensor-core tile kernel
+ * (matmul_mma.cu); everything else comes here, in chunks of up to 8 tokens per block (the grid's y
+ * dimension walks the chunks). A token's result here does not depend on the batch around it.
  *  - Before waiting for the previous kernel (PDL), each warp loads the first pieces of its first
  *    rows into registers: weights are never written, so their DRAM latency overlaps the previous
  *    kernel's tail.
@@ -267,7 +268,7 @@ cudaError_t bw_cu_matmul(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_
     bw_cu_qkv p = {};
     if (qkv) p = *qkv;
     const int n_units = epi == BW_EPI_SWIGLU ? W.rows / 2 : (W.rows + 1) / 2;
-    if (n_tok > MM_WARP_MAX_TOK) {
+    if (L.mma && n_tok > MM_WARP_MAX_TOK) {
         const cudaError_t e = bw_cu_matmul_mma(L, W, in, n_tok, epi, y, ldy, p, n_units);
         if (e != cudaErrorNotSupported) return e;
     }

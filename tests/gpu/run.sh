@@ -2,7 +2,8 @@
 # Everything the CUDA backend must prove, in one call on a GPU host, ending with a short table:
 #   1. kernel tests against CPU references        (test_cuda_kernels)
 #   2. CPU-vs-CUDA greedy parity + batching check  (cuda_parity MODEL 48)
-#   3. benchmark: TTFT for 512 tokens, batch-1 decode (graphs+PDL, then without each), 64-slot decode
+#   3. benchmark: TTFT for 512 tokens, batch-1 decode (graphs+PDL, with the tensor-core product for
+#      batches, then without graphs or PDL), 64-slot decode
 #   4. the engine CLI: --bench, and --generate --json --top-logits 2 on cpu and cuda
 #   5. llama.cpp's llama-bench on the same model when LLAMA_BENCH names a binary
 #   6. compute-sanitizer memcheck on a short parity run (last: slowest)
@@ -87,6 +88,7 @@ if [ -n "$MODEL" ]; then
         grep '^BENCH' "$LOG/bench-$name.log" | sed 's/^BENCH //' >"$LOG/bench-$name.json"
     }
     bench default
+    bench mma BW_CUDA_MMA=1
     # BW_GPU_QUICK=1 skips the two diagnosis variants when device time is short.
     if [ -z "${BW_GPU_QUICK:-}" ]; then
         [ "$(left)" -gt 240 ] && bench nopdl BW_CUDA_PDL=0
@@ -149,7 +151,7 @@ done
 python3 - "$LOG" <<'PY'
 import json, os, sys
 rows = []
-for name in ("default", "nopdl", "nograph"):
+for name in ("default", "mma", "nopdl", "nograph"):
     p = os.path.join(sys.argv[1], f"bench-{name}.json")
     try: b = json.load(open(p))
     except (OSError, ValueError): continue

@@ -31,6 +31,7 @@ extern "C" {
 }
 
 static int g_fail = 0, g_pass = 0;
+static int g_mma = 0; /* products of more than 8 tokens on the tensor-core kernel */
 static uint64_t g_rng;
 
 static uint32_t rnd()
@@ -289,7 +290,7 @@ static void test_matmul(int type, int rows, int K, int n_tok, int use_norm, int 
     didx.put(idx.data());
     if (epi == BW_EPI_ADD) dy.put(y0.data());
     bw_cu_act in = {dx.p, K, gather ? didx.p : nullptr, use_norm ? dw.p : nullptr, 1e-5f};
-    bw_cu_launch L = {0, 0};
+    bw_cu_launch L = {0, 0, g_mma};
     CK(bw_cu_matmul(L, W.m, in, n_tok, epi, dy.p, out_rows, nullptr, 7));
     CK(cudaDeviceSynchronize());
     std::vector<float> y = dy.get();
@@ -380,7 +381,7 @@ static void test_qkv(int type, int n_head, int n_head_kv, int hd, int n_rot, int
     p.pos_scale = 1.0f / rope_scale;
     p.rope_freqs = with_freqs ? dfr.p : nullptr;
     bw_cu_act in = {dx.p, K, nullptr, dw.p, 1e-6f};
-    bw_cu_launch L = {0, 0};
+    bw_cu_launch L = {0, 0, g_mma};
     CK(bw_cu_matmul(L, W.m, in, n_tok, BW_EPI_QKV, nullptr, 0, &p, 0));
     CK(cudaDeviceSynchronize());
     std::vector<float> q = dq.get();
@@ -487,7 +488,7 @@ static void test_attention(int n_head, int n_head_kv, int hd, int n_tok, int n_c
     a.n_ctx = n_ctx;
     a.scale = 1.0f / sqrtf((float)hd);
     CK(bw_cu_attention_prepare(n_ctx, hd));
-    bw_cu_launch L = {0, 0};
+    bw_cu_launch L = {0, 0, 0};
     CK(bw_cu_attention(L, a, n_tok));
     CK(cudaDeviceSynchronize());
     std::vector<float> out = dout.get();
@@ -531,7 +532,7 @@ static void test_embed(int type)
     dbuf<int> dt(n_tok);
     dbuf<float> dx((size_t)n_tok * K);
     dt.put(tok.data());
-    bw_cu_launch L = {0, 0};
+    bw_cu_launch L = {0, 0, 0};
     CK(bw_cu_embed(L, E.m, dt.p, n_tok, dx.p));
     CK(cudaDeviceSynchronize());
     std::vector<float> x = dx.get();
@@ -559,7 +560,7 @@ static void test_top2(int n_rows, int n)
     dbuf<float> dl(l.size()), dv((size_t)2 * n_rows);
     dbuf<int> di((size_t)2 * n_rows);
     dl.put(l.data());
-    bw_cu_launch L = {0, 0};
+    bw_cu_launch L = {0, 0, 0};
     CK(bw_cu_top2(L, dl.p, n_rows, n, di.p, dv.p));
     CK(cudaDeviceSynchronize());
     std::vector<int> ids = di.get();
@@ -603,9 +604,10 @@ int main(void)
         test_embed(type);
     }
     test_matmul(BW_TYPE_Q4_1, 256, 576, 64, 1, BW_EPI_ADD, 0);
-    /* Above 8 tokens quantized matrices take the tensor-core tile kernel: every token-tile width (16,
+    /* The tensor-core tile kernel (batches above 8 tokens when asked for): every token-tile width (16,
      * 32, 64 tokens), partial row and token tiles, gathered rows, every epilogue. */
     const int qtypes[] = {BW_TYPE_Q4_0, BW_TYPE_Q4_1, BW_TYPE_Q8_0};
+    g_mma = 1;
     for (int type : qtypes) {
         test_matmul(type, 130, 576, 12, 1, BW_EPI_STORE, 1);
         test_matmul(type, 67, 1536, 40, 0, BW_EPI_ADD, 0);
@@ -614,6 +616,7 @@ int main(void)
     }
     test_qkv(BW_TYPE_Q4_1, 9, 3, 64, 64, 15, 0);
     test_qkv(BW_TYPE_Q8_0, 4, 2, 64, 32, 13, 1);
+    g_mma = 0;
     test_qkv(BW_TYPE_Q4_1, 9, 3, 64, 64, 1, 0);
     test_qkv(BW_TYPE_Q4_0, 4, 2, 64, 32, 11, 1);
     test_qkv(BW_TYPE_F16, 4, 4, 128, 128, 5, 0);
