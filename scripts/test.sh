@@ -9,7 +9,7 @@ scripts/setup-deps.sh
 scripts/fetch-model.sh
 tests/tools/fetch_vocab_files.sh
 scripts/build.sh build
-scripts/build.sh build-asan -Db_sanitize=address,undefined -Dbuildtype=debug -Dcuda=disabled
+scripts/build.sh build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dcuda=disabled
 export BW_BUILD_DIR=build BW_ASAN_BUILD_DIR=build-asan
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Whole-suite deadline (30 min over both passes): no run may hang; pytest-timeout bounds each test on top.
