@@ -14,11 +14,9 @@ export BW_BUILD_DIR=build BW_ASAN_BUILD_DIR=build-asan
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Whole-suite deadline (30 min over both passes): no run may hang; pytest-timeout bounds each test on top.
 # Pass 2 runs the integration suite against the sanitizer build, where a sanitizer report in any process's
-# log fails the test. Deselected there: the [sanitized] cases (pass 1 ran them), a delivery-latency bound
-# (a timing, not a memory check) and the four heaviest resume scenarios, which need 80-90 s each under
-# ASan on 2 cores against the 90 s per-test deadline; pass 1 runs all of them on the release build.
-asan_skip="sanitized or delivered_as_they_are_sampled or chaos_16_streams or slow_client_is_cancelled"
-asan_skip+=" or drain_finishes_running_jobs or lost_messages_are_replayed"
+# log fails the test. Deselected there: the [sanitized] cases (pass 1 ran them) and a delivery-latency
+# bound (a timing, not a memory check); pass 1 runs it on the release build.
+asan_skip="sanitized or delivered_as_they_are_sampled"
 start=$SECONDS rc=0
 log1=$(mktemp) log2=$(mktemp)
 trap 'rm -f "$log1" "$log2"' EXIT
