@@ -11,17 +11,7 @@
 
 #include "engine/chat.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+#include "check.h"
 
 static enum bw_chat_kind kind_of(const char *name) {
     if (strcmp(name, "llama2") == 0)
@@ -119,8 +109,8 @@ int main(int argc, char **argv) {
     printf("chat: %zu/%zu renderings identical to jinja2\n", same, n);
     CHECK(same == n, "%zu renderings differ", n - same);
     json_decref(doc);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
+    if (check_failed) {
+        fprintf(stderr, "%d check(s) failed\n", check_failed);
         return 1;
     }
     return 0;

@@ -8,17 +8,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+#include "check.h"
 
 static int32_t byte_tok[256];
 
@@ -148,8 +138,8 @@ int main(int argc, char **argv) {
     o += (size_t)bw_detok_flush(&d, out + o, sizeof out - o);
     CHECK(o == strlen(text) && memcmp(out, text, o) == 0, "ZWJ sequence round trip");
 
-    printf("detok: %s\n", failures ? "FAILED" : "UTF-8 holdback, U+FFFD on invalid bytes, flush and retry all hold");
+    printf("detok: %s\n", check_failed ? "FAILED" : "UTF-8 holdback, U+FFFD on invalid bytes, flush and retry all hold");
     bw_tok_free(t);
     bw_gguf_close(g);
-    return failures ? 1 : 0;
+    return check_failed ? 1 : 0;
 }

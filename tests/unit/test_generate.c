@@ -12,16 +12,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
-            printf(__VA_ARGS__);                                                                             \
-            putchar('\n');                                                                                   \
-        }                                                                                                    \
-    } while (0)
+#include "check.h"
 
 static const bw_tok *tok;
 static int nv;
@@ -127,6 +118,6 @@ int main(int argc, char **argv)
 
     bw_tok_free(t);
     bw_gguf_close(gg);
-    printf("generate: %s\n", failures ? "FAILED" : "all checks passed");
-    return failures != 0;
+    printf("generate: %s\n", check_failed ? "FAILED" : "all checks passed");
+    return check_failed != 0;
 }

@@ -15,18 +15,7 @@
 #include "engine/model.h"
 #include "engine/tensor.h"
 
-static int n_checks, n_failed;
-
-#define CHECK(cond, ...)                                                                                   \
-    do {                                                                                                   \
-        n_checks++;                                                                                        \
-        if (!(cond)) {                                                                                     \
-            n_failed++;                                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                \
-            fprintf(stderr, __VA_ARGS__);                                                                  \
-            fputc('\n', stderr);                                                                           \
-        }                                                                                                  \
-    } while (0)
+#include "check.h"
 
 /* ---- a little GGUF writer ---------------------------------------------------------------------------- */
 
@@ -758,6 +747,6 @@ int main(int argc, char **argv)
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmpdir);
-    printf("%s: %d checks, %d failed\n", n_failed ? "FAIL" : "PASS", n_checks, n_failed);
-    return n_failed ? 1 : 0;
+    printf("%s: %d checks, %d failed\n", check_failed ? "FAIL" : "PASS", check_count, check_failed);
+    return check_failed ? 1 : 0;
 }

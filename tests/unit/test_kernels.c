@@ -25,19 +25,9 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/pool.h"
 
-static int g_failures;
-
-#define CHECK(cond, ...)                                                                                   \
-    do {                                                                                                   \
-        if (!(cond)) {                                                                                     \
-            g_failures++;                                                                                  \
-            if (g_failures < 30) {                                                                         \
-                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-                fprintf(stderr, __VA_ARGS__);                                                              \
-                fputc('\n', stderr);                                                                       \
-            }                                                                                              \
-        }                                                                                                  \
-    } while (0)
+/* A broken kernel fails every element of every shape: report the first few. */
+#define CHECK_MAX_REPORTS 29
+#include "check.h"
 
 /* ---- random numbers ------------------------------------------------------------------------------ */
 
@@ -860,8 +850,8 @@ int main(int argc, char **argv)
     bw_pool_destroy(pools[0]);
     bw_pool_destroy(pools[1]);
 
-    if (g_failures) {
-        printf("test_kernels: %d FAILED checks (seed %llu)\n", g_failures, (unsigned long long)seed);
+    if (check_failed) {
+        printf("test_kernels: %d FAILED checks (seed %llu)\n", check_failed, (unsigned long long)seed);
         return 1;
     }
     printf("test_kernels: all checks passed\n");

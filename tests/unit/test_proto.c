@@ -7,14 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond)                                                                                        \
-    do {                                                                                                   \
-        if (!(cond)) {                                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                      \
-            failures++;                                                                                    \
-        }                                                                                                  \
-    } while (0)
+#include "check.h"
 
 static uint8_t buf[BW_PROTO_MAX_MSG];
 
@@ -447,8 +440,8 @@ int main(void)
     test_chat_messages();
     test_random_bytes();
     test_resume_messages();
-    if (failures) {
-        fprintf(stderr, "test_proto: %d failures\n", failures);
+    if (check_failed) {
+        fprintf(stderr, "test_proto: %d failures\n", check_failed);
         return 1;
     }
     decode_exact(NULL, 0, &(bw_proto_msg){0}, NULL, 0); /* releases the last copy for LeakSanitizer */

@@ -7,16 +7,7 @@
 
 #include "engine/sampler.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
-            printf(__VA_ARGS__);                                                                             \
-            putchar('\n');                                                                                   \
-        }                                                                                                    \
-    } while (0)
+#include "check.h"
 
 #define NV 1000
 
@@ -138,6 +129,6 @@ int main(void)
     CHECK(rp[1] == 2.0f && rp[3] == -2.0f && rp[2] == 3.0f, "penalty values %g %g %g", rp[1], rp[2], rp[3]);
 
     bw_sampler_free(s);
-    printf("sampler: %s\n", failures ? "FAILED" : "all checks passed");
-    return failures != 0;
+    printf("sampler: %s\n", check_failed ? "FAILED" : "all checks passed");
+    return check_failed != 0;
 }

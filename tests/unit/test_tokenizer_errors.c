@@ -10,17 +10,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+#include "check.h"
 
 /* ---- a minimal GGUF v3 writer: metadata only, no tensors */
 
@@ -244,6 +234,6 @@ int main(void) {
     refuses_bad_metadata();
     tiny_vocabulary_works();
     unlink(path);
-    printf("tokenizer errors: %s\n", failures ? "FAILED" : "bad metadata refused with one-line reasons; hostile text encodes");
-    return failures ? 1 : 0;
+    printf("tokenizer errors: %s\n", check_failed ? "FAILED" : "bad metadata refused with one-line reasons; hostile text encodes");
+    return check_failed ? 1 : 0;
 }

@@ -19,17 +19,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+#include "check.h"
 
 static char *hex_decode(const char *hex, size_t *len) {
     size_t n = strlen(hex) / 2;
@@ -218,7 +208,7 @@ static int check_vocab(const char *golden, const char *gguf_path) {
     json_t *doc = json_load_file(golden, 0, &jerr);
     if (!doc) {
         fprintf(stderr, "FAIL: cannot read %s: %s (line %d)\n", golden, jerr.text, jerr.line);
-        failures++;
+        check_failed++;
         return 0;
     }
     const char *name = json_string_value(json_object_get(doc, "name"));
@@ -376,8 +366,8 @@ int main(int argc, char **argv) {
             free(names[i]);
         }
     }
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
+    if (check_failed) {
+        fprintf(stderr, "%d check(s) failed\n", check_failed);
         return 1;
     }
     return checked ? 0 : 77;
