@@ -15,25 +15,16 @@
 #define _GNU_SOURCE /* memmem, qsort_r */
 #endif
 #include "engine/chat.h"
+#include "common/err.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0)
-        return;
-    int n = snprintf(err, errlen, "chat: ");
-    if (n < 0 || (size_t)n >= errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
+/* every message from this module starts "chat: " */
+#define set_err(err, errlen, ...) bw_err_set(err, errlen, "chat", __VA_ARGS__)
 
 static const char *find_in(const char *hay, size_t n, const char *needle) {
     return memmem(hay, n, needle, strlen(needle));

@@ -13,12 +13,12 @@
 #define _GNU_SOURCE /* memmem, qsort_r */
 #endif
 #include "engine/tokenizer.h"
+#include "common/err.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,17 +94,8 @@ struct bw_tok {
     int32_t byte_tok[256]; /* <0xXX> token (or the one-character token) for each byte */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0)
-        return;
-    int n = snprintf(err, errlen, "tokenizer: ");
-    if (n < 0 || (size_t)n >= errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
+/* every message from this module starts "tokenizer: " */
+#define set_err(err, errlen, ...) bw_err_set(err, errlen, "tokenizer", __VA_ARGS__)
 
 /* ---------------------------------------------------------------- hashing and tables */
 
