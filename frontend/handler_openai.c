@@ -1,7 +1,6 @@
 /* POST /v1/completions and POST /v1/chat/completions (SPEC §3.4): the OpenAI-compatible face of a job.
  * The request becomes an ordinary job; its output is the POST's own response, streamed in OpenAI's chunk
  * format or sent whole when the job ends. A client that goes away cancels the job, as with SSE. */
-#include "frontend/accesslog.h"
 #include "frontend/handlers.h"
 #include "frontend/http.h"
 #include "frontend/jobs.h"
@@ -25,20 +24,10 @@ int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat)
     const bw_proto_hello *h = bw_link_hello(f->link);
     const char *model = o.model ? o.model : h->model_id[0] ? h->model_id : f->opts->model_ref ? f->opts->model_ref : "";
     char *model_copy = h2o_strdup(&req->pool, model, SIZE_MAX).base;
-    bw_job *j;
-    enum bw_jobs_submit_result rc = bw_jobs_submit(f->jobs, &p, &j);
+    bw_job *j = bw_handle_submit_job(f, req, &p);
     json_decref(root);
     bw_request_openai_free(&o);
-    if (rc == BW_JOBS_FULL) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-        bw_http_send_error(req, 503, "QUEUE_FULL", "too many jobs are waiting for the engine; retry later");
-        return 0;
-    }
-    if (rc != BW_JOBS_OK) {
-        bw_http_send_error(req, 500, "INTERNAL", "out of memory");
-        return 0;
-    }
-    bw_accesslog_set_job(req, bw_job_id(j));
+    if (!j) return 0;
     bw_openai_ctx *ctx = h2o_mem_alloc_pool(&req->pool, sizeof(*ctx));
     bw_openai_ctx_init(ctx, chat, o.include_usage, model_copy, j);
     if (bw_sse_open_as(f, req, j, o.stream ? &bw_openai_stream_format : &bw_openai_whole_format, ctx) != 0) {

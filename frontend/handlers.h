@@ -7,9 +7,13 @@
 #include <stddef.h>
 
 #include "frontend/front.h"
+#include "frontend/jobs.h"
 
 /* POST /v1/inference and /v1/jobs; jobs_form selects the sse_url form that is returned. */
 int bw_handle_submit(bw_front *f, h2o_req_t *req, int jobs_form);
+/* Creates the job for a validated request and names it in the access log. When the job table refuses it,
+ * answers the request (503 QUEUE_FULL with Retry-After, or 500) and returns NULL. */
+bw_job *bw_handle_submit_job(bw_front *f, h2o_req_t *req, const bw_job_params *p);
 /* GET /v1/{inference,jobs}/<id>/stream */
 int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len);
 /* DELETE /v1/{inference,jobs}/<id> */
