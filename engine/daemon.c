@@ -15,7 +15,6 @@
 #include "engine/daemon.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/pull.h>
 #include <nng/protocol/pubsub0/pub.h>
@@ -33,6 +32,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/notify.h"
+#include "common/signals.h"
 #include "engine/scheduler.h"
 #include "proto/bw_proto.h"
 
@@ -267,18 +267,11 @@ int bw_daemon_main(const bw_engine_opts *o)
     pthread_cond_init(&d.cv, NULL);
     if (getrandom(&d.epoch, sizeof(d.epoch), 0) != (ssize_t)sizeof(d.epoch) || d.epoch == 0)
         d.epoch = bw_clock_real_ns() ^ ((uint64_t)getpid() << 32) ^ 1;
-    if (pipe2(d.sig_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    static const int sigs[] = {SIGTERM, SIGINT};
+    if (bw_signals_pipe(d.sig_fds, on_signal, sigs, (int)(sizeof sigs / sizeof sigs[0])) != 0) {
         fprintf(stderr, "beeworker-engine: pipe: %s\n", strerror(errno));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     atomic_store(&d.state, BW_ENGINE_LOADING);
     snprintf(d.backend, sizeof(d.backend), "%s", o->backend ? o->backend : "cpu");

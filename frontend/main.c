@@ -4,7 +4,6 @@
  * error event and it says BYE), end what is left, give the last events ~100 ms to reach the clients,
  * remove the ipc files and exit. nng sockets are never closed (SPEC §2: nng_close can hang). */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/notify.h"
+#include "common/signals.h"
 #include "frontend/auth.h"
 #include "frontend/front.h"
 #include "frontend/heartbeat.h"
@@ -141,21 +141,6 @@ static void cleanup_rundir(void)
     if (g.rundir_is_temp) rmdir(g.rundir);
 }
 
-static int install_signals(void)
-{
-    if (pipe2(sig_fds, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGCHLD, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     static bw_front_opts opts;
@@ -171,7 +156,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "beeworker-front: %s\n", err);
         return 2;
     }
-    if (install_signals() != 0) {
+    static const int sigs[] = {SIGTERM, SIGINT, SIGCHLD};
+    if (bw_signals_pipe(sig_fds, on_signal, sigs, (int)(sizeof sigs / sizeof sigs[0])) != 0) {
         fprintf(stderr, "beeworker-front: cannot set up signal handling: %s\n", strerror(errno));
         return 1;
     }
