@@ -203,6 +203,17 @@ class Worker:
             return ""
 
 
+def ready_worker(build_dir, model=None, **kw):
+    """A module fixture's body: starts a Worker, waits until its engine is ready, yields it and closes it
+    afterwards (also when it never became ready). Use as `yield from ready_worker(build_dir, model_path, ...)`."""
+    w = Worker(build_dir, model, **kw)
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.close()
+
+
 class SseStream:
     """A GET on an SSE url; events() yields dicts {recv_ns, id, data} as each arrives."""
 

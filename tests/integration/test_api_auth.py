@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import LOG_DIR, Worker, wait_until
+from harness import LOG_DIR, Worker, ready_worker, wait_until
 
 TOKEN = "s3cr3t-Token-value-7f2a9c41"
 
@@ -26,12 +26,7 @@ def listening_addresses(port):
 
 @pytest.fixture(scope="module")
 def secured(build_dir, model_path):
-    w = Worker(build_dir, model_path, local_mode=False, token=TOKEN, slots=2)
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(build_dir, model_path, local_mode=False, token=TOKEN, slots=2)
 
 
 PROTECTED = [("GET", "/info", None), ("POST", "/v1/inference", {"prompt": "Hi", "max_tokens": 1}),

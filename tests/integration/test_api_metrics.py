@@ -5,17 +5,12 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import Worker, wait_until
+from harness import Worker, ready_worker, wait_until
 
 
 @pytest.fixture(scope="module")
 def worker(build_dir, model_path):
-    w = Worker(build_dir, model_path, slots=2)
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(build_dir, model_path, slots=2)
 
 
 def scrape(w):

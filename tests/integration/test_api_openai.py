@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from harness import Worker
+from harness import ready_worker
 
 TOKEN = "sk-test-openai-0123456789abcdef"
 CHAT = [{"role": "system", "content": "You answer in one short sentence."},
@@ -16,12 +16,7 @@ CHAT = [{"role": "system", "content": "You answer in one short sentence."},
 
 @pytest.fixture(scope="module")
 def worker(build_dir, model_path):
-    w = Worker(build_dir, model_path, local_mode=False, token=TOKEN, slots=2)
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(build_dir, model_path, local_mode=False, token=TOKEN, slots=2)
 
 
 @pytest.fixture(scope="module")

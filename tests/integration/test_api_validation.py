@@ -8,19 +8,14 @@ import socket
 
 import pytest
 
-from harness import Worker
+from harness import Worker, ready_worker
 
 OK = {"prompt": "Hello", "max_tokens": 4}
 
 
 @pytest.fixture(scope="module")
 def front(build_dir, model_path):
-    w = Worker(build_dir, model_path, slots=2, extra=["--max-body", "131072"])
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(build_dir, model_path, slots=2, extra=["--max-body", "131072"])
 
 
 def post_raw(w, path, data, ctype="application/json", method="POST"):

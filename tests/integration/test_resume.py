@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import LOG_DIR, Worker, pid_alive, wait_until
+from harness import LOG_DIR, Worker, pid_alive, ready_worker, wait_until
 
 STORY = "Once upon a time"
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "My favourite food is",
@@ -89,12 +89,7 @@ def run_concurrently(worker, jobs, timeout=60):
 @pytest.fixture(scope="module")
 def ref(build_dir, model_path):
     """The uninterrupted runs every test compares with."""
-    w = Worker(build_dir, model_path, slots=4)
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(build_dir, model_path, slots=4)
 
 
 def engine_pid(w):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import SseStream, Worker, pid_alive, port_listening, wait_until
+from harness import SseStream, Worker, pid_alive, port_listening, ready_worker, wait_until
 
 STORY = "Once upon a time"
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "My favourite food is"]
@@ -16,12 +16,7 @@ PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", 
 
 @pytest.fixture(scope="module")
 def pair(build_dir, model_path):
-    w = Worker(build_dir, model_path, slots=4)
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(build_dir, model_path, slots=4)
 
 
 def tokens_of(events):
