@@ -15,6 +15,7 @@
 
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/pool.h"
+#include "tests/kernel_path.h"
 
 static double now_s(void)
 {
@@ -90,18 +91,6 @@ struct shape {
     enum bw_type type;
     int64_t cols, rows, n_tok;
 };
-
-/* Selects a kernel path by name ("avx512vnni", "avx2", "portable") through bw_kernels_init. */
-static void use_path(const char *name)
-{
-    if (strcmp(name, "portable") == 0) {
-        bw_kernels_init(1);
-        return;
-    }
-    if (strcmp(name, "avx2") == 0) setenv("BW_KERNELS", "avx2", 1);
-    else unsetenv("BW_KERNELS");
-    bw_kernels_init(0);
-}
 
 static double g_secs = 0.3;
 

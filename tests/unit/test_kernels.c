@@ -24,6 +24,7 @@
 
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/pool.h"
+#include "tests/kernel_path.h"
 
 /* A broken kernel fails every element of every shape: report the first few. */
 #define CHECK_MAX_REPORTS 29
@@ -243,18 +244,6 @@ static void ref_quant_block(const float *x, struct ref_act *a)
     a->du = d;
     a->d = ref_round_f16(d);
     a->s = ref_round_f16(d * (float)sum);
-}
-
-/* Selects a kernel path by name ("avx512vnni", "avx2", "portable") through bw_kernels_init. */
-static void use_path(const char *name)
-{
-    if (strcmp(name, "portable") == 0) {
-        bw_kernels_init(1);
-        return;
-    }
-    if (strcmp(name, "avx2") == 0) setenv("BW_KERNELS", "avx2", 1);
-    else unsetenv("BW_KERNELS");
-    bw_kernels_init(0);
 }
 
 /* ---- matmul checks --------------------------------------------------------------------------------- */
