@@ -51,7 +51,17 @@ def wait_until(pred, timeout, interval=0.02):
     return pred()
 
 
-class Worker:
+class Closing:
+    """`with X(...) as x:` calls x.close() on the way out."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Worker(Closing):
     """A front with a supervised engine (or none). Use as a context manager or call close()."""
 
     def __init__(self, build_dir, model=None, local_mode=True, token=None, spawn=True, slots=4, extra=(),
@@ -83,12 +93,6 @@ class Worker:
         if self.proc.poll() is not None:
             self.close()
             raise RuntimeError(f"front exited with {self.proc.returncode}; log: {self.log_text()}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def log_text(self):
         try:
@@ -214,7 +218,7 @@ def ready_worker(build_dir, model=None, **kw):
         w.close()
 
 
-class SseStream:
+class SseStream(Closing):
     """A GET on an SSE url; events() yields dicts {recv_ns, id, data} as each arrives."""
 
     def __init__(self, port, url, headers, timeout):
@@ -223,12 +227,6 @@ class SseStream:
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.headers = dict(self.resp.getheaders())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def close(self):
         try:
