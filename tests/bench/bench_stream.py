@@ -2,10 +2,11 @@
 the same model read through beeworker-front and SSE by a client, and delivery latency (client receive
 time minus the engine's publish time, ts_ns) at p50/p99 with 1 and with 16 concurrent streams.
 
-Run: python3 tests/bench/bench_stream.py [--build build] [--model models/...gguf] [--tokens 128]
+Run: python3 tests/bench/bench_stream.py [--build build] [--model models/...gguf] [--tokens 128] [--threads N]
 Prints one JSON object. A benchmark, not a test: it asserts nothing."""
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -23,9 +24,10 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))] if v else float("nan")
 
 
-def engine_alone(build, model, n):
+def engine_alone(build, model, n, threads):
     out = subprocess.run([str(build / "engine" / "beeworker-engine"), "--model", str(model), "--bench", "-p",
-                          str(n), "-n", str(n), "-r", "3"], capture_output=True, text=True, timeout=300)
+                          str(n), "-n", str(n), "-r", "3", "--threads", str(threads)],
+                         capture_output=True, text=True, timeout=300)
     line = [l for l in out.stdout.splitlines() if l.startswith("{")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"engine --bench failed: {out.stderr[-500:]}")
@@ -68,17 +70,21 @@ def main():
     ap.add_argument("--build", default=str(ROOT / "build"))
     ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="engine threads in both measurements (on a 2-core machine the front and the client "
+                         "compete with a 2-thread engine; 1 leaves them a core)")
     a = ap.parse_args()
     build, model = pathlib.Path(a.build).resolve(), pathlib.Path(a.model).resolve()
-    result = {"engine_alone_tg_tps": round(engine_alone(build, model, a.tokens), 2)}
-    with Worker(build, model, slots=1) as w:
+    result = {"threads": a.threads, "engine_alone_tg_tps": round(engine_alone(build, model, a.tokens, a.threads), 2)}
+    threads = ["--threads", str(a.threads)]
+    with Worker(build, model, slots=1, extra=threads) as w:
         w.wait_ready()
         med, rates = through_sse(w, a.tokens)
         result["through_sse_tg_tps"] = round(med, 2)
         result["through_sse_runs"] = [round(r, 2) for r in rates]
         result["ratio"] = round(med / result["engine_alone_tg_tps"], 3)
         result["latency_1"] = latencies(w, 1, a.tokens)
-    with Worker(build, model, slots=16) as w:
+    with Worker(build, model, slots=16, extra=threads) as w:
         w.wait_ready()
         result["latency_16"] = latencies(w, 16, 32)
     print(json.dumps(result, indent=1))
