@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "frontend/handlers.h"
 #include "frontend/link.h"
+#include "frontend/supervisor.h"
 
 #define TICK_MS 100
 #define TIMEOUT_MS 5000     /* SPEC §3.5 */
@@ -46,7 +47,7 @@ static uint64_t now_ms(void) { return bw_clock_mono_ns() / 1000000ull; }
 
 static const char *health_status(bw_front *f)
 {
-    if (f->stopping) return "unhealthy";
+    if (f->stopping || (f->sup && bw_sup_gave_up(f->sup))) return "unhealthy"; /* no engine will come back */
     return bw_link_state(f->link) == BW_LINK_READY ? "healthy" : "degraded";
 }
 
