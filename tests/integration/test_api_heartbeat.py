@@ -178,3 +178,21 @@ def test_front_unaffected_by_a_bad_hive(pair, hive, mode):
         hive.mode = "ok"
         hive.release.set()
         assert wait_until(lambda: len(hive.beats) > n, 8), "beats resume once the hive answers"
+
+
+def test_unhealthy_once_the_supervisor_gives_up(build_dir, model_path, hive):
+    """--spawn-engine gives up after --engine-max-crashes crashes in --engine-crash-window seconds; from then
+    on no engine will come back, and the hive hears `unhealthy` (engine down or restarting is `degraded`)."""
+    with Worker(build_dir, model_path, slots=1,
+                extra=["--hive-url", f"http://127.0.0.1:{hive.port}/", "--heartbeat-interval", str(INTERVAL_S),
+                       "--engine-max-crashes", "2", "--engine-crash-window", "60", "--threads", "1"]) as w:
+        w.wait_ready()
+        assert wait_until(lambda: "healthy" in hive.statuses(), 5)
+        for crash in range(2):
+            w.wait_ready()
+            pid = w.info()["engine"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            assert wait_until(lambda: w.health() != 200, 5)
+        assert wait_until(lambda: "unhealthy" in hive.statuses(), 10), hive.statuses()
+        assert w.request("GET", "/health")[1]["engine"] == "down"
+        assert "degraded" in hive.statuses(), "the first crash (engine restarting) is degraded, not unhealthy"
