@@ -1,7 +1,8 @@
 /* CPU math kernels: dequantization, dot products and matrix products over every weight type.
  *
- * Owns: the SIMD code. An AVX2/FMA path is chosen at run time (bw_kernels_init) when the CPU has it;
- * the portable path computes the same sums in the same order of blocks and agrees within float rounding.
+ * Owns: the SIMD code. An AVX-512 VNNI path (quantized products) or an AVX2/FMA path is chosen at run
+ * time (bw_kernels_init, capped by BW_KERNELS=avx2|portable); the portable path computes the same sums in
+ * the same order of blocks and agrees within float rounding.
  * Quantized weights (Q4_0, Q4_1, Q8_0) are multiplied against activations quantized to 8 bits per block
  * (Q8_0 for Q4_0/Q8_0 weights, Q8_1 for Q4_1), integer dot products per block, as llama.cpp does, so
  * results track the reference implementation closely. Float weights (F32, F16, BF16) use float dots.
@@ -28,7 +29,8 @@ size_t bw_matmul_scratch_bytes(enum bw_type wtype, int64_t cols, int64_t n_tok);
 /* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok, r < W->rows. x is n_tok rows of W->cols floats
  * (stride x_stride floats), y is n_tok rows of W->rows floats (stride y_stride). scratch as above
  * (64-byte aligned). Parallel over the pool; n_tok == 1 is the decode path and must be as fast as the
- * memory allows. */
+ * memory allows. Batch-invariant: on a given path, y[t] is bit-identical whatever n_tok is and wherever token
+ * t sits in the batch, so continuous batching and a resumed job's one-batch prefill change no result. */
 void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok,
                float *y, int64_t y_stride, void *scratch);
 
