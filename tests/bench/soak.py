@@ -31,6 +31,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
+from harness import rss_kb  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = "soak-token-" + os.urandom(8).hex()
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "Bees make honey because",
@@ -55,14 +58,6 @@ class Stats:
 
     def note(self, what):
         self.unexpected[what] = self.unexpected.get(what, 0) + 1
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def fds(pid):

@@ -32,6 +32,15 @@ def port_listening(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def rss_kb(pid):
+    """Resident memory of a process in KiB (VmRSS), 0 if it has none."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def pid_alive(pid):
     """True while pid exists and is not a zombie (a reparented child may stay a zombie in a container)."""
     try:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import LOG_DIR, Worker, pid_alive, ready_worker, wait_until
+from harness import LOG_DIR, Worker, pid_alive, ready_worker, rss_kb, wait_until
 
 STORY = "Once upon a time"
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "My favourite food is",
@@ -223,14 +223,6 @@ def test_last_event_id_reconnect_across_an_engine_restart(ref, build_dir, model_
             third = list(s3.events())
         assert [e["data"]["i"] for e in tokens_of(third)] == list(range(150, n))
         assert w.info()["resume"]["jobs_resumed"] == 1
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_slow_client_is_cancelled_and_others_are_unaffected(ref, build_dir, model_path):
