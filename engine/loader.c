@@ -30,6 +30,7 @@ int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float
         goto fail;
     }
     report(progress, ctx, 0.3f);
+    if (o->tokenizer_only) return 0; /* no KV cache, no threads, no device for a tokenizer */
 
     e->n_ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
     if (e->n_ctx > e->model.cfg.n_ctx_train) e->n_ctx = e->model.cfg.n_ctx_train;

@@ -23,6 +23,7 @@ typedef struct {
     int n_ctx;             /* 0 = the model's training context, capped at 4096 */
     int max_batch;         /* prefill chunk, default 512 */
     const char *rundir;    /* daemon mode: where the front's ipc sockets are */
+    int tokenizer_only;    /* load the model's metadata and tokenizer, no backend (--tokenize) */
 } bw_engine_opts;
 
 typedef struct {

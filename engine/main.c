@@ -578,7 +578,7 @@ int main(int argc, char **argv)
         return 2;
 #endif
     }
-    if (c.mode == MODE_TOKENIZE || c.mode == MODE_DETOKENIZE) c.eng.n_slots = 1, c.eng.n_ctx = 16;
+    c.eng.tokenizer_only = c.mode == MODE_TOKENIZE || c.mode == MODE_DETOKENIZE;
     if (c.mode == MODE_GENERATE || c.mode == MODE_BENCH) c.eng.n_slots = 1;
     bw_engine e;
     char err[512];
