@@ -6,7 +6,8 @@
 #      batches, then without graphs or PDL), 64-slot decode
 #   4. the engine CLI: --bench, and --generate --json --top-logits 2 on cpu and cuda
 #   5. llama.cpp's llama-bench on the same model when LLAMA_BENCH names a binary
-#   6. compute-sanitizer memcheck on a short parity run (last: slowest)
+#   6. a per-kernel profile of batch-1 decode with ncu, where the host has it (BW_GPU_PROFILE=0 skips it)
+#   7. compute-sanitizer memcheck on a short parity run (last: slowest)
 # Binaries: build-gpu/ when it has them, else .gpucarry/bin/ (tests/gpu/prepare.sh packs them there as
 # bins.tar.gz, unpacked into /tmp/bw-bin), else a fresh build
 # with meson/ninja/nvcc if the host has them. Libraries: .devlibs/. Model: BW_MODEL, the default path,
@@ -131,7 +132,19 @@ PY
         R[llama-bench]="skipped (LLAMA_BENCH not set or no time)"
     fi
 
-    # ---- 6. sanitizer
+    # ---- 6. per-kernel profile: what one decode step spends in each kernel (kernels serialised, no PDL
+    # overlap, so the sum is an upper bound of the step's GPU time)
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    if [ "${BW_GPU_PROFILE:-1}" != 0 ] && [ -n "$NCU" ] && [ "$(left)" -gt 150 ]; then
+        timeout 90 "$NCU" --profile-from-start off --csv --print-units base --metrics gpu__time_duration.sum \
+            "$(bin cuda_bench)" "$MODEL" -p 512 -n 4 -d >"$LOG/profile.csv" 2>"$LOG/profile.err"
+        R[profile]="rc=$? ($LOG/profile.csv)"
+        python3 tests/gpu/profile_summary.py "$LOG/profile.csv" 4 | tee "$LOG/profile.txt"
+    else
+        R[profile]="skipped (no ncu, BW_GPU_PROFILE=0 or no time)"
+    fi
+
+    # ---- 7. sanitizer
     if command -v compute-sanitizer >/dev/null && [ "$(left)" -gt 60 ]; then
         timeout $(($(left) - 20)) compute-sanitizer --tool memcheck --error-exitcode 9 "$(bin cuda_parity)" "$MODEL" 3 \
             >"$LOG/memcheck.log" 2>&1; rc=$?
@@ -145,7 +158,7 @@ fi
 # ---- table
 echo
 echo "== summary: ${GPU_NAME:-unknown GPU}, $(date -u +%Y-%m-%d), $(elapsed) s"
-for k in kernels parity parity-eager memcheck cli-parity cli-bench llama-bench; do
+for k in kernels parity parity-eager memcheck cli-parity cli-bench llama-bench profile; do
     [ -n "${R[$k]:-}" ] && printf '%-13s %s\n' "$k" "${R[$k]}"
 done
 python3 - "$LOG" <<'PY'
