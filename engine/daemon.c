@@ -32,6 +32,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/notify.h"
+#include "common/quit.h"
 #include "common/signals.h"
 #include "engine/scheduler.h"
 #include "proto/bw_proto.h"
@@ -143,7 +144,7 @@ static void *beacon_thread(void *arg)
             send_simple(BW_MSG_HELLO);
             send_simple(BW_MSG_BYE);
             usleep(LINGER_MS * 1000);
-            _exit(0);
+            bw_quit(0);
         }
     }
     return NULL;
@@ -252,8 +253,7 @@ static void shutdown_now(void)
     send_simple(BW_MSG_BYE);
     usleep(LINGER_MS * 1000);
     /* no nng_close: it can hang in nng 1.5.2; the kernel closes the sockets with the process */
-    fflush(stderr);
-    _exit(0);
+    bw_quit(0);
 }
 
 int bw_daemon_main(const bw_engine_opts *o)
@@ -293,12 +293,12 @@ int bw_daemon_main(const bw_engine_opts *o)
         atomic_store(&d.state, BW_ENGINE_DRAINING);
         send_simple(BW_MSG_BYE);
         usleep(LINGER_MS * 1000);
-        _exit(1);
+        bw_quit(1);
     }
     bw_sched *sched = bw_sched_create(&e, d.epoch, publish, NULL, err, sizeof(err));
     if (!sched) {
         fprintf(stderr, "beeworker-engine: %s\n", err);
-        _exit(1);
+        bw_quit(1);
     }
     snprintf(d.model_id, sizeof(d.model_id), "%s", e.model.id);
     snprintf(d.backend, sizeof(d.backend), "%s", e.backend->ops->name);
@@ -317,7 +317,7 @@ int bw_daemon_main(const bw_engine_opts *o)
     int recv_fd;
     if (nng_socket_get_int(d.pull, NNG_OPT_RECVFD, &recv_fd) != 0) {
         fprintf(stderr, "beeworker-engine: cannot get the receive fd\n");
-        _exit(1);
+        bw_quit(1);
     }
     int active = 0;
     uint64_t drain_until = 0;

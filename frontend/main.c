@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/notify.h"
+#include "common/quit.h"
 #include "common/signals.h"
 #include "frontend/auth.h"
 #include "frontend/front.h"
@@ -35,6 +36,7 @@ static struct {
     bw_front f;
     h2o_timeout_t tick_to;
     h2o_timeout_entry_t tick;
+    h2o_socket_t *sig_sock; /* the evloop refers to it only from the kernel's epoll set */
     char rundir[128];
     int rundir_is_temp;
     uint64_t stop_deadline_ms, flush_until_ms;
@@ -178,20 +180,20 @@ int main(int argc, char **argv)
     if (!f->jobs || !(f->link = bw_link_create(f, g.rundir, err, sizeof(err)))) {
         fprintf(stderr, "beeworker-front: %s\n", f->jobs ? err : "out of memory");
         cleanup_rundir();
-        _exit(1);
+        bw_quit(1);
     }
     if (bw_server_start(f, err, sizeof(err)) != 0) {
         fprintf(stderr, "beeworker-front: %s\n", err);
         cleanup_rundir();
-        _exit(1);
+        bw_quit(1);
     }
     if (opts.hive_url && !(f->heartbeat = bw_heartbeat_start(f, err, sizeof(err)))) {
         fprintf(stderr, "beeworker-front: %s\n", err);
         cleanup_rundir();
-        _exit(1);
+        bw_quit(1);
     }
-    h2o_socket_t *sig_sock = h2o_evloop_socket_create(f->loop, sig_fds[0], H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(sig_sock, on_signal_readable);
+    g.sig_sock = h2o_evloop_socket_create(f->loop, sig_fds[0], H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(g.sig_sock, on_signal_readable);
     h2o_timeout_init(f->loop, &g.tick_to, TICK_MS);
     g.tick.cb = on_tick;
     h2o_timeout_link(f->loop, &g.tick_to, &g.tick);
@@ -207,7 +209,6 @@ int main(int argc, char **argv)
 
     cleanup_rundir();
     bw_log_info("stopped");
-    fflush(stderr);
     /* no nng_close, no h2o teardown: nng 1.5.2 may hang closing a SUB socket with live pipes */
-    _exit(0);
+    bw_quit(0);
 }

@@ -14,8 +14,8 @@ import time
 START_DEADLINE_S = 30.0
 LOG_DIR = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "logs"  # git-ignored
 # Under a sanitizer build (scripts/test.sh's second pass sets BW_SANITIZED=1) the front is stopped with
-# SIGTERM first, so the engine it supervises exits normally and LeakSanitizer runs; any report in the
-# log fails the test either way.
+# SIGTERM first, so the engine it supervises exits normally and both run LeakSanitizer on the way out
+# (common/quit.h); any report in the log fails the test either way.
 SANITIZED = os.environ.get("BW_SANITIZED") == "1"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
