@@ -12,9 +12,12 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/tensor.h"
 
-/* Loads in flight per thread while staging: the activations were just written by the previous kernel
- * and sit in L2, so the staging time is the number of dependent round trips, not bytes. */
-#define MM_LD_BATCH 8
+/* Loads in flight per lane while staging. The activations were just written by the previous kernel and
+ * sit in L2, so staging costs dependent round trips, not bytes: the norm pass reads up to
+ * 32 * MM_NORM_LD elements of a row in one trip (K <= 1024 in one), the quantization pass MM_LD_BATCH
+ * blocks per warp (64 blocks, K <= 2048 of one token, per trip of a 4-warp block). */
+#define MM_NORM_LD 32
+#define MM_LD_BATCH 16
 
 __device__ __forceinline__ const float *mm_act_row(const bw_cu_act &in, int t)
 {
@@ -22,7 +25,7 @@ __device__ __forceinline__ const float *mm_act_row(const bw_cu_act &in, int t)
 }
 
 /* Stages tokens t0..t0+nt-1 (nt <= ntmax) into smem; tscale must hold ntmax floats of shared memory.
- * Every thread of the block calls it; it ends with a barrier. */
+ * Every thread of the block calls it; it ends with a barrier. Needs sm_80 (redux.sync). */
 template <bool QUANT>
 __device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntmax, float *tscale,
                                              const bw_cu_act &in, int K, int t0, int nt)
@@ -30,19 +33,20 @@ __device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntma
     const int nwarps = blockDim.x / BW_WARP, warp = threadIdx.x / BW_WARP, lane = threadIdx.x % BW_WARP;
     const int nb = K / 32;
     if (in.norm) {
-        /* One warp per token. Sum of squares in double, then the scale in float, as the CPU's rmsnorm. */
+        /* One warp per token. Sum of squares in double, then the scale in float, as the CPU's rmsnorm;
+         * each lane adds its elements in ascending order (the padding zeros change nothing). */
         for (int t = warp; t < nt; t += nwarps) {
             const float *xr = mm_act_row(in, t0 + t);
             double ss = 0.0;
-            for (int k0 = lane; k0 < K; k0 += BW_WARP * MM_LD_BATCH) {
-                float v[MM_LD_BATCH];
+            for (int k0 = lane; k0 < K; k0 += BW_WARP * MM_NORM_LD) {
+                float v[MM_NORM_LD];
 #pragma unroll
-                for (int i = 0; i < MM_LD_BATCH; i++) {
+                for (int i = 0; i < MM_NORM_LD; i++) {
                     const int k = k0 + i * BW_WARP;
                     v[i] = k < K ? xr[k] : 0.0f;
                 }
 #pragma unroll
-                for (int i = 0; i < MM_LD_BATCH; i++) ss += (double)(v[i] * v[i]);
+                for (int i = 0; i < MM_NORM_LD; i++) ss += (double)(v[i] * v[i]);
             }
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -51,8 +55,10 @@ __device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntma
         __syncthreads();
     }
 
-    /* One warp per 32-element block of one token, lane l holding element l; the loads of
-     * MM_LD_BATCH blocks are issued before any is used. */
+    /* One warp per 32-element block of one token, lane l holding element l. All MM_LD_BATCH blocks'
+     * loads are issued first, then each reduction step runs for all of them at once (no block waits
+     * for another's reductions). amax is a max over the bit patterns of non-negative floats, which
+     * order as the floats do, so both reductions are single exact redux.sync instructions. */
     int8_t *aq = (int8_t *)smem;
     __half2 *ads = (__half2 *)(smem + (size_t)ntmax * stride);
     float *af = (float *)smem;
@@ -68,21 +74,34 @@ __device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntma
                 if (in.norm) v[i] = v[i] * tscale[t] * in.norm[k];
             }
         }
+        if (QUANT) {
+            float amax[MM_LD_BATCH];
+            int q[MM_LD_BATCH], sum[MM_LD_BATCH];
 #pragma unroll
-        for (int i = 0; i < MM_LD_BATCH; i++) {
-            const int j = j0 + i * nwarps, t = j / nb, b = j % nb, k = b * 32 + lane;
-            if (j >= n_blk) break; /* uniform across the warp */
-            if (QUANT) {
-                const float amax = bw_warp_max(fabsf(v[i]));
-                const float d = amax / 127.0f;
-                const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-                const int q = __float2int_rn(v[i] * id);
-                const int sum = bw_warp_sum_int(q);
-                aq[(size_t)t * stride + k] = (int8_t)q;
-                if (lane == 0)
-                    ads[t * nb + b] = __halves2half2(__float2half_rn(d), __float2half_rn(d * (float)sum));
-            } else {
-                af[(size_t)t * K + k] = v[i];
+            for (int i = 0; i < MM_LD_BATCH; i++)
+                amax[i] = __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(fabsf(v[i]))));
+#pragma unroll
+            for (int i = 0; i < MM_LD_BATCH; i++) {
+                const float id = amax[i] != 0.0f ? 127.0f / amax[i] : 0.0f;
+                q[i] = __float2int_rn(v[i] * id);
+            }
+#pragma unroll
+            for (int i = 0; i < MM_LD_BATCH; i++) sum[i] = __reduce_add_sync(0xffffffffu, q[i]);
+#pragma unroll
+            for (int i = 0; i < MM_LD_BATCH; i++) {
+                const int j = j0 + i * nwarps, t = j / nb, b = j % nb;
+                if (j < n_blk) {
+                    const float d = amax[i] / 127.0f;
+                    aq[(size_t)t * stride + b * 32 + lane] = (int8_t)q[i];
+                    if (lane == 0)
+                        ads[t * nb + b] = __halves2half2(__float2half_rn(d), __float2half_rn(d * (float)sum[i]));
+                }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < MM_LD_BATCH; i++) {
+                const int j = j0 + i * nwarps, t = j / nb, k = (j % nb) * 32 + lane;
+                if (j < n_blk) af[(size_t)t * K + k] = v[i];
             }
         }
     }

@@ -11,8 +11,7 @@ cd "$(dirname "$0")/../.."
 export PATH=/usr/local/cuda/bin:$PATH
 model=${BW_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 
-[ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dgpu_archs=90 -Dbuildtype=release >/dev/null
-ninja -C build-gpu engine/beeworker-engine tests/test_cuda_kernels tests/cuda_parity tests/cuda_bench >/dev/null
+scripts/build.sh build-gpu -Dcuda=enabled -Dgpu_archs=90 -Dbuildtype=release
 
 for p in /.gpucarry/ /.devlibs/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >>.git/info/exclude; done
 rm -rf .gpucarry && mkdir -p .gpucarry/bin .gpucarry/m1 .gpucarry/m2 .devlibs
