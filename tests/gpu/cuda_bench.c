@@ -5,9 +5,10 @@
  *    path) and, separately, with the full logits row copied back each step;
  *  - aggregate decode with S concurrent sequences (one token per slot per step).
  * The last line is "BENCH {json}" for the summary table.
- * With -d it only prefills P tokens and then runs N batch-1 decode steps between cudaProfilerStart and
- * cudaProfilerStop, for a per-kernel profile (ncu --profile-from-start off).
- * Usage: cuda_bench MODEL [-p P] [-n N] [-s S] [-d]   ("no CUDA device: skipped" without a GPU) */
+ * For a per-kernel profile (ncu --profile-from-start off), "-d decode" prefills P tokens and then runs N
+ * batch-1 decode steps between cudaProfilerStart and cudaProfilerStop; "-d prefill" profiles N
+ * prefills of the P-token prompt instead.
+ * Usage: cuda_bench MODEL [-p P] [-n N] [-s S] [-d decode|prefill]   ("no CUDA device: skipped" without a GPU) */
 #include <cuda_profiler_api.h>
 #include <string.h>
 
@@ -21,17 +22,18 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int P = 512, N = 128, S = 64, decode_only = 0;
+    int P = 512, N = 128, S = 64;
+    const char *profile = NULL;
     const char *model = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-p") && i + 1 < argc) P = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) N = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-s") && i + 1 < argc) S = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-d")) decode_only = 1;
+        else if (!strcmp(argv[i], "-d") && i + 1 < argc) profile = argv[++i];
         else model = argv[i];
     }
-    if (!model || P < 1 || N < 1 || S < 1) {
-        fprintf(stderr, "usage: cuda_bench MODEL [-p P] [-n N] [-s S] [-d]\n");
+    if (!model || P < 1 || N < 1 || S < 1 || (profile && strcmp(profile, "decode") && strcmp(profile, "prefill"))) {
+        fprintf(stderr, "usage: cuda_bench MODEL [-p P] [-n N] [-s S] [-d decode|prefill]\n");
         return 2;
     }
     if (!bw_backend_cuda_available()) {
@@ -58,19 +60,21 @@ int main(int argc, char **argv)
 
     /* Warm-up: first use of each kernel, and graph capture for the step sizes used below. */
     if (bw_backend_forward(b, &pre, logits) != 0) return 1;
-    if (decode_only) {
+    if (profile) {
         int32_t t1 = 1, p1 = P, s1 = 0;
         uint8_t w1 = 1;
         bw_batch one = {1, &t1, &p1, &s1, &w1};
-        if (bw_backend_cuda_forward_top2(b, &one, ids, vals) != 0) return 1; /* capture outside the profile */
+        const int decode = !strcmp(profile, "decode");
+        if (decode && bw_backend_cuda_forward_top2(b, &one, ids, vals) != 0) return 1; /* capture outside */
         cudaProfilerStart();
         for (int s = 0; s < N; s++) {
             p1 = P + 1 + s;
-            if (bw_backend_cuda_forward_top2(b, &one, ids, vals) != 0) return 1;
+            if (decode ? bw_backend_cuda_forward_top2(b, &one, ids, vals) : bw_backend_forward(b, &pre, logits))
+                return 1;
             t1 = ids[0];
         }
         cudaProfilerStop();
-        printf("decoded %d steps after %d tokens\n", N, P);
+        printf("profiled %d %s steps (prompt of %d tokens)\n", N, profile, P);
         bw_backend_destroy(b);
         return 0;
     }

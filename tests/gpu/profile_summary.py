@@ -2,8 +2,8 @@
 
 Usage: python3 profile_summary.py PROFILE.csv STEPS
 Groups the launches by kernel name and grid size (one row per matrix shape: the QKV, Wo, gate|up and
-down products differ by grid), and prints per decode step: launches, total microseconds, mean per
-launch, and the share of the step."""
+down products differ by grid), and prints per step (a decode step or a prefill): launches, total
+microseconds, mean per launch, and the share of the step."""
 import collections
 import csv
 import sys
@@ -31,7 +31,7 @@ def main():
     for name, grid, ns in rows:
         groups[(name, grid)].append(ns)
     total = sum(ns for _, _, ns in rows)
-    print(f"per decode step ({steps} steps profiled, {len(rows)} launches): "
+    print(f"per step ({steps} steps profiled, {len(rows)} launches): "
           f"{len(rows) / steps:.0f} launches, {total / steps / 1e3:.1f} us of kernel time")
     print(f"{'kernel':60} {'grid':>14} {'n/step':>6} {'us/step':>8} {'us each':>8} {'share':>6}")
     for (name, grid), v in sorted(groups.items(), key=lambda kv: -sum(kv[1])):

@@ -6,7 +6,8 @@
 #      batches, then without graphs or PDL), 64-slot decode
 #   4. the engine CLI: --bench, and --generate --json --top-logits 2 on cpu and cuda
 #   5. llama.cpp's llama-bench on the same model when LLAMA_BENCH names a binary
-#   6. a per-kernel profile of batch-1 decode with ncu, where the host has it (BW_GPU_PROFILE=0 skips it)
+#   6. per-kernel profiles (ncu, where the host has it) of batch-1 decode and of a 512-token prefill
+#      (BW_GPU_PROFILE=0 skips them)
 #   7. compute-sanitizer memcheck on a short parity run (last: slowest)
 # Binaries: build-gpu/ when it has them, else .gpucarry/bin/ (tests/gpu/prepare.sh packs them there as
 # bins.tar.gz, unpacked into /tmp/bw-bin), else a fresh build
@@ -132,17 +133,20 @@ PY
         R[llama-bench]="skipped (LLAMA_BENCH not set or no time)"
     fi
 
-    # ---- 6. per-kernel profile: what one decode step spends in each kernel (kernels serialised, no PDL
-    # overlap, so the sum is an upper bound of the step's GPU time)
+    # ---- 6. per-kernel profile of batch-1 decode and of a 512-token prefill (kernels serialised, no PDL
+    # overlap, so a step's sum is an upper bound of its GPU time)
     NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-    if [ "${BW_GPU_PROFILE:-1}" != 0 ] && [ -n "$NCU" ] && [ "$(left)" -gt 150 ]; then
-        timeout 90 "$NCU" --profile-from-start off --csv --print-units base --metrics gpu__time_duration.sum \
-            "$(bin cuda_bench)" "$MODEL" -p 512 -n 4 -d >"$LOG/profile.csv" 2>"$LOG/profile.err"
-        R[profile]="rc=$? ($LOG/profile.csv)"
-        python3 tests/gpu/profile_summary.py "$LOG/profile.csv" 4 | tee "$LOG/profile.txt"
-    else
-        R[profile]="skipped (no ncu, BW_GPU_PROFILE=0 or no time)"
-    fi
+    R[profile]="skipped (no ncu, BW_GPU_PROFILE=0 or no time)"
+    for what in decode:4 prefill:1; do
+        mode=${what%:*} steps=${what#*:}
+        if [ "${BW_GPU_PROFILE:-1}" != 0 ] && [ -n "$NCU" ] && [ "$(left)" -gt 150 ]; then
+            timeout 75 "$NCU" --profile-from-start off --csv --print-units base --metrics gpu__time_duration.sum \
+                "$(bin cuda_bench)" "$MODEL" -p 512 -n $steps -d $mode >"$LOG/profile-$mode.csv" 2>"$LOG/profile-$mode.err"
+            R[profile]="rc=$? ($LOG/profile-*.csv)"
+            echo "== profile: $mode"
+            python3 tests/gpu/profile_summary.py "$LOG/profile-$mode.csv" $steps | head -16 | tee "$LOG/profile-$mode.txt"
+        fi
+    done
 
     # ---- 7. sanitizer
     if command -v compute-sanitizer >/dev/null && [ "$(left)" -gt 60 ]; then
