@@ -14,7 +14,9 @@
  *    block, a quarter Q8_0 block) or 8 float elements; integer dot products per piece with dp4a, scaled
  *    per block as the CPU does (d_w*d_a*sum, + m_w*s_a for Q4_1). The next unit's first pieces are
  *    loaded while the current one is summed, so a warp always has loads in flight.
- *  - Epilogue (lane 0 after a warp reduction): store, residual add, SwiGLU, or RoPE + KV write.
+ *  - Epilogue (lane t for token t, after a warp reduction): store, residual add, SwiGLU, or RoPE + KV
+ *    write. A unit's result does not depend on which warp or block computes it, so the grid's shape
+ *    (bounded in total by the caller) is free to change with the batch.
  * Weights layout: engine/cuda/repack.h. */
 #include "engine/cuda/matmul.cuh"
 
@@ -211,11 +213,11 @@ __global__ void __launch_bounds__(MM_THREADS)
             acc0[t] = bw_warp_sum(acc0[t]);
             acc1[t] = bw_warp_sum(acc1[t]);
         }
-        if (lane == 0) {
+        /* The butterfly leaves the same bits in every lane, so lane t finishes token t: the epilogues
+         * (RoPE's double-precision sine and cosine among them) of a chunk run side by side. */
 #pragma unroll
-            for (int t = 0; t < NT; t++)
-                if (t < nt) mm_epilogue(epi, t0 + t, ra, rb, hb, acc0[t], acc1[t], y, ldy, p);
-        }
+        for (int t = 0; t < NT; t++)
+            if (lane == t && t < nt) mm_epilogue(epi, t0 + t, ra, rb, hb, acc0[t], acc1[t], y, ldy, p);
     }
 }
 
@@ -236,9 +238,13 @@ static cudaError_t mm_launch_nt(const bw_cu_launch &L, const bw_cu_mat &W, const
                                              (int)smem);
         if (e != cudaSuccess) return e;
     }
+    /* max_blocks bounds the whole grid, not one chunk's row of it: every block stages its chunk's
+     * activations (norm and quantization) before it starts on its units, so for a long prompt fewer
+     * blocks per chunk, each walking more units, spend less on staging the same tokens again. */
+    const int n_chunks = (n_tok + NT - 1) / NT;
     int gx = (n_units + MM_WARPS - 1) / MM_WARPS;
-    if (max_blocks > 0 && gx > max_blocks) gx = max_blocks;
-    const dim3 grid(gx, (n_tok + NT - 1) / NT);
+    if (max_blocks > 0 && gx > max_blocks / n_chunks) gx = max_blocks / n_chunks > 1 ? max_blocks / n_chunks : 1;
+    const dim3 grid(gx, n_chunks);
     return bw_cu_launch_kernel(L, grid, dim3(MM_THREADS), smem, mm_kernel<WT, NT>, W, in, n_tok, epi, y, ldy,
                                p, n_units);
 }
