@@ -19,6 +19,7 @@
 #include <nng/protocol/pipeline0/pull.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -348,6 +349,11 @@ int bw_daemon_main(const bw_engine_opts *o)
         read_messages(recv_fd, active ? 0 : BEACON_MS);
         active = bw_sched_step(sched);
         if (active < 0) active = (int)bw_sched_active(sched);
+        /* The step's tokens woke the threads that carry them to the front (nng's, and the front's own
+         * when it shares this CPU). The kernel lets a busy thread finish its slice before a woken one
+         * runs, which held whole steps of tokens back by up to a scheduler tick (4 ms at 250 Hz;
+         * tests/bench/bench_stream.py); yielding here hands the CPU over as soon as they are sent. */
+        if (active > 0) sched_yield();
     }
     shutdown_now();
     return 0;
