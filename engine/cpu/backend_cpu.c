@@ -4,11 +4,14 @@
  *   h = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))      n = RMSNorm
  *   x = h + Wdown · (silu(Wgate·n(h)) ⊙ Wup·n(h))
  * and the tokens that want logits go through the final norm and the output matrix. The products run the
- * whole batch at once (prefill is a matrix-matrix product); attention runs per (token, head) in parallel.
+ * whole batch at once (prefill is a matrix-matrix product). Attention runs in parallel over (token, KV
+ * head, span of ATTN_SPAN positions): the query heads that share a KV head read its cache rows once,
+ * and a long context splits into spans that are merged in order, so its cost spreads over the threads.
  *
  * KV cache layout: k[slot][layer][pos][kv_dim] (same for v), float32, allocated lazily by the OS
  * (calloc of a large block maps zero pages on first touch), so resident memory follows use. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +28,13 @@ typedef struct {
     float *k_cache, *v_cache;
     /* activations for one chunk of n_batch tokens */
     float *x, *xn, *q, *k, *v, *att, *hb, *hb2;
-    float *scores; /* n_threads × n_ctx */
+    /* attention (see attention_task) */
+    float *scores;          /* per thread: n_head x (ATTN_SPAN scores + head_dim outputs + max + sum) */
+    float *partial;         /* per span of a multi-span token: head_dim outputs, max, sum for each head */
+    atomic_int *spans_left; /* per (token, KV head) of a chunk: spans not yet done */
+    int *attn_item0;        /* per token of a chunk, and one past: its first work item */
+    size_t *attn_part0;     /* per token of a chunk, and one past: its first float in partial */
+    size_t partial_floats;
     void *scratch; /* quantized activations for bw_matmul */
 } cpu_backend;
 
@@ -58,44 +67,115 @@ static void rope(const bw_model *m, float *v, int n_heads, int pos)
     }
 }
 
+/* Positions per attention work item. Fixed, so how a token's attention is split and merged depends only
+ * on its position, never on the batch around it or the thread count. */
+#define ATTN_SPAN 256
+
+static int attn_spans(int pos)
+{
+    return pos / ATTN_SPAN + 1;
+}
+
 typedef struct {
     cpu_backend *c;
     const bw_batch *batch;
-    int first, n, layer;
+    int first, t0, n, layer; /* tokens [first, first + n) of the batch, rows t0.. of the chunk's buffers */
+    int n_items;
+    atomic_int next;
 } attn_job;
 
-/* One (token, head) pair: softmax(q·K^T / sqrt(d)) · V over the positions 0..pos of its slot. */
+/* Merges the spans of one head in span order into out:
+ *   out = sum_s o_s * exp(m_s - M) / sum_s l_s * exp(m_s - M),  M = max_s m_s
+ * part holds span s at part + s * (hd + 2): its hd outputs, then m_s, then l_s. */
+static void attn_merge(const float *part, int n_spans, int hd, float *out)
+{
+    const size_t st = (size_t)hd + 2;
+    float mx = -INFINITY, sum = 0.0f;
+    for (int s = 0; s < n_spans; s++) mx = fmaxf(mx, part[s * st + hd]);
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int s = 0; s < n_spans; s++) {
+        const float *ps = part + s * st, w = expf(ps[hd] - mx);
+        sum += ps[hd + 1] * w;
+        for (int i = 0; i < hd; i++) out[i] += ps[i] * w;
+    }
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < hd; i++) out[i] *= inv;
+}
+
+/* Work item w is one span of one (token, KV head). A token with a single span writes its outputs at
+ * once (o / l: what the merge gives for one span). Otherwise each span leaves its group's results in
+ * c->partial and the last of the (token, KV head)'s spans to finish merges them. */
 static void attention_task(void *ctx, int ith, int nth)
 {
+    (void)nth;
     attn_job *j = ctx;
     cpu_backend *c = j->c;
     const bw_model_config *cfg = &c->base.model->cfg;
     const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + (size_t)ith * c->base.params.n_ctx;
-    const int total = j->n * cfg->n_head;
-    const int per = (total + nth - 1) / nth;
-    for (int w = ith * per; w < total && w < (ith + 1) * per; w++) {
-        int t = w / cfg->n_head, h = w % cfg->n_head, kvh = h / group;
-        int bt = j->first + t;
-        int slot = j->batch->slot[bt], pos = j->batch->pos[bt];
-        const float *q = c->q + (size_t)t * cfg->n_embd + (size_t)h * hd;
-        const float *kc = c->k_cache + cache_index(c, slot, j->layer, 0) + (size_t)kvh * hd;
-        const float *vc = c->v_cache + cache_index(c, slot, j->layer, 0) + (size_t)kvh * hd;
-        float maxs = -INFINITY;
-        for (int p = 0; p <= pos; p++) {
-            scores[p] = bw_dot_f32(q, kc + (size_t)p * c->kv_dim, hd) * scale;
-            if (scores[p] > maxs) maxs = scores[p];
+    const size_t st = (size_t)hd + 2;
+    float *scores = c->scores + (size_t)ith * cfg->n_head * (ATTN_SPAN + hd + 2);
+    float *o = scores + (size_t)cfg->n_head * ATTN_SPAN, *m = o + (size_t)cfg->n_head * hd, *l = m + cfg->n_head;
+    for (int w; (w = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_items;) {
+        int lo = 0, hi = j->n; /* the token t with item0[t] <= w < item0[t + 1] */
+        while (hi - lo > 1) {
+            const int mid = (lo + hi) / 2;
+            if (c->attn_item0[mid] <= w) lo = mid;
+            else hi = mid;
         }
-        float sum = 0.0f;
-        for (int p = 0; p <= pos; p++) {
-            scores[p] = expf(scores[p] - maxs);
-            sum += scores[p];
+        const int t = lo, bt = j->first + t, pos = j->batch->pos[bt], n_spans = attn_spans(pos);
+        const int row = j->t0 + t; /* in c->q and c->att */
+        const int g = (w - c->attn_item0[t]) / n_spans, s = (w - c->attn_item0[t]) % n_spans;
+        const int p0 = s * ATTN_SPAN, np = (s + 1 == n_spans ? pos + 1 : p0 + ATTN_SPAN) - p0;
+        const size_t at = cache_index(c, j->batch->slot[bt], j->layer, p0) + (size_t)g * hd;
+        const float *q = c->q + (size_t)row * cfg->n_embd + (size_t)g * group * hd;
+        float *att = c->att + (size_t)row * cfg->n_embd + (size_t)g * group * hd;
+        bw_attend(q, group, hd, c->k_cache + at, c->v_cache + at, c->kv_dim, np, scale, scores, m, l, o);
+        if (n_spans == 1) {
+            for (int h = 0; h < group; h++) {
+                const float inv = 1.0f / l[h];
+                for (int i = 0; i < hd; i++) att[(size_t)h * hd + i] = o[(size_t)h * hd + i] * inv;
+            }
+            continue;
         }
-        float *out = c->att + (size_t)t * cfg->n_embd + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        const float inv = 1.0f / sum;
-        for (int p = 0; p <= pos; p++) bw_axpy_f32(out, scores[p] * inv, vc + (size_t)p * c->kv_dim, hd);
+        /* head h of the token: n_spans records of st floats from part, span s at part + s * st */
+        float *part = c->partial + c->attn_part0[t] + (size_t)g * group * n_spans * st;
+        for (int h = 0; h < group; h++) {
+            float *rec = part + ((size_t)h * n_spans + s) * st;
+            memcpy(rec, o + (size_t)h * hd, (size_t)hd * sizeof(float));
+            rec[hd] = m[h];
+            rec[hd + 1] = l[h];
+        }
+        if (atomic_fetch_sub_explicit(&c->spans_left[t * cfg->n_head_kv + g], 1, memory_order_acq_rel) == 1)
+            for (int h = 0; h < group; h++) attn_merge(part + (size_t)h * n_spans * st, n_spans, hd, att + (size_t)h * hd);
+    }
+}
+
+/* Attention for tokens [first, first + n) of the batch; groups of tokens whose spans fit c->partial run
+ * one after the other (a token's results do not depend on its group). */
+static void attention(cpu_backend *c, const bw_batch *b, int first, int n, int layer)
+{
+    const bw_model_config *cfg = &c->base.model->cfg;
+    const size_t st = (size_t)cfg->head_dim + 2;
+    for (int t0 = 0; t0 < n;) {
+        int t1 = t0;
+        c->attn_item0[0] = 0;
+        c->attn_part0[0] = 0;
+        while (t1 < n) {
+            const int spans = attn_spans(b->pos[first + t1]), k = t1 - t0;
+            const size_t need = spans > 1 ? (size_t)cfg->n_head * spans * st : 0;
+            if (k > 0 && c->attn_part0[k] + need > c->partial_floats) break;
+            c->attn_item0[k + 1] = c->attn_item0[k] + cfg->n_head_kv * spans;
+            c->attn_part0[k + 1] = c->attn_part0[k] + need;
+            for (int g = 0; g < cfg->n_head_kv; g++)
+                atomic_store_explicit(&c->spans_left[k * cfg->n_head_kv + g], spans, memory_order_relaxed);
+            t1++;
+        }
+        attn_job aj = {.c = c, .batch = b, .first = first + t0, .t0 = t0, .n = t1 - t0, .layer = layer,
+                       .n_items = c->attn_item0[t1 - t0]};
+        atomic_init(&aj.next, 0);
+        bw_pool_run(c->pool, attention_task, &aj);
+        t0 = t1;
     }
 }
 
@@ -129,8 +209,7 @@ static void forward_chunk(cpu_backend *c, const bw_batch *b, int first, int n, f
             memcpy(c->k_cache + at, c->k + (size_t)t * KV, (size_t)KV * sizeof(float));
             memcpy(c->v_cache + at, c->v + (size_t)t * KV, (size_t)KV * sizeof(float));
         }
-        attn_job aj = {c, b, first, n, l};
-        bw_pool_run(c->pool, attention_task, &aj);
+        attention(c, b, first, n, l);
         matmul(c, &w->wo, c->att, n, c->xn);
         for (int t = 0; t < n; t++) bw_axpy_f32(c->x + (size_t)t * E, 1.0f, c->xn + (size_t)t * E, E);
 
@@ -194,6 +273,10 @@ static void cpu_destroy(bw_backend *base)
     free(c->hb);
     free(c->hb2);
     free(c->scores);
+    free(c->partial);
+    free(c->spans_left);
+    free(c->attn_item0);
+    free(c->attn_part0);
     free(c->scratch);
     free(c);
 }
@@ -242,10 +325,20 @@ bw_backend *bw_backend_cpu_create(const bw_model *m, const bw_backend_params *p,
     c->att = malloc(B * cfg->n_embd * sizeof(float));
     c->hb = malloc(B * cfg->n_ff * sizeof(float));
     c->hb2 = malloc(B * cfg->n_ff * sizeof(float));
-    c->scores = malloc((size_t)p->n_threads * p->n_ctx * sizeof(float));
+    c->scores = malloc((size_t)p->n_threads * cfg->n_head * (ATTN_SPAN + cfg->head_dim + 2) * sizeof(float));
+    /* Room for every span of a whole chunk, up to 16 MiB (pages are touched only by long contexts);
+     * at least one token's worth, and attention() runs smaller groups of tokens when it is short. */
+    const size_t one_token = (size_t)cfg->n_head * attn_spans(p->n_ctx - 1) * (cfg->head_dim + 2);
+    c->partial_floats = B * one_token < ((size_t)4 << 20) ? B * one_token : (size_t)4 << 20;
+    if (c->partial_floats < one_token) c->partial_floats = one_token;
+    c->partial = malloc(c->partial_floats * sizeof(float));
+    c->spans_left = malloc(B * cfg->n_head_kv * sizeof(atomic_int));
+    c->attn_item0 = malloc((B + 1) * sizeof(int));
+    c->attn_part0 = malloc((B + 1) * sizeof(size_t));
     c->scratch = aligned_alloc(64, (max_scratch(m, c->n_batch) + 63) / 64 * 64);
     if (!c->pool || !c->k_cache || !c->v_cache || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->scores || !c->scratch) {
+        !c->hb || !c->hb2 || !c->scores || !c->partial || !c->spans_left || !c->attn_item0 || !c->attn_part0 ||
+        !c->scratch) {
         cpu_destroy(&c->base);
         goto oom;
     }

@@ -38,6 +38,13 @@ float bw_avx2_dot_f32(const float *a, const float *b, int64_t n);
 void bw_avx2_axpy_f32(float *y, float a, const float *x, int64_t n);
 void bw_avx2_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps);
 void bw_avx2_swiglu(float *out, const float *gate, const float *up, int64_t n);
+void bw_avx2_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n, float scale,
+                         float *scores);
+void bw_avx2_attn_softmax(float *scores, int group, int n, float *m, float *l);
+void bw_avx2_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
+                         float *o);
+void bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
+                           float *o);
 void bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
                            size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
                            int64_t r1);
@@ -53,6 +60,12 @@ struct bw_kernel_path {
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*rmsnorm)(float *out, const float *x, const float *weight, int64_t n, float eps);
     void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
+    /* bw_attend's three steps: scores[h*n + p] = (q_h . k_p) * scale; per head m = max, scores become
+     * exp(s - m), l = their sum; o[h*hd + i] += sum_p scores[h*n + p] * v_p[i] */
+    void (*attn_scores)(const float *q, int group, int hd, const float *k, int64_t stride, int n, float scale,
+                        float *scores);
+    void (*attn_softmax)(float *scores, int group, int n, float *m, float *l);
+    void (*attn_values)(const float *scores, int group, int n, int hd, const float *v, int64_t stride, float *o);
 };
 
 /* ---- scalar helpers ---------------------------------------------------------------------------- */
@@ -309,20 +322,49 @@ static void bw_port_swiglu(float *out, const float *gate, const float *up, int64
     for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+static void bw_port_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n,
+                                float scale, float *scores)
+{
+    for (int p = 0; p < n; p++)
+        for (int h = 0; h < group; h++)
+            scores[(size_t)h * n + p] = bw_port_dot_f32(q + (size_t)h * hd, k + p * stride, hd) * scale;
+}
+
+static void bw_port_attn_softmax(float *scores, int group, int n, float *m, float *l)
+{
+    for (int h = 0; h < group; h++) {
+        float *s = scores + (size_t)h * n, mx = -INFINITY, sum = 0.0f;
+        for (int p = 0; p < n; p++) mx = s[p] > mx ? s[p] : mx;
+        for (int p = 0; p < n; p++) {
+            s[p] = expf(s[p] - mx);
+            sum += s[p];
+        }
+        m[h] = mx;
+        l[h] = sum;
+    }
+}
+
+static void bw_port_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
+                                float *o)
+{
+    for (int p = 0; p < n; p++)
+        for (int h = 0; h < group; h++) bw_port_axpy_f32(o + (size_t)h * hd, scores[(size_t)h * n + p], v + p * stride, hd);
+}
+
 static const struct bw_kernel_path bw_path_portable = {
-    "portable", bw_port_quant_act, bw_port_matmul_rows, bw_port_dot_f32,
-    bw_port_axpy_f32, bw_port_rmsnorm, bw_port_swiglu,
+    "portable", bw_port_quant_act, bw_port_matmul_rows, bw_port_dot_f32, bw_port_axpy_f32,
+    bw_port_rmsnorm, bw_port_swiglu, bw_port_attn_scores, bw_port_attn_softmax, bw_port_attn_values,
 };
 
 #ifdef BW_HAVE_AVX2_PATH
 static const struct bw_kernel_path bw_path_avx2 = {
-    "avx2", bw_avx2_quant_act, bw_avx2_matmul_rows, bw_avx2_dot_f32,
-    bw_avx2_axpy_f32, bw_avx2_rmsnorm, bw_avx2_swiglu,
+    "avx2", bw_avx2_quant_act, bw_avx2_matmul_rows, bw_avx2_dot_f32, bw_avx2_axpy_f32,
+    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx2_attn_values,
 };
-/* AVX2 everywhere except the quantized products, which use AVX512-VNNI. */
+/* AVX2 everywhere except the quantized products (AVX512-VNNI) and attention's weighted sum (AVX-512F). */
 static const struct bw_kernel_path bw_path_avx512 = {
-    "avx512vnni", bw_avx2_quant_act, bw_avx512_matmul_rows, bw_avx2_dot_f32,
-    bw_avx2_axpy_f32, bw_avx2_rmsnorm, bw_avx2_swiglu,
+    "avx512vnni", bw_avx2_quant_act, bw_avx512_matmul_rows, bw_avx2_dot_f32, bw_avx2_axpy_f32,
+    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx512_attn_values,
 };
 #endif
 
@@ -456,4 +498,13 @@ float bw_dot_f32(const float *a, const float *b, int64_t n)
 void bw_axpy_f32(float *y, float a, const float *x, int64_t n)
 {
     bw_path->axpy(y, a, x, n);
+}
+
+void bw_attend(const float *q, int group, int hd, const float *k, const float *v, int64_t stride, int n,
+               float scale, float *scores, float *m, float *l, float *o)
+{
+    bw_path->attn_scores(q, group, hd, k, stride, n, scale, scores);
+    bw_path->attn_softmax(scores, group, n, m, l);
+    memset(o, 0, (size_t)group * hd * sizeof *o);
+    bw_path->attn_values(scores, group, n, hd, v, stride, o);
 }

@@ -40,4 +40,14 @@ void bw_swiglu(float *out, const float *gate, const float *up, int64_t n); /* ou
 float bw_dot_f32(const float *a, const float *b, int64_t n);
 void bw_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a * x */
 
+/* One span of attention for the `group` query heads that share a KV head: q holds the group's heads
+ * (group x hd floats, one after the other), k and v the span's first cached position, rows `stride`
+ * floats apart, n positions. Per head h, with s_p = (q_h . k_p) * scale:
+ *   m[h] = max s_p,  l[h] = sum exp(s_p - m[h]),  o[h*hd + i] = sum exp(s_p - m[h]) * v_p[i]
+ * (o is not divided by l: spans are merged first). Each k and v row is read from memory once for the
+ * whole group. Sums run over positions in order, so a head's result depends only on its inputs.
+ * scores: scratch of group * n floats. */
+void bw_attend(const float *q, int group, int hd, const float *k, const float *v, int64_t stride, int n,
+               float scale, float *scores, float *m, float *l, float *o);
+
 #endif

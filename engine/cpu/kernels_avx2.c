@@ -407,7 +407,7 @@ void BW_AVX2 bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_s
 
 /* ---- vector ops ---------------------------------------------------------------------------------- */
 
-float BW_AVX2 bw_avx2_dot_f32(const float *a, const float *b, int64_t n)
+BW_AVX2_INLINE float bw_dot(const float *a, const float *b, int64_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -419,6 +419,129 @@ float BW_AVX2 bw_avx2_dot_f32(const float *a, const float *b, int64_t n)
     float s = bw_hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
+}
+
+float BW_AVX2 bw_avx2_dot_f32(const float *a, const float *b, int64_t n)
+{
+    return bw_dot(a, b, n);
+}
+
+/* exp(x) for 8 lanes, within 2 ulp of expf over the range silu and softmax need: x = n ln2 + r,
+ * |r| <= ln2 / 2, a degree-6 polynomial for e^r, then 2^n built in the exponent bits. Inputs are clamped
+ * so 2^n stays a normal float; exp(-87.3) and below is treated as exp(-87.3), which leaves silu
+ * unchanged and gives a softmax weight of 1e-38 instead of 0. */
+BW_AVX2_INLINE __m256 bw_exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* [sum(a[0]), ..., sum(a[7])]: eight horizontal sums at once. */
+BW_AVX2_INLINE __m256 bw_hsum8x8(const __m256 *a)
+{
+    __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67); /* [s0..s3 | s0..s3] halves */
+    return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+/* Blocks of 8 positions: for each head, 8 dot products side by side (one accumulator per position,
+ * the head's query chunk loaded once for all 8), reduced together; the block's key rows stay in L1 for
+ * the whole group. */
+void BW_AVX2 bw_avx2_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n,
+                                 float scale, float *scores)
+{
+    int p0 = 0;
+    if (hd % 8 == 0)
+        for (; p0 + 8 <= n; p0 += 8)
+            for (int h = 0; h < group; h++) {
+                const float *qh = q + (size_t)h * hd;
+                __m256 acc[8];
+                for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+                for (int i = 0; i < hd; i += 8) {
+                    const __m256 qv = _mm256_loadu_ps(qh + i);
+                    for (int r = 0; r < 8; r++)
+                        acc[r] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + (p0 + r) * stride + i), acc[r]);
+                }
+                _mm256_storeu_ps(scores + (size_t)h * n + p0, _mm256_mul_ps(bw_hsum8x8(acc), _mm256_set1_ps(scale)));
+            }
+    for (int p = p0; p < n; p++)
+        for (int h = 0; h < group; h++)
+            scores[(size_t)h * n + p] = bw_dot(q + (size_t)h * hd, k + p * stride, hd) * scale;
+}
+
+/* Per head: m = max, scores become exp(s - m), l = their sum. */
+void BW_AVX2 bw_avx2_attn_softmax(float *scores, int group, int n, float *m, float *l)
+{
+    for (int h = 0; h < group; h++) {
+        float *s = scores + (size_t)h * n;
+        __m256 vmax = _mm256_set1_ps(-INFINITY);
+        int p = 0;
+        for (; p + 8 <= n; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + p));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float mx = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+        for (int t = p; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+        const __m256 vm = _mm256_set1_ps(mx);
+        __m256 vsum = _mm256_setzero_ps();
+        for (p = 0; p + 8 <= n; p += 8) {
+            const __m256 e = bw_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + p), vm));
+            _mm256_storeu_ps(s + p, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = bw_hsum8(vsum);
+        for (; p < n; p++) {
+            s[p] = expf(s[p] - mx);
+            sum += s[p];
+        }
+        m[h] = mx;
+        l[h] = sum;
+    }
+}
+
+/* 16 outputs of up to three heads at a time: six accumulators, so six independent FMA chains run while
+ * the span's positions go by (one load of a value row's 16 floats serves the group); each output adds
+ * its positions in order. */
+void BW_AVX2 bw_avx2_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
+                                 float *o)
+{
+    int i = 0;
+    for (; i + 16 <= hd; i += 16)
+        for (int h0 = 0; h0 < group; h0 += 3) {
+            const int nh = group - h0 < 3 ? group - h0 : 3;
+            __m256 a0[3], a1[3];
+            for (int h = 0; h < nh; h++) {
+                a0[h] = _mm256_loadu_ps(o + (size_t)(h0 + h) * hd + i);
+                a1[h] = _mm256_loadu_ps(o + (size_t)(h0 + h) * hd + i + 8);
+            }
+            for (int p = 0; p < n; p++) {
+                const __m256 v0 = _mm256_loadu_ps(v + p * stride + i), v1 = _mm256_loadu_ps(v + p * stride + i + 8);
+                for (int h = 0; h < nh; h++) {
+                    const __m256 w = _mm256_broadcast_ss(scores + (size_t)(h0 + h) * n + p);
+                    a0[h] = _mm256_fmadd_ps(w, v0, a0[h]);
+                    a1[h] = _mm256_fmadd_ps(w, v1, a1[h]);
+                }
+            }
+            for (int h = 0; h < nh; h++) {
+                _mm256_storeu_ps(o + (size_t)(h0 + h) * hd + i, a0[h]);
+                _mm256_storeu_ps(o + (size_t)(h0 + h) * hd + i + 8, a1[h]);
+            }
+        }
+    for (; i < hd; i++)
+        for (int h = 0; h < group; h++)
+            for (int p = 0; p < n; p++) o[(size_t)h * hd + i] += scores[(size_t)h * n + p] * v[p * stride + i];
 }
 
 void BW_AVX2 bw_avx2_axpy_f32(float *y, float a, const float *x, int64_t n)
@@ -451,27 +574,6 @@ void BW_AVX2 bw_avx2_rmsnorm(float *out, const float *x, const float *weight, in
         _mm256_storeu_ps(out + i,
                          _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), _mm256_loadu_ps(weight + i)));
     for (; i < n; i++) out[i] = (x[i] * scale) * weight[i];
-}
-
-/* exp(x) for 8 lanes, within 2 ulp of expf over the range silu needs: x = n ln2 + r, |r| <= ln2 / 2, a
- * degree-6 polynomial for e^r, then 2^n built in the exponent bits. Inputs are clamped so 2^n stays a
- * normal float; exp(-87.3) and below is treated as exp(-87.3), which leaves silu unchanged. */
-BW_AVX2_INLINE __m256 bw_exp8(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
 void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int64_t n)
@@ -663,6 +765,51 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
     default: r4 = r0; break;
     }
     if (r4 < r1) bw_avx2_matmul_rows(W, x, x_stride, act, act_stride, n_tok, y, y_stride, r4, r1);
+}
+
+/* The AVX2 kernel's arithmetic (each output adds its positions in order, one FMA each) with 32
+ * registers: 64 outputs of up to four heads at a time, sixteen independent chains, a value row's 64
+ * floats loaded once per position for the group. */
+void BW_AVX512 bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v,
+                                     int64_t stride, float *o)
+{
+    int i = 0;
+    for (; i + 64 <= hd; i += 64)
+        for (int h0 = 0; h0 < group; h0 += 4) {
+            const int nh = group - h0 < 4 ? group - h0 : 4;
+            __m512 acc[4][4];
+            for (int h = 0; h < nh; h++)
+                for (int c = 0; c < 4; c++) acc[h][c] = _mm512_loadu_ps(o + (size_t)(h0 + h) * hd + i + 16 * c);
+            for (int p = 0; p < n; p++) {
+                const float *vp = v + p * stride + i;
+                const __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16);
+                const __m512 v2 = _mm512_loadu_ps(vp + 32), v3 = _mm512_loadu_ps(vp + 48);
+                for (int h = 0; h < nh; h++) {
+                    const __m512 w = _mm512_set1_ps(scores[(size_t)(h0 + h) * n + p]);
+                    acc[h][0] = _mm512_fmadd_ps(w, v0, acc[h][0]);
+                    acc[h][1] = _mm512_fmadd_ps(w, v1, acc[h][1]);
+                    acc[h][2] = _mm512_fmadd_ps(w, v2, acc[h][2]);
+                    acc[h][3] = _mm512_fmadd_ps(w, v3, acc[h][3]);
+                }
+            }
+            for (int h = 0; h < nh; h++)
+                for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + (size_t)(h0 + h) * hd + i + 16 * c, acc[h][c]);
+        }
+    if (i < hd) { /* the rest of a head_dim that is not a multiple of 64 */
+        for (int h = 0; h < group; h++) {
+            float *oh = o + (size_t)h * hd + i;
+            const float *sh = scores + (size_t)h * n;
+            int j = i;
+            for (; j + 16 <= hd; j += 16, oh += 16) {
+                __m512 acc = _mm512_loadu_ps(oh);
+                for (int p = 0; p < n; p++)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(sh[p]), _mm512_loadu_ps(v + p * stride + j), acc);
+                _mm512_storeu_ps(oh, acc);
+            }
+            for (; j < hd; j++, oh++)
+                for (int p = 0; p < n; p++) *oh = fmaf(sh[p], v[p * stride + j], *oh);
+        }
+    }
 }
 
 #endif

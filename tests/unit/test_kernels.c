@@ -708,6 +708,72 @@ static void test_vector_ops(const char *path)
            path, worst_rms, worst_swi, worst_dot, worst_axpy);
 }
 
+/* ---- attention span ---------------------------------------------------------------------------- */
+
+/* bw_attend against a double-precision softmax, on key/value rows stride apart with NaN between them
+ * (a read outside the rows poisons the result). Compared: out = o / l per head. An output's error comes
+ * from the scores (each within (hd+16) 2^-24 sum|q k| scale, so a weight's relative error is at most
+ * twice that), the exponential (2 ulp), and the sums over n positions; bound = max|v| times
+ * 2 (2 ds + (2n + 16) 2^-24). */
+static void test_attend(const char *path)
+{
+    static const struct { int group, hd, n; float qscale; } cases[] = {
+        {3, 64, 1, 1}, {3, 64, 7, 1}, {3, 64, 8, 1}, {3, 64, 9, 1}, {3, 64, 256, 1}, {3, 64, 100, 8},
+        {1, 64, 33, 1}, {5, 128, 65, 2}, {4, 8, 17, 1}, {2, 12, 23, 1}, {8, 64, 256, 8}, {6, 32, 3, 20},
+    };
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int group = cases[ci].group, hd = cases[ci].hd, n = cases[ci].n;
+        const int64_t stride = hd + 5;
+        const float scale = 1.0f / sqrtf((float)hd);
+        float *q = malloc(sizeof(float) * group * hd), *k = malloc(sizeof(float) * n * stride);
+        float *v = malloc(sizeof(float) * n * stride), *o = malloc(sizeof(float) * (group * hd + 1));
+        float *sc = malloc(sizeof(float) * group * n), m[8], l[8];
+        for (int i = 0; i < group * hd; i++) q[i] = rnd_range(-1, 1) * cases[ci].qscale;
+        for (int64_t i = 0; i < n * stride; i++) {
+            k[i] = i % stride < hd ? rnd_range(-1, 1) : NAN;
+            v[i] = i % stride < hd ? rnd_range(-2, 2) : NAN;
+        }
+        for (int i = 0; i < group * hd; i++) o[i] = NAN;
+        o[group * hd] = 12345.0f;
+        bw_attend(q, group, hd, k, v, stride, n, scale, sc, m, l, o);
+        CHECK(o[group * hd] == 12345.0f, "%s attend wrote past its outputs", path);
+        for (int h = 0; h < group; h++) {
+            double *s = malloc(sizeof(double) * n), mx = -INFINITY, ds = 0, sum = 0, vmax = 0;
+            for (int p = 0; p < n; p++) {
+                double d = 0, a = 0;
+                for (int i = 0; i < hd; i++) {
+                    d += (double)q[h * hd + i] * k[p * stride + i];
+                    a += fabs((double)q[h * hd + i] * k[p * stride + i]);
+                }
+                s[p] = d * scale;
+                if (s[p] > mx) mx = s[p];
+                if ((hd + 16) * 0x1p-24 * a * scale > ds) ds = (hd + 16) * 0x1p-24 * a * scale;
+            }
+            for (int p = 0; p < n; p++) sum += exp(s[p] - mx);
+            for (int p = 0; p < n; p++)
+                for (int i = 0; i < hd; i++) vmax = fmax(vmax, fabs(v[p * stride + i]));
+            const double bound = vmax * 2 * (2 * ds + (2.0 * n + 16) * 0x1p-24) + 1e-30;
+            CHECK(fabs(m[h] - mx) <= ds + 1e-30, "%s attend case %zu head %d max %.9g vs %.9g", path, ci, h, m[h], mx);
+            for (int i = 0; i < hd; i++) {
+                double ref = 0;
+                for (int p = 0; p < n; p++) ref += exp(s[p] - mx) / sum * v[p * stride + i];
+                const double got = (double)o[h * hd + i] / l[h], e = fabs(got - ref);
+                CHECK(e <= bound, "%s attend case %zu (group %d hd %d n %d) head %d [%d]: %.9g vs %.9g (bound %.3g)",
+                      path, ci, group, hd, n, h, i, got, ref, bound);
+                if (e / bound > worst) worst = e / bound;
+            }
+            free(s);
+        }
+        free(q);
+        free(k);
+        free(v);
+        free(o);
+        free(sc);
+    }
+    printf("attention span (%s): max err/bound %.3f over %zu shapes\n", path, worst, sizeof cases / sizeof cases[0]);
+}
+
 /* ---- pool ----------------------------------------------------------------------------------------- */
 
 struct pool_probe {
@@ -833,6 +899,7 @@ int main(int argc, char **argv)
     for (int p = 0; p < n_paths; p++) {
         use_path(paths[p]);
         test_vector_ops(paths[p]);
+        test_attend(paths[p]);
     }
     test_matmul(pools, paths, n_paths);
     test_batch_invariance(pools, paths, n_paths);
