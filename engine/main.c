@@ -40,7 +40,7 @@ typedef struct {
     const char *dump_logits;
     bw_gen_params gen;
     int seed_set;
-    int bench_p, bench_n, bench_reps;
+    int bench_p, bench_n, bench_reps, bench_d;
     float drain_s;
 } cli;
 
@@ -87,6 +87,7 @@ static void usage(FILE *f)
           "  -p N                  prompt tokens (default 512)\n"
           "  -n N                  generated tokens (default 128)\n"
           "  -r N                  repetitions (default 3)\n"
+          "  -d N                  measure both after a context of N tokens (default 0; like llama-bench -d)\n"
           "\n"
           "  --help, --version\n",
           f);
@@ -148,7 +149,7 @@ static int parse_args(int argc, char **argv, cli *c)
     long v;
     int o;
     opterr = 0;
-    while ((o = getopt_long(argc, argv, "t:p:n:r:", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "t:p:n:r:d:", opts, NULL)) != -1) {
         switch (o) {
         case O_MODEL: c->eng.model_path = optarg; break;
         case O_BACKEND:
@@ -208,6 +209,7 @@ static int parse_args(int argc, char **argv, cli *c)
         case 'p': if (parse_int(optarg, 1, 1 << 16, "-p", &v)) return -1; c->bench_p = (int)v; break;
         case 'n': if (parse_int(optarg, 1, 1 << 16, "-n", &v)) return -1; c->bench_n = (int)v; break;
         case 'r': if (parse_int(optarg, 1, 1000, "-r", &v)) return -1; c->bench_reps = (int)v; break;
+        case 'd': if (parse_int(optarg, 0, 1 << 20, "-d", &v)) return -1; c->bench_d = (int)v; break;
         case O_HELP: usage(stdout); exit(0);
         case O_VERSION: printf("beeworker-engine %s\n", BW_VERSION); exit(0);
         default:
@@ -502,33 +504,38 @@ static stat stats(const double *v, int n)
 
 static int run_bench(bw_engine *e, const cli *c)
 {
-    const int P = c->bench_p ? c->bench_p : 512, N = c->bench_n ? c->bench_n : 128;
+    const int P = c->bench_p ? c->bench_p : 512, N = c->bench_n ? c->bench_n : 128, D = c->bench_d;
     const int reps = c->bench_reps ? c->bench_reps : 3;
-    if (P > e->n_ctx || N > e->n_ctx) {
-        fprintf(stderr, "beeworker-engine: -p/-n exceed the context of %d\n", e->n_ctx);
+    const int L = P > N ? P : N;
+    if ((int64_t)D + L > e->n_ctx) {
+        fprintf(stderr, "beeworker-engine: -d plus the larger of -p and -n (%lld) exceeds the context of %d (--ctx)\n",
+                (long long)D + L, e->n_ctx);
         return 1;
     }
-    const int nv = e->model.cfg.n_vocab;
-    const int L = P > N ? P : N; /* pos serves both the prompt and the decode loop */
-    int32_t *tok = malloc((size_t)P * sizeof *tok), *pos = malloc((size_t)L * sizeof *pos);
-    int32_t *slot = calloc((size_t)P, sizeof *slot);
-    uint8_t *want = calloc((size_t)P, 1);
+    const int nv = e->model.cfg.n_vocab, T = D + L; /* token and position arrays cover the depth and both tests */
+    int32_t *tok = malloc((size_t)T * sizeof *tok), *pos = malloc((size_t)T * sizeof *pos);
+    int32_t *slot = calloc((size_t)T, sizeof *slot);
+    uint8_t *want = calloc((size_t)T, 1);
     float *logits = malloc((size_t)nv * sizeof *logits);
     double pp[1000], tg[1000];
     int rc = 1;
     if (!tok || !pos || !slot || !want || !logits) goto out;
-    for (int i = 0; i < P; i++) tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv); /* fixed, arbitrary ids */
-    for (int i = 0; i < L; i++) pos[i] = i;
-    want[P - 1] = 1;
+    for (int i = 0; i < T; i++) tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv); /* fixed, arbitrary ids */
+    for (int i = 0; i < T; i++) pos[i] = i;
+    want[D + P - 1] = 1;
+    if (D > 0) { /* the context both tests run after; prefilled once, never timed */
+        bw_batch ctx = {D, tok, pos, slot, want};
+        if (bw_backend_forward(e->backend, &ctx, NULL)) goto out;
+    }
     /* one untimed warm-up of each kind: page in the weights, wake the threads */
     for (int r = -1; r < reps; r++) {
-        bw_batch b = {P, tok, pos, slot, want};
+        bw_batch b = {P, tok + D, pos + D, slot, want + D};
         uint64_t t0 = bw_clock_mono_ns();
         if (bw_backend_forward(e->backend, &b, logits)) goto out;
         uint64_t t1 = bw_clock_mono_ns();
         for (int i = 0; i < N; i++) {
             uint8_t w = 1;
-            bw_batch d = {1, &tok[i % P], &pos[i], slot, &w};
+            bw_batch d = {1, &tok[D + i % P], &pos[D + i], slot, &w};
             if (bw_backend_forward(e->backend, &d, logits)) goto out;
         }
         uint64_t t2 = bw_clock_mono_ns();
@@ -539,13 +546,15 @@ static int run_bench(bw_engine *e, const cli *c)
     }
     stat sp = stats(pp, reps), sg = stats(tg, reps);
     printf("| model | backend | threads | test | t/s |\n|---|---|---|---|---|\n");
-    printf("| %s | %s | %d | pp%d | %.2f ± %.2f |\n", e->model.id, e->backend->ops->name,
-           e->backend->params.n_threads, P, sp.mean, sp.sd);
-    printf("| %s | %s | %d | tg%d | %.2f ± %.2f |\n", e->model.id, e->backend->ops->name,
-           e->backend->params.n_threads, N, sg.mean, sg.sd);
-    printf("{\"pp\":%d,\"tg\":%d,\"pp_tps\":%.3f,\"pp_sd\":%.3f,\"tg_tps\":%.3f,\"tg_sd\":%.3f,\"threads\":%d,"
-           "\"backend\":\"%s\"}\n",
-           P, N, sp.mean, sp.sd, sg.mean, sg.sd, e->backend->params.n_threads, e->backend->ops->name);
+    char at[32] = "";
+    if (D > 0) snprintf(at, sizeof at, " @ d%d", D);
+    printf("| %s | %s | %d | pp%d%s | %.2f ± %.2f |\n", e->model.id, e->backend->ops->name,
+           e->backend->params.n_threads, P, at, sp.mean, sp.sd);
+    printf("| %s | %s | %d | tg%d%s | %.2f ± %.2f |\n", e->model.id, e->backend->ops->name,
+           e->backend->params.n_threads, N, at, sg.mean, sg.sd);
+    printf("{\"pp\":%d,\"tg\":%d,\"depth\":%d,\"pp_tps\":%.3f,\"pp_sd\":%.3f,\"tg_tps\":%.3f,\"tg_sd\":%.3f,"
+           "\"threads\":%d,\"backend\":\"%s\"}\n",
+           P, N, D, sp.mean, sp.sd, sg.mean, sg.sd, e->backend->params.n_threads, e->backend->ops->name);
     rc = 0;
 out:
     if (rc) fprintf(stderr, "beeworker-engine: benchmark failed\n");

@@ -3,7 +3,8 @@
 and the same thread count, in one run. Prints pp (prefill) and tg (decode) tokens/s for both, their ratios,
 and the engine's peak resident memory against its budget (model file + KV cache + 64 MiB).
 
-usage: tests/bench/bench_cpu.py [--model PATH] [--threads N] [-p 512] [-n 128] [-r 3]
+usage: tests/bench/bench_cpu.py [--model PATH] [--threads N] [-p 512] [-n 128] [-r 3] [-d 0]
+With -d D both tests also run after a context of D tokens (llama-bench's -d): the rows "@ dD".
 Needs llama-cpp-python (pip install llama-cpp-python); it is a benchmark, not a test.
 """
 import argparse
@@ -19,23 +20,25 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def bench_llama_cpp(model, threads, p, n, reps):
+def bench_llama_cpp(model, threads, p, n, reps, depth=0):
     from llama_cpp import Llama
 
-    llm = Llama(model, n_ctx=max(p, n) + 8, n_batch=p, n_ubatch=p, n_threads=threads, n_threads_batch=threads,
-                logits_all=False, verbose=False)
+    llm = Llama(model, n_ctx=depth + max(p, n) + 8, n_batch=p, n_ubatch=p, n_threads=threads,
+                n_threads_batch=threads, logits_all=False, verbose=False)
     nv = llm.n_vocab()
-    toks = [(1103515245 * i + 12345) % nv for i in range(p)]
+    toks = [(1103515245 * i + 12345) % nv for i in range(depth + p)]
     pp, tg = [], []
     for r in range(reps + 1):  # the first round warms up and is not counted
         llm.reset()
+        if depth:
+            llm.eval(toks[:depth])
         t0 = time.perf_counter()
-        llm.eval(toks)
+        llm.eval(toks[depth:depth + p])
         t1 = time.perf_counter()
-        llm.reset()
+        llm.n_tokens = depth  # drop the prompt test's tokens: decode continues from the context
         t2 = time.perf_counter()
         for i in range(n):
-            llm.eval([toks[i % p]])
+            llm.eval([toks[depth + i % p]])
         t3 = time.perf_counter()
         if r:
             pp.append(p / (t1 - t0))
@@ -43,9 +46,9 @@ def bench_llama_cpp(model, threads, p, n, reps):
     return pp, tg
 
 
-def bench_engine(engine, model, threads, p, n, reps):
-    cmd = [str(engine), "--model", model, "--bench", "-p", str(p), "-n", str(n), "-r", str(reps),
-           "--threads", str(threads), "--ctx", str(max(p, n) + 8)]
+def bench_engine(engine, model, threads, p, n, reps, depth=0):
+    cmd = [str(engine), "--model", model, "--bench", "-p", str(p), "-n", str(n), "-r", str(reps), "-d", str(depth),
+           "--threads", str(threads), "--ctx", str(depth + max(p, n) + 8)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True).stdout
     rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -61,6 +64,7 @@ def main():
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("-d", type=int, default=0, help="also measure after a context of this many tokens")
     a = ap.parse_args()
 
     res, rss_kib = bench_engine(a.engine, a.model, a.threads, a.p, a.n, a.r)
@@ -77,9 +81,15 @@ def main():
     budget = os.path.getsize(a.model) + kv_bytes + (64 << 20)
 
     print(f"model {pathlib.Path(a.model).name}, {a.threads} threads, {a.r} repetitions")
-    print(f"{'test':<8}{'beeworker t/s':>16}{'llama.cpp t/s':>16}{'ratio':>8}")
-    print(f"{'pp' + str(a.p):<8}{res['pp_tps']:>16.1f}{ref_pp:>16.1f}{res['pp_tps'] / ref_pp:>8.2f}")
-    print(f"{'tg' + str(a.n):<8}{res['tg_tps']:>16.1f}{ref_tg:>16.1f}{res['tg_tps'] / ref_tg:>8.2f}")
+    print(f"{'test':<16}{'beeworker t/s':>16}{'llama.cpp t/s':>16}{'ratio':>8}")
+    print(f"{'pp' + str(a.p):<16}{res['pp_tps']:>16.1f}{ref_pp:>16.1f}{res['pp_tps'] / ref_pp:>8.2f}")
+    print(f"{'tg' + str(a.n):<16}{res['tg_tps']:>16.1f}{ref_tg:>16.1f}{res['tg_tps'] / ref_tg:>8.2f}")
+    if a.d:
+        res_d, _ = bench_engine(a.engine, a.model, a.threads, a.p, a.n, a.r, a.d)
+        pp_d, tg_d = bench_llama_cpp(a.model, a.threads, a.p, a.n, a.r, a.d)
+        for name, ours, ref in ((f"pp{a.p} @ d{a.d}", res_d["pp_tps"], statistics.mean(pp_d)),
+                                (f"tg{a.n} @ d{a.d}", res_d["tg_tps"], statistics.mean(tg_d))):
+            print(f"{name:<16}{ours:>16.1f}{ref:>16.1f}{ours / ref:>8.2f}")
     print(f"engine peak RSS {rss_kib / 1024:.1f} MiB, budget {budget / 2**20:.1f} MiB "
           f"(model file + KV cache + 64 MiB): {'within' if rss_kib * 1024 <= budget else 'OVER'}")
 

@@ -72,3 +72,16 @@ def test_missing_model_is_one_line_error(engine_bin, tmp_path):
                        timeout=TIMEOUT)
     err = r.stderr.decode().strip()
     assert r.returncode == 1 and "\n" not in err and "nope.gguf" in err, err
+
+
+def test_bench_after_a_context(engine_bin, model_path):
+    # -d: both tests run after a context of D tokens (positions D..), like llama-bench -d
+    r = run(engine_bin, model_path, "--bench", "-p", "16", "-n", "4", "-r", "1", "-d", "40", "--ctx", "64",
+            "--threads", "1")
+    assert r.returncode == 0, r.stderr.decode()
+    res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert res["depth"] == 40 and res["pp"] == 16 and res["tg"] == 4 and res["pp_tps"] > 0 and res["tg_tps"] > 0
+    assert "pp16 @ d40" in r.stdout.decode()
+    r = run(engine_bin, model_path, "--bench", "-p", "16", "-n", "4", "-d", "60", "--ctx", "64")
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "exceeds the context of 64" in err, err
