@@ -1,5 +1,6 @@
 """beeworker-engine's command-line modes, in the release and the sanitizer build: generation streams and
-ends as asked, the two builds agree, tokenize/detokenize round-trip, bad flags are one-line errors."""
+ends as asked, the two builds agree, a long prompt's result does not depend on how it is chunked or
+threaded, tokenize/detokenize round-trip, bad flags are one-line errors."""
 import json
 import subprocess
 
@@ -24,6 +25,24 @@ def test_greedy_generation_is_the_same_in_both_builds(engine_bin, any_engine_bin
     assert ids(got.stdout) == ids(ref.stdout)
     summary = json.loads(got.stdout.decode().splitlines()[-1])
     assert summary["stop_reason"] == "MAX_TOKENS" and summary["tokens_out"] == 24
+
+
+def test_long_prompt_is_the_same_whatever_the_chunking_and_threads(engine_bin, any_engine_bin, model_path, tmp_path):
+    # ~670 positions: attention splits each token's context into 256-position spans and merges them, and
+    # that split depends only on the position. Prefill chunks of 512, 100 and 7 tokens, on 1 or 2 threads,
+    # must give bit-identical first-step logits and the same greedy tokens.
+    prompt = " ".join(f"Line {i}: the bees carried pollen to hive number {i * 7 % 13}." for i in range(45))
+    base = ("--generate", "--json", "--temperature", "0", "--max-tokens", "12", "--ctx", "1024", "--prompt", prompt)
+    ids = lambda r: [json.loads(x)["id"] for x in r.stdout.decode().splitlines()[:-1]]
+    ref = run(engine_bin, model_path, *base, "--threads", "2", "--dump-logits", str(tmp_path / "ref.f32"))
+    assert ref.returncode == 0, ref.stderr.decode(errors="replace")[-2000:]
+    assert json.loads(ref.stdout.decode().splitlines()[-1])["prompt_tokens"] > 600
+    for i, extra in enumerate((("--batch", "100", "--threads", "1"), ("--batch", "7", "--threads", "2"))):
+        got = run(any_engine_bin, model_path, *base, *extra, "--dump-logits", str(tmp_path / f"{i}.f32"))
+        assert got.returncode == 0, got.stderr.decode(errors="replace")[-3000:]
+        assert b"runtime error" not in got.stderr and b"Sanitizer" not in got.stderr, got.stderr[-3000:]
+        assert (tmp_path / f"{i}.f32").read_bytes() == (tmp_path / "ref.f32").read_bytes(), extra
+        assert ids(got) == ids(ref) and len(ids(ref)) == 12, extra
 
 
 def test_stop_string_ends_generation_without_emitting_it(engine_bin, model_path):
