@@ -520,7 +520,8 @@ static int run_bench(bw_engine *e, const cli *c)
     double pp[1000], tg[1000];
     int rc = 1;
     if (!tok || !pos || !slot || !want || !logits) goto out;
-    for (int i = 0; i < T; i++) tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv); /* fixed, arbitrary ids */
+    for (int i = 0; i < T; i++) /* fixed, arbitrary ids */
+        tok[i] = (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)nv);
     for (int i = 0; i < T; i++) pos[i] = i;
     want[D + P - 1] = 1;
     if (D > 0) { /* the context both tests run after; prefilled once, never timed */

@@ -147,7 +147,8 @@ static void attention_task(void *ctx, int ith, int nth)
             rec[hd + 1] = l[h];
         }
         if (atomic_fetch_sub_explicit(&c->spans_left[t * cfg->n_head_kv + g], 1, memory_order_acq_rel) == 1)
-            for (int h = 0; h < group; h++) attn_merge(part + (size_t)h * n_spans * st, n_spans, hd, att + (size_t)h * hd);
+            for (int h = 0; h < group; h++)
+                attn_merge(part + (size_t)h * n_spans * st, n_spans, hd, att + (size_t)h * hd);
     }
 }
 

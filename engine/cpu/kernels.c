@@ -348,7 +348,8 @@ static void bw_port_attn_values(const float *scores, int group, int n, int hd, c
                                 float *o)
 {
     for (int p = 0; p < n; p++)
-        for (int h = 0; h < group; h++) bw_port_axpy_f32(o + (size_t)h * hd, scores[(size_t)h * n + p], v + p * stride, hd);
+        for (int h = 0; h < group; h++)
+            bw_port_axpy_f32(o + (size_t)h * hd, scores[(size_t)h * n + p], v + p * stride, hd);
 }
 
 static const struct bw_kernel_path bw_path_portable = {
