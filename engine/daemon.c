@@ -301,6 +301,7 @@ int bw_daemon_main(const bw_engine_opts *o)
         fprintf(stderr, "beeworker-engine: %s\n", err);
         bw_quit(1);
     }
+    if (o->prefill_step_ms >= 0) bw_sched_set_prefill_step_ms(sched, o->prefill_step_ms);
     snprintf(d.model_id, sizeof(d.model_id), "%s", e.model.id);
     snprintf(d.backend, sizeof(d.backend), "%s", e.backend->ops->name);
     atomic_store(&d.slots_total, (unsigned)e.n_slots);

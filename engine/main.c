@@ -52,6 +52,9 @@ static void usage(FILE *f)
           "  --rundir DIR          serve the front over ipc sockets in DIR (the daemon; default mode)\n"
           "  --drain SECONDS       daemon: on SIGTERM finish running jobs for up to SECONDS while new jobs\n"
           "                        wait in the front for the next engine (default 0: stop at once)\n"
+          "  --prefill-step-ms MS  daemon: while other jobs decode, feed a new prompt in chunks of about MS\n"
+          "                        of work per step, so their tokens keep flowing (default 50; 0: whole\n"
+          "                        --batch chunks)\n"
           "  --generate            generate from --prompt and print each token as it is sampled\n"
           "  --tokenize            read text on stdin, print a JSON array of token ids\n"
           "  --detokenize          read a JSON array of token ids on stdin, print the text\n"
@@ -125,7 +128,7 @@ static int parse_args(int argc, char **argv, cli *c)
         O_MODEL = 256, O_BACKEND, O_DEVICE, O_SLOTS, O_CTX, O_BATCH, O_RUNDIR, O_GENERATE, O_TOKENIZE,
         O_DETOKENIZE, O_BENCH, O_PROMPT, O_SYSTEM, O_CHAT, O_SPECIAL, O_NOSPECIAL, O_BOS, O_NOBOS, O_MAXTOK,
         O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REPPEN, O_SEED, O_STOP, O_JSON, O_TOPLOG, O_DUMP, O_HELP, O_VERSION,
-        O_DRAIN,
+        O_DRAIN, O_PREFILL_MS,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"backend", required_argument, 0, O_BACKEND},
@@ -144,7 +147,8 @@ static int parse_args(int argc, char **argv, cli *c)
         {"stop", required_argument, 0, O_STOP}, {"json", no_argument, 0, O_JSON},
         {"top-logits", required_argument, 0, O_TOPLOG}, {"dump-logits", required_argument, 0, O_DUMP},
         {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION},
-        {"drain", required_argument, 0, O_DRAIN}, {0, 0, 0, 0},
+        {"drain", required_argument, 0, O_DRAIN}, {"prefill-step-ms", required_argument, 0, O_PREFILL_MS},
+        {0, 0, 0, 0},
     };
     long v;
     int o;
@@ -166,6 +170,12 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_BATCH: if (parse_int(optarg, 1, 8192, "--batch", &v)) return -1; c->eng.max_batch = (int)v; break;
         case O_RUNDIR: c->eng.rundir = optarg; break;
         case O_DRAIN: if (parse_float(optarg, 0, 86400, "--drain", &c->drain_s)) return -1; break;
+        case O_PREFILL_MS: {
+            float ms;
+            if (parse_float(optarg, 0, 60000, "--prefill-step-ms", &ms)) return -1;
+            c->eng.prefill_step_ms = ms;
+            break;
+        }
         case O_GENERATE: c->mode = MODE_GENERATE; break;
         case O_TOKENIZE: c->mode = MODE_TOKENIZE; break;
         case O_DETOKENIZE: c->mode = MODE_DETOKENIZE; break;
@@ -573,6 +583,7 @@ int main(int argc, char **argv)
     cli c;
     memset(&c, 0, sizeof c);
     c.eng.backend = "cpu";
+    c.eng.prefill_step_ms = -1;
     c.add_bos = -1;
     c.special = -1;
     bw_gen_params_defaults(&c.gen);

@@ -2,7 +2,8 @@
  *
  * A job is QUEUED (on the wait list, ACCEPTED already published), then holds a slot: first its prompt is
  * fed in chunks (prefill), then one token per step (decode). Each step feeds every slot in one
- * bw_backend_forward call, then samples and publishes per job. Finished jobs move to a short retired
+ * bw_backend_forward call, then samples and publishes per job. Beside decoding jobs, prompt chunks are
+ * kept to about prefill_step_ms of work, so a long prompt arriving does not stall the others' streams. Finished jobs move to a short retired
  * list so that a REPLAY that arrives after the end can still be served. */
 #include "engine/scheduler.h"
 
@@ -21,6 +22,8 @@
 
 #define QUEUE_MAX 1024  /* jobs waiting for a slot; more is QUEUE_FULL */
 #define RETIRED_MAX 64  /* finished jobs whose history is kept for REPLAY */
+#define PREFILL_MIN_TOKENS 32 /* the smallest prompt chunk beside decoding jobs (and the first, unmeasured one) */
+#define PREFILL_STEP_MS 50.0  /* default target time of a step that prefills beside decoding jobs */
 
 typedef struct job {
     char id[BW_PROTO_JOB_ID_MAX + 1];
@@ -53,6 +56,8 @@ struct bw_sched {
     void *ctx;
     bw_sampler *sampler;
     int n_vocab, n_slots, n_ctx, max_batch;
+    double prefill_step_ns; /* 0: whole --batch chunks even beside decoding jobs */
+    double ns_per_token;    /* measured on steps of at least PREFILL_MIN_TOKENS tokens; 0 until then */
     job **slots;
     job *q_head, *q_tail;
     job *r_head, *r_tail;
@@ -228,6 +233,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->n_ctx = e->n_ctx;
     s->max_batch = e->backend->params.max_batch > 0 ? e->backend->params.max_batch : 512;
     if (s->max_batch < s->n_slots) s->max_batch = s->n_slots; /* every running job gets its decode token */
+    s->prefill_step_ns = PREFILL_STEP_MS * 1e6;
     size_t bcap = (size_t)s->max_batch;
     s->sampler = bw_sampler_create(s->n_vocab);
     s->slots = calloc((size_t)s->n_slots, sizeof(*s->slots));
@@ -249,6 +255,20 @@ oom:
              e->model.cfg.n_vocab);
     bw_sched_free(s);
     return NULL;
+}
+
+void bw_sched_set_prefill_step_ms(bw_sched *s, double ms)
+{
+    s->prefill_step_ns = ms > 0 ? ms * 1e6 : 0;
+}
+
+/* Prompt tokens this step may feed: all the room left, unless jobs are decoding beside them. */
+static int prefill_budget(const bw_sched *s, int n_decoding, int room)
+{
+    if (n_decoding == 0 || s->prefill_step_ns <= 0) return room;
+    double fit = s->ns_per_token > 0 ? s->prefill_step_ns / s->ns_per_token : PREFILL_MIN_TOKENS;
+    if (fit < PREFILL_MIN_TOKENS) fit = PREFILL_MIN_TOKENS;
+    return fit < room ? (int)fit : room;
 }
 
 void bw_sched_free(bw_sched *s)
@@ -570,10 +590,11 @@ int bw_sched_step(bw_sched *s)
             s->b_rows[rows++] = j;
         }
     }
-    for (int i = 0; i < s->n_slots && n < s->max_batch; i++) {
+    const int n_decoding = n, limit = n + prefill_budget(s, n_decoding, s->max_batch - n);
+    for (int i = 0; i < s->n_slots && n < limit; i++) {
         job *j = s->slots[i];
         if (!j || j->prefilled) continue;
-        size_t left = j->n_prompt - j->n_fed, room = (size_t)(s->max_batch - n);
+        size_t left = j->n_prompt - j->n_fed, room = (size_t)(limit - n);
         j->chunk = left < room ? left : room;
         for (size_t k = 0; k < j->chunk; k++) {
             size_t pos = j->n_fed + k;
@@ -584,7 +605,12 @@ int bw_sched_step(bw_sched *s)
     if (n == 0) return (int)(bw_sched_busy(s) + bw_sched_queued(s));
 
     bw_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .slot = s->b_slot, .want_logits = s->b_want};
+    const uint64_t t0 = bw_clock_mono_ns();
     int rc = bw_backend_forward(s->e->backend, &b, s->logits);
+    if (rc == 0 && n >= PREFILL_MIN_TOKENS) { /* cost per token of a batch this size; smoothed */
+        const double per = (double)(bw_clock_mono_ns() - t0) / n;
+        s->ns_per_token = s->ns_per_token > 0 ? 0.75 * s->ns_per_token + 0.25 * per : per;
+    }
     if (rc != 0) {
         bw_log_error("backend forward failed on a batch of %d tokens", n);
         for (int i = 0; i < s->n_slots; i++)

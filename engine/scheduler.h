@@ -24,6 +24,12 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
                           size_t errlen);
 void bw_sched_free(bw_sched *s);
 
+/* While other jobs are decoding, a prompt is fed in chunks sized to take about ms per step (from the
+ * measured cost per token, at least PREFILL_MIN_TOKENS, at most --batch), so their tokens keep flowing
+ * while it prefills; alone, a prompt goes in whole --batch chunks. 0 turns the limit off. A token's
+ * result does not depend on how its prompt was chunked (the backends are batch-invariant). */
+void bw_sched_set_prefill_step_ms(bw_sched *s, double ms);
+
 /* Takes a decoded SUBMIT / CANCEL / REPLAY. Problems are answered with ERROR messages, never crashes. */
 void bw_sched_submit(bw_sched *s, const bw_proto_msg *m);
 void bw_sched_cancel(bw_sched *s, const char *job_id);

@@ -14,9 +14,10 @@ export BW_BUILD_DIR=build BW_ASAN_BUILD_DIR=build-asan
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Whole-suite deadline (30 min over both passes): no run may hang; pytest-timeout bounds each test on top.
 # Pass 2 runs the integration suite against the sanitizer build, where a sanitizer report in any process's
-# log fails the test. Deselected there: the [sanitized] cases (pass 1 ran them) and a delivery-latency
-# bound (a timing, not a memory check); pass 1 runs it on the release build.
-asan_skip="sanitized or delivered_as_they_are_sampled"
+# log fails the test. Deselected there: the [sanitized] cases (pass 1 ran them) and two timing bounds
+# (delivery latency, decode gaps while a prompt prefills: timings, not memory checks, and that test starts
+# its own engine, whose log the harness does not scan); pass 1 runs them on the release build.
+asan_skip="sanitized or delivered_as_they_are_sampled or keeps_flowing"
 start=$SECONDS rc=0
 log1=$(mktemp) log2=$(mktemp)
 trap 'rm -f "$log1" "$log2"' EXIT

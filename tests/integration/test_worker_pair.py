@@ -3,6 +3,7 @@ and supervised by the front) and the real default model. No fakes: every generat
 model."""
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -178,3 +179,66 @@ def test_sigterm_stops_front_and_engine(build_dir, model_path):
         s.close()
     finally:
         w.close()
+
+
+def _engine(build_dir, model_path, rundir, extra):
+    log = open(rundir / "engine.log", "wb")
+    p = subprocess.Popen([str(build_dir / "engine" / "beeworker-engine"), "--model", str(model_path), "--rundir",
+                          str(rundir), "--slots", "2", "--ctx", "2048", *extra], stdout=log,
+                         stderr=subprocess.STDOUT)
+    log.close()
+    return p
+
+
+def _longest_gap_during_a_long_prefill(build_dir, model_path, extra):
+    """Job A streams; job B brings a ~1500-token prompt. Returns A's longest gap between two tokens (engine
+    publish times, ms) while B prefilled, and B's time to first token (ms)."""
+    w = Worker(build_dir, spawn=False, extra=["--engine-wait", "30"])
+    eng = _engine(build_dir, model_path, w.rundir, extra)
+    try:
+        w.wait_ready()
+        _, url_a = w.submit(STORY, 1500)
+        long_prompt = " ".join(f"Entry {i}: the hive at site {i % 17} sent {i * 3} bees north." for i in range(95))
+        out, b_started = {}, {}
+        with w.stream(url_a + "?timing=1", timeout=120) as sa:
+            a_events = sa.events()
+            for e in a_events:  # A is decoding before B arrives
+                if isinstance(e["data"], dict) and e["data"]["type"] == "token" and e["data"]["i"] == 20:
+                    break
+            t_b = time.time_ns()
+            _, url_b = w.submit(long_prompt, 4)
+
+            def read_b():
+                with w.stream(url_b + "?timing=1", timeout=120) as sb:
+                    for ev in sb.events():
+                        if isinstance(ev["data"], dict) and ev["data"]["type"] == "token":
+                            b_started.setdefault("ts", ev["data"]["ts_ns"])
+            tb = threading.Thread(target=read_b)
+            tb.start()
+            a_ts = []
+            for e in a_events:
+                if isinstance(e["data"], dict) and e["data"]["type"] == "token":
+                    a_ts.append(e["data"]["ts_ns"])
+                    if "ts" in b_started and e["data"]["ts_ns"] > b_started["ts"] + 200_000_000:
+                        break
+            tb.join(120)
+        assert "ts" in b_started, "job B never produced a token"
+        window = [t for t in a_ts if t_b <= t <= b_started["ts"] + 100_000_000]
+        gaps = [(b - a) / 1e6 for a, b in zip(window, window[1:])]
+        return max(gaps), (b_started["ts"] - t_b) / 1e6
+    finally:
+        eng.send_signal(signal.SIGTERM)
+        eng.wait(timeout=30)
+        w.close()
+
+
+def test_decode_keeps_flowing_while_a_long_prompt_prefills(build_dir, model_path):
+    # By default the engine feeds a prompt beside decoding jobs in chunks of about 50 ms of work; with
+    # --prefill-step-ms 0 it feeds whole 512-token chunks, and the decoding job waits for each of them.
+    limited, ttft_limited = _longest_gap_during_a_long_prefill(build_dir, model_path, [])
+    whole, ttft_whole = _longest_gap_during_a_long_prefill(build_dir, model_path, ["--prefill-step-ms", "0"])
+    print(f"\nlongest gap of the decoding job while a ~1500-token prompt prefills: {limited:.0f} ms in ~50 ms "
+          f"chunks (prompt's first token after {ttft_limited:.0f} ms), {whole:.0f} ms in 512-token chunks "
+          f"(after {ttft_whole:.0f} ms)")
+    assert limited < 250, f"the decoding job stalled {limited:.0f} ms"
+    assert whole > 2 * limited, (whole, limited)
