@@ -604,6 +604,10 @@ int main(void)
         test_embed(type);
     }
     test_matmul(BW_TYPE_Q4_1, 256, 576, 64, 1, BW_EPI_ADD, 0);
+    /* The warp kernel at prefill size: 38 token chunks share a grid bounded as a whole (one block per chunk
+     * walks every unit), every lane of a chunk finishing its own token. */
+    test_matmul(BW_TYPE_Q4_1, 192, 576, 300, 1, BW_EPI_SWIGLU, 0);
+    test_matmul(BW_TYPE_Q8_0, 70, 1536, 257, 0, BW_EPI_ADD, 1);
     /* The tensor-core tile kernel (batches above 8 tokens when asked for): every token-tile width (16,
      * 32, 64 tokens), partial row and token tiles, gathered rows, every epilogue. */
     const int qtypes[] = {BW_TYPE_Q4_0, BW_TYPE_Q4_1, BW_TYPE_Q8_0};
@@ -618,6 +622,7 @@ int main(void)
     test_qkv(BW_TYPE_Q8_0, 4, 2, 64, 32, 13, 1);
     g_mma = 0;
     test_qkv(BW_TYPE_Q4_1, 9, 3, 64, 64, 1, 0);
+    test_qkv(BW_TYPE_Q4_1, 9, 3, 64, 64, 40, 0); /* five full chunks of 8: RoPE on eight lanes at once */
     test_qkv(BW_TYPE_Q4_0, 4, 2, 64, 32, 11, 1);
     test_qkv(BW_TYPE_F16, 4, 4, 128, 128, 5, 0);
     test_attention(9, 3, 64, 1, 700);
