@@ -343,7 +343,7 @@ static void test_matmul(int type, int rows, int K, int n_tok, int use_norm, int 
 static void test_qkv(int type, int n_head, int n_head_kv, int hd, int n_rot, int n_tok, int with_freqs)
 {
     const int K = 256, n_q = n_head * hd, n_k = n_head_kv * hd, rows = n_q + 2 * n_k;
-    const int n_slots = 3, n_ctx = 40;
+    const int n_slots = 3, n_ctx = 7 * (n_tok / n_slots + 1); /* room for every position drawn below */
     std::vector<uint8_t> g = gguf_random(type, rows, K);
     dmat W(type, g, rows, K);
     std::vector<float> x((size_t)n_tok * K), w(K), freqs(n_rot / 2);
