@@ -21,7 +21,6 @@ _Noreturn void bw_quit(int status)
 #ifdef BW_HAVE_LSAN
     /* Memory still reachable from globals or from any thread is not a leak; only lost blocks report. */
     if (__lsan_do_recoverable_leak_check() != 0 && status == 0) status = 23;
-    fflush(stderr);
 #endif
     _exit(status);
 }

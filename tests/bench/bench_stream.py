@@ -32,6 +32,12 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))] if v else float("nan")
 
 
+def summary(n_streams, lat):
+    """Delivery latencies (ms) as the JSON row both clients report."""
+    return {"streams": n_streams, "tokens": len(lat), "p50_ms": round(pct(lat, 50), 3),
+            "p99_ms": round(pct(lat, 99), 3), "max_ms": round(max(lat), 3) if lat else None}
+
+
 def engine_alone(build, model, n, threads):
     out = subprocess.run([str(build / "engine" / "beeworker-engine"), "--model", str(model), "--bench", "-p",
                           str(n), "-n", str(n), "-r", "3", "--threads", str(threads)],
@@ -68,9 +74,7 @@ def latencies(w, n_streams, n_tokens):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    lat = [(e["recv_ns"] - e["data"]["ts_ns"]) / 1e6 for toks in sink for e in toks]
-    return {"streams": n_streams, "tokens": len(lat), "p50_ms": round(pct(lat, 50), 3),
-            "p99_ms": round(pct(lat, 99), 3), "max_ms": round(max(lat), 3)}
+    return summary(n_streams, [(e["recv_ns"] - e["data"]["ts_ns"]) / 1e6 for toks in sink for e in toks])
 
 
 def read_raw(port, urls, headers, timeout=120):
@@ -134,9 +138,7 @@ def latencies_raw(w, n_streams, n_tokens, rounds=3):
         urls = [w.submit(f"Story number {i}: once upon a time", n_tokens, temperature=0)[1] + "?timing=1"
                 for i in range(n_streams)]
         lat += [(recv - ts) / 1e6 for events in read_raw(w.port, urls, w.headers()) for recv, ts in events]
-    return {"streams": n_streams, "tokens": len(lat), "p50_ms": round(pct(lat, 50), 3),
-            "p99_ms": round(pct(lat, 99), 3), "max_ms": round(max(lat), 3) if lat else None,
-            "over_2ms": sum(1 for x in lat if x > 2.0)}
+    return dict(summary(n_streams, lat), over_2ms=sum(1 for x in lat if x > 2.0))
 
 
 def main():

@@ -60,6 +60,17 @@ def wait_until(pred, timeout, interval=0.02):
     return pred()
 
 
+def start_engine(build_dir, model_path, rundir, extra=()):
+    """A beeworker-engine daemon for a front started with spawn=False, logging under LOG_DIR. The caller
+    stops it (SIGTERM) and waits for it."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / f"engine-{pathlib.Path(rundir).name}-{time.monotonic_ns()}.log", "wb")
+    p = subprocess.Popen([str(build_dir / "engine" / "beeworker-engine"), "--model", str(model_path), "--rundir",
+                          str(rundir), *extra], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return p
+
+
 class Closing:
     """`with X(...) as x:` calls x.close() on the way out."""
 

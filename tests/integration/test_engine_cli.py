@@ -14,6 +14,11 @@ def run(bin_, model, *args, stdin=None):
                           timeout=TIMEOUT)
 
 
+def ids(out):
+    """Token ids of a --generate --json run's stdout (every line but the summary)."""
+    return [json.loads(x)["id"] for x in out.decode().splitlines()[:-1]]
+
+
 def test_greedy_generation_is_the_same_in_both_builds(engine_bin, any_engine_bin, model_path):
     args = ("--generate", "--json", "--temperature", "0", "--max-tokens", "24", "--threads", "2",
             "--prompt", "Bees make honey because")
@@ -21,7 +26,6 @@ def test_greedy_generation_is_the_same_in_both_builds(engine_bin, any_engine_bin
     got = run(any_engine_bin, model_path, *args)
     assert got.returncode == 0, got.stderr.decode(errors="replace")[-3000:]
     assert b"runtime error" not in got.stderr and b"Sanitizer" not in got.stderr, got.stderr[-3000:]
-    ids = lambda out: [json.loads(x)["id"] for x in out.decode().splitlines()[:-1]]
     assert ids(got.stdout) == ids(ref.stdout)
     summary = json.loads(got.stdout.decode().splitlines()[-1])
     assert summary["stop_reason"] == "MAX_TOKENS" and summary["tokens_out"] == 24
@@ -33,7 +37,6 @@ def test_long_prompt_is_the_same_whatever_the_chunking_and_threads(engine_bin, a
     # must give bit-identical first-step logits and the same greedy tokens.
     prompt = " ".join(f"Line {i}: the bees carried pollen to hive number {i * 7 % 13}." for i in range(45))
     base = ("--generate", "--json", "--temperature", "0", "--max-tokens", "12", "--ctx", "1024", "--prompt", prompt)
-    ids = lambda r: [json.loads(x)["id"] for x in r.stdout.decode().splitlines()[:-1]]
     ref = run(engine_bin, model_path, *base, "--threads", "2", "--dump-logits", str(tmp_path / "ref.f32"))
     assert ref.returncode == 0, ref.stderr.decode(errors="replace")[-2000:]
     assert json.loads(ref.stdout.decode().splitlines()[-1])["prompt_tokens"] > 600
@@ -42,7 +45,7 @@ def test_long_prompt_is_the_same_whatever_the_chunking_and_threads(engine_bin, a
         assert got.returncode == 0, got.stderr.decode(errors="replace")[-3000:]
         assert b"runtime error" not in got.stderr and b"Sanitizer" not in got.stderr, got.stderr[-3000:]
         assert (tmp_path / f"{i}.f32").read_bytes() == (tmp_path / "ref.f32").read_bytes(), extra
-        assert ids(got) == ids(ref) and len(ids(ref)) == 12, extra
+        assert ids(got.stdout) == ids(ref.stdout) and len(ids(ref.stdout)) == 12, extra
 
 
 def test_stop_string_ends_generation_without_emitting_it(engine_bin, model_path):
@@ -58,7 +61,6 @@ def test_seeded_sampling_is_reproducible(engine_bin, model_path):
     args = ("--generate", "--json", "--temperature", "0.9", "--top-p", "0.95", "--seed", "1234",
             "--max-tokens", "20", "--prompt", "Once upon a time")
     a, b = run(engine_bin, model_path, *args), run(engine_bin, model_path, *args)
-    ids = lambda out: [json.loads(x)["id"] for x in out.decode().splitlines()[:-1]]
     assert ids(a.stdout) == ids(b.stdout) and len(ids(a.stdout)) == 20
 
 

@@ -8,13 +8,12 @@ import random
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import LOG_DIR, Worker, pid_alive, ready_worker, rss_kb, wait_until
+from harness import Worker, pid_alive, ready_worker, rss_kb, start_engine, wait_until
 
 STORY = "Once upon a time"
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "My favourite food is",
@@ -274,15 +273,6 @@ def test_slow_client_is_cancelled_and_others_are_unaffected(ref, build_dir, mode
             lambda: w.info()["engine"]["slots"]["busy"] == 0, 2.0), "the slow client's job still holds a slot"
 
 
-def start_engine(build_dir, model_path, rundir, extra=()):
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"engine-{rundir.name}-{time.monotonic_ns()}.log", "wb")
-    p = subprocess.Popen([str(build_dir / "engine" / "beeworker-engine"), "--model", str(model_path), "--rundir",
-                          str(rundir), "--slots", "4", *extra], stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    return p
-
-
 def test_drain_finishes_running_jobs_and_hands_new_ones_to_the_next_engine(ref, build_dir, model_path):
     # seed 44 gives both sampled prompts 300 tokens without an early EOS: all 4 jobs run through the drain
     jobs = [(PROMPTS[k], 300, GREEDY if k % 2 == 0 else dict(SAMPLED, seed=44)) for k in range(4)]
@@ -295,7 +285,7 @@ def test_drain_finishes_running_jobs_and_hands_new_ones_to_the_next_engine(ref, 
         # --drain 10 as the issue asks; a sanitizer build decodes several times slower, so it gets the
         # time the same 1,200 tokens need there
         drain_s = "30" if os.environ.get("BW_SANITIZED") else "10"
-        a = start_engine(build_dir, model_path, w.rundir, ["--drain", drain_s])
+        a = start_engine(build_dir, model_path, w.rundir, ["--slots", "4", "--drain", drain_s])
         engines.append(a)
         w.wait_ready()
         urls = [w.submit(p, n, **kw)[1] for p, n, kw in jobs]
@@ -323,7 +313,7 @@ def test_drain_finishes_running_jobs_and_hands_new_ones_to_the_next_engine(ref, 
         late_reader.start()
         time.sleep(0.3)  # the late job is held while only the draining engine is there
         t_b = time.time_ns()
-        b = start_engine(build_dir, model_path, w.rundir)
+        b = start_engine(build_dir, model_path, w.rundir, ["--slots", "4"])
         engines.append(b)
         for t in readers:
             t.join(60)

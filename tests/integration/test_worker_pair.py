@@ -3,13 +3,12 @@ and supervised by the front) and the real default model. No fakes: every generat
 model."""
 import os
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import SseStream, Worker, pid_alive, port_listening, ready_worker, wait_until
+from harness import SseStream, Worker, pid_alive, port_listening, ready_worker, start_engine, wait_until
 
 STORY = "Once upon a time"
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "My favourite food is"]
@@ -181,20 +180,11 @@ def test_sigterm_stops_front_and_engine(build_dir, model_path):
         w.close()
 
 
-def _engine(build_dir, model_path, rundir, extra):
-    log = open(rundir / "engine.log", "wb")
-    p = subprocess.Popen([str(build_dir / "engine" / "beeworker-engine"), "--model", str(model_path), "--rundir",
-                          str(rundir), "--slots", "2", "--ctx", "2048", *extra], stdout=log,
-                         stderr=subprocess.STDOUT)
-    log.close()
-    return p
-
-
 def _longest_gap_during_a_long_prefill(build_dir, model_path, extra):
     """Job A streams; job B brings a ~1500-token prompt. Returns A's longest gap between two tokens (engine
     publish times, ms) while B prefilled, and B's time to first token (ms)."""
     w = Worker(build_dir, spawn=False, extra=["--engine-wait", "30"])
-    eng = _engine(build_dir, model_path, w.rundir, extra)
+    eng = start_engine(build_dir, model_path, w.rundir, ["--slots", "2", "--ctx", "2048", *extra])
     try:
         w.wait_ready()
         _, url_a = w.submit(STORY, 1500)
