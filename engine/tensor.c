@@ -8,8 +8,17 @@ static const struct bw_type_info type_table[] = {
     [BW_TYPE_F16] = {"F16", 1, 2, 1},
     [BW_TYPE_Q4_0] = {"Q4_0", BW_QK, sizeof(bw_block_q4_0), 1},
     [BW_TYPE_Q4_1] = {"Q4_1", BW_QK, sizeof(bw_block_q4_1), 1},
+    [BW_TYPE_Q5_0] = {"Q5_0", BW_QK, sizeof(bw_block_q5_0), 1},
+    [BW_TYPE_Q5_1] = {"Q5_1", BW_QK, sizeof(bw_block_q5_1), 1},
     [BW_TYPE_Q8_0] = {"Q8_0", BW_QK, sizeof(bw_block_q8_0), 1},
     [BW_TYPE_Q8_1] = {"Q8_1", BW_QK, sizeof(bw_block_q8_1), 0},
+    [BW_TYPE_Q2_K] = {"Q2_K", BW_QK_K, sizeof(bw_block_q2_k), 1},
+    [BW_TYPE_Q3_K] = {"Q3_K", BW_QK_K, sizeof(bw_block_q3_k), 1},
+    [BW_TYPE_Q4_K] = {"Q4_K", BW_QK_K, sizeof(bw_block_q4_k), 1},
+    [BW_TYPE_Q5_K] = {"Q5_K", BW_QK_K, sizeof(bw_block_q5_k), 1},
+    [BW_TYPE_Q6_K] = {"Q6_K", BW_QK_K, sizeof(bw_block_q6_k), 1},
+    [BW_TYPE_Q8_K] = {"Q8_K", BW_QK_K, sizeof(bw_block_q8_k), 0},
+    [BW_TYPE_IQ4_NL] = {"IQ4_NL", BW_QK, sizeof(bw_block_iq4_nl), 1},
     [BW_TYPE_BF16] = {"BF16", 1, 2, 1},
 };
 
@@ -18,6 +27,17 @@ _Static_assert(sizeof(bw_block_q4_0) == 18, "q4_0 block must be packed");
 _Static_assert(sizeof(bw_block_q4_1) == 20, "q4_1 block must be packed");
 _Static_assert(sizeof(bw_block_q8_0) == 34, "q8_0 block must be packed");
 _Static_assert(sizeof(bw_block_q8_1) == 36, "q8_1 block must be packed");
+_Static_assert(sizeof(bw_block_q5_0) == 22, "q5_0 block must be packed");
+_Static_assert(sizeof(bw_block_q5_1) == 24, "q5_1 block must be packed");
+_Static_assert(sizeof(bw_block_iq4_nl) == 18, "iq4_nl block must be packed");
+_Static_assert(sizeof(bw_block_q2_k) == 84, "q2_k block must be packed");
+_Static_assert(sizeof(bw_block_q3_k) == 110, "q3_k block must be packed");
+_Static_assert(sizeof(bw_block_q4_k) == 144, "q4_k block must be packed");
+_Static_assert(sizeof(bw_block_q5_k) == 176, "q5_k block must be packed");
+_Static_assert(sizeof(bw_block_q6_k) == 210, "q6_k block must be packed");
+_Static_assert(sizeof(bw_block_q8_k) == 292, "q8_k block must be packed");
+
+const int8_t bw_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 const struct bw_type_info *bw_type_info(uint32_t type)
 {

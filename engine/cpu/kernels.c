@@ -1,29 +1,31 @@
 /* CPU kernels: the portable path, the run-time choice of SIMD path, and the threading of bw_matmul.
  *
  * Activation scratch (what bw_matmul quantizes x into for a quantized weight), one record per token,
- * each record BW_ACT_ALIGN-aligned and bw_act_stride(cols) bytes long:
+ * each record BW_ACT_ALIGN-aligned and bw_act_stride(wtype, cols) bytes long. For the K types it is the
+ * Q8_K record of kquant.h; for the 32-element types:
  *   int8_t qs[cols]    q = round_half_even(x / d), 32 per block, blocks in column order
  *   float  d[cols/32]  d = fp16(max|x| / 127), the block scale exactly as llama.cpp stores it
  *   float  c[cols/32]  the per-block constant the weight type needs, times the path's c_scale:
- *                      Q4_0: -8 * d * sum(q)  (folds the "-8" of the weight into one term)
- *                      Q4_1: fp16(d_unrounded * sum(q))  (Q8_1's s)
- *                      Q8_0: -128 * d * sum(q)  (for the AVX512-VNNI path, which feeds the signed
- *                            weights to vpdpbusd as unsigned w + 128; the other paths ignore it)
+ *                      Q4_0: -8 * d * sum(q), Q5_0: -16 * d * sum(q)  (folds the weight's offset
+ *                            into one term)
+ *                      Q4_1, Q5_1: fp16(d_unrounded * sum(q))  (Q8_1's s)
+ *                      Q8_0, IQ4_NL: -128 * d * sum(q)  (for the AVX512-VNNI path, which feeds the
+ *                            signed weights to vpdpbusd as unsigned w + 128; the other paths ignore it)
  * The portable path stores c as above; the SIMD paths store c / 8 because the AVX2 kernels spread the
  * term over the 8 lanes of a vector (a power of two, so no rounding). All paths produce identical qs
  * and d.
  * Products are y[t][r] = sum over blocks b of W-block(r, b) . x-block(t, b), blocks in increasing order.
  * On a given path, each y[t][r] is bit-identical whatever n_tok, the token's place in the batch and the
  * thread count (see kernels_avx2.c): activation records are quantized per token alone, the portable
- * path computes every output by one function, and row chunks only decide which thread computes a row. */
+ * path computes every output by one function, and row chunks only decide which thread computes a row.
+ * K-type products are bit-identical across paths too (kquant.h). */
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/kquant.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define BW_ACT_ALIGN 64
 
 /* The SIMD path lives in kernels_avx2.c; these are its entry points (same contracts as the portable
  * ones below). */
@@ -133,15 +135,58 @@ static inline int bw_round_even(float v)
     return (int)((v + 0x1.8p23f) - 0x1.8p23f);
 }
 
-static inline size_t bw_act_stride(int64_t cols)
+static inline size_t bw_act_stride(enum bw_type wtype, int64_t cols)
 {
-    size_t bytes = (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
+    size_t bytes = bw_is_ktype(wtype) ? bw_q8k_bytes(cols) : (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
     return (bytes + BW_ACT_ALIGN - 1) / BW_ACT_ALIGN * BW_ACT_ALIGN;
 }
 
 static int bw_is_quant(enum bw_type t)
 {
-    return t == BW_TYPE_Q4_0 || t == BW_TYPE_Q4_1 || t == BW_TYPE_Q8_0;
+    return t == BW_TYPE_Q4_0 || t == BW_TYPE_Q4_1 || t == BW_TYPE_Q5_0 || t == BW_TYPE_Q5_1 || t == BW_TYPE_Q8_0 ||
+           t == BW_TYPE_IQ4_NL || bw_is_ktype(t);
+}
+
+/* The 5-bit codes of a Q5_0/Q5_1 block: nibbles plus the qh bits (tensor.h). */
+static void bw_q5_codes(const uint8_t *qh4, const uint8_t *qs, uint8_t u[BW_QK])
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    for (int j = 0; j < BW_QK / 2; j++) {
+        u[j] = (uint8_t)((qs[j] & 15) | ((qh >> j) & 1) << 4);
+        u[j + BW_QK / 2] = (uint8_t)((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+    }
+}
+
+/* The unsigned codes u[e] of a K-type super-block (layouts in tensor.h). */
+static void bw_kq_codes(enum bw_type t, const uint8_t *blk, uint8_t u[BW_QK_K])
+{
+    for (int e = 0; e < BW_QK_K; e++) {
+        int h = e / 128, j = (e % 128) / 32, l = e % 32, s = e / 32;
+        switch (t) {
+        case BW_TYPE_Q2_K: u[e] = (blk[offsetof(bw_block_q2_k, qs) + 32 * h + l] >> (2 * j)) & 3; break;
+        case BW_TYPE_Q3_K: {
+            const uint8_t *qs = blk + offsetof(bw_block_q3_k, qs), *hm = blk + offsetof(bw_block_q3_k, hmask);
+            u[e] = (uint8_t)(((qs[32 * h + l] >> (2 * j)) & 3) | ((hm[l] >> (4 * h + j)) & 1) << 2);
+            break;
+        }
+        case BW_TYPE_Q4_K:
+        case BW_TYPE_Q5_K: {
+            int five = t == BW_TYPE_Q5_K;
+            const uint8_t *qs = blk + (five ? offsetof(bw_block_q5_k, qs) : offsetof(bw_block_q4_k, qs));
+            uint8_t byte = qs[32 * (e / 64) + l];
+            u[e] = (e % 64) < 32 ? byte & 15 : byte >> 4;
+            if (five) u[e] |= (uint8_t)(((blk[offsetof(bw_block_q5_k, qh) + l] >> s) & 1) << 4);
+            break;
+        }
+        default: { /* Q6_K */
+            const uint8_t *ql = blk + offsetof(bw_block_q6_k, ql), *qh = blk + offsetof(bw_block_q6_k, qh);
+            uint8_t lo = ql[64 * h + l + 32 * (j % 2)];
+            u[e] = (uint8_t)((j < 2 ? lo & 15 : lo >> 4) | ((qh[32 * h + l] >> (2 * j)) & 3) << 4);
+            break;
+        }
+        }
+    }
 }
 
 /* ---- dequantization ------------------------------------------------------------------------------ */
@@ -179,11 +224,58 @@ void bw_dequant_row(enum bw_type type, const void *row, float *out, int64_t cols
             }
         }
         return;
+    case BW_TYPE_Q5_0:
+    case BW_TYPE_Q5_1: {
+        const int has_m = type == BW_TYPE_Q5_1;
+        const size_t bb = has_m ? sizeof(bw_block_q5_1) : sizeof(bw_block_q5_0);
+        for (int64_t b = 0; b < cols / BW_QK; b++, p += bb, out += BW_QK) {
+            float d = bw_h2f(bw_load_u16(p)), m = has_m ? bw_h2f(bw_load_u16(p + 2)) : 0.0f;
+            uint8_t u[BW_QK];
+            bw_q5_codes(p + (has_m ? 4 : 2), p + (has_m ? 8 : 6), u);
+            for (int j = 0; j < BW_QK; j++) out[j] = has_m ? d * (float)u[j] + m : d * (float)(u[j] - 16);
+        }
+        return;
+    }
+    case BW_TYPE_IQ4_NL:
+        for (int64_t b = 0; b < cols / BW_QK; b++, p += sizeof(bw_block_iq4_nl), out += BW_QK) {
+            float d = bw_h2f(bw_load_u16(p));
+            for (int j = 0; j < BW_QK / 2; j++) {
+                out[j] = d * (float)bw_iq4nl_values[p[2 + j] & 15];
+                out[j + BW_QK / 2] = d * (float)bw_iq4nl_values[p[2 + j] >> 4];
+            }
+        }
+        return;
+    case BW_TYPE_Q2_K:
+    case BW_TYPE_Q3_K:
+    case BW_TYPE_Q4_K:
+    case BW_TYPE_Q5_K:
+    case BW_TYPE_Q6_K: {
+        const size_t bb = (size_t)bw_type_info(type)->block_bytes;
+        const int off = bw_kq_code_offset(type);
+        for (int64_t b = 0; b < cols / BW_QK_K; b++, p += bb, out += BW_QK_K) {
+            uint8_t u[BW_QK_K];
+            int16_t sc[16], m[16];
+            bw_kq_codes(type, p, u);
+            bw_kq_scales(type, p, sc, m);
+            float d = bw_kq_h2f(p + bw_kq_d_off(type));
+            float dmin = bw_kq_has_min(type) ? bw_kq_h2f(p + bw_kq_d_off(type) + 2) : 0.0f;
+            for (int e = 0; e < BW_QK_K; e++)
+                out[e] = (d * (float)sc[e / 16]) * (float)(u[e] - off) - dmin * (float)m[e / 16];
+        }
+        return;
+    }
     case BW_TYPE_Q8_0:
         for (int64_t b = 0; b < cols / BW_QK; b++, p += sizeof(bw_block_q8_0), out += BW_QK) {
             float d = bw_h2f(bw_load_u16(p));
             const int8_t *qs = (const int8_t *)(p + 2);
             for (int j = 0; j < BW_QK; j++) out[j] = d * (float)qs[j];
+        }
+        return;
+    case BW_TYPE_Q8_K:
+        for (int64_t b = 0; b < cols / BW_QK_K; b++, p += sizeof(bw_block_q8_k), out += BW_QK_K) {
+            float d;
+            memcpy(&d, p, 4);
+            for (int j = 0; j < BW_QK_K; j++) out[j] = d * (float)(int8_t)p[4 + j];
         }
         return;
     case BW_TYPE_Q8_1:
@@ -198,8 +290,38 @@ void bw_dequant_row(enum bw_type type, const void *row, float *out, int64_t cols
 
 /* ---- portable path ------------------------------------------------------------------------------ */
 
+void bw_quant_q8k(const float *x, int64_t cols, void *rec)
+{
+    int8_t *qs = rec;
+    float *dd = (float *)(qs + cols);
+    int16_t *bsums = (int16_t *)(dd + cols / BW_QK_K);
+    for (int64_t b = 0; b < cols / BW_QK_K; b++, x += BW_QK_K, qs += BW_QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < BW_QK_K; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        /* A NaN never wins the comparison above; the clamp below keeps it from an undefined float to
+         * int conversion. All zero (or NaN) gives zero codes and d = 0. */
+        float iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+        for (int j = 0; j < BW_QK_K; j++)
+            qs[j] = (int8_t)bw_round_even(fminf(fmaxf(x[j] * iscale, -127.0f), 127.0f));
+        for (int g = 0; g < BW_QK_K / 16; g++) {
+            int sum = 0;
+            for (int j = 0; j < 16; j++) sum += qs[16 * g + j];
+            bsums[b * (BW_QK_K / 16) + g] = (int16_t)sum;
+        }
+        dd[b] = amax != 0.0f ? 1.0f / iscale : 0.0f;
+    }
+}
+
 static void bw_port_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec)
 {
+    if (bw_is_ktype(wtype)) {
+        bw_quant_q8k(x, cols, rec);
+        return;
+    }
     int64_t nb = cols / BW_QK;
     int8_t *qs = rec;
     float *dd = (float *)(qs + cols), *cc = dd + nb;
@@ -218,14 +340,50 @@ static void bw_port_quant_act(enum bw_type wtype, const float *x, int64_t cols, 
         }
         dd[b] = bw_round_f16(d);
         if (wtype == BW_TYPE_Q4_0) cc[b] = -8.0f * (dd[b] * (float)sum);
-        else if (wtype == BW_TYPE_Q4_1) cc[b] = bw_round_f16(d * (float)sum);
+        else if (wtype == BW_TYPE_Q5_0) cc[b] = -16.0f * (dd[b] * (float)sum);
+        else if (wtype == BW_TYPE_Q4_1 || wtype == BW_TYPE_Q5_1) cc[b] = bw_round_f16(d * (float)sum);
         else cc[b] = -128.0f * (dd[b] * (float)sum);
     }
+}
+
+float bw_kq_share(enum bw_type t, const uint8_t *blk, float dy, int32_t I, int32_t C)
+{
+    float d = bw_kq_h2f(blk + bw_kq_d_off(t));
+    if (!bw_kq_has_min(t)) return (d * dy) * (float)(I - C);
+    float dmin = bw_kq_h2f(blk + bw_kq_d_off(t) + 2);
+    return (d * dy) * (float)I - (dmin * dy) * (float)C;
+}
+
+/* One output of a K-type W: row `w` against one Q8_K record (arithmetic of kquant.h). */
+static float bw_port_dot_k(enum bw_type type, const uint8_t *w, const uint8_t *rec, int64_t cols)
+{
+    const size_t bb = (size_t)bw_type_info(type)->block_bytes;
+    const int8_t *xq = (const int8_t *)rec;
+    const float *dy = bw_q8k_d(rec, cols);
+    const int16_t *bsums = bw_q8k_bsums(rec, cols);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < cols / BW_QK_K; b++, w += bb, xq += BW_QK_K, bsums += 16) {
+        uint8_t u[BW_QK_K];
+        int16_t sc[16], m[16], cm[16];
+        bw_kq_codes(type, w, u);
+        bw_kq_scales(type, w, sc, m);
+        bw_kq_corr(type, sc, m, cm);
+        int32_t I = 0, C = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t dot = 0;
+            for (int j = 0; j < 16; j++) dot += u[16 * g + j] * xq[16 * g + j];
+            I += sc[g] * dot;
+            C += cm[g] * bsums[g];
+        }
+        sum += bw_kq_share(type, w, dy[b], I, C);
+    }
+    return sum;
 }
 
 /* One output: row `w` of W (type given) against one activation record. */
 static float bw_port_dot_q(enum bw_type type, const uint8_t *w, const uint8_t *rec, int64_t cols)
 {
+    if (bw_is_ktype(type)) return bw_port_dot_k(type, w, rec, cols);
     int64_t nb = cols / BW_QK;
     const int8_t *xq = (const int8_t *)rec;
     const float *dd = (const float *)(rec + cols), *cc = dd + nb;
@@ -244,6 +402,24 @@ static float bw_port_dot_q(enum bw_type type, const uint8_t *w, const uint8_t *r
             const uint8_t *blk = w + b * (int64_t)sizeof(bw_block_q4_1), *qs = blk + 4;
             for (int j = 0; j < BW_QK / 2; j++) isum += (qs[j] & 15) * xq[j] + (qs[j] >> 4) * xq[j + BW_QK / 2];
             sum += (float)isum * (bw_h2f(bw_load_u16(blk)) * dd[b]) + bw_h2f(bw_load_u16(blk + 2)) * cc[b];
+            break;
+        }
+        case BW_TYPE_Q5_0:
+        case BW_TYPE_Q5_1: {
+            const int has_m = type == BW_TYPE_Q5_1;
+            const uint8_t *blk = w + b * (int64_t)(has_m ? sizeof(bw_block_q5_1) : sizeof(bw_block_q5_0));
+            uint8_t u[BW_QK];
+            bw_q5_codes(blk + (has_m ? 4 : 2), blk + (has_m ? 8 : 6), u);
+            for (int j = 0; j < BW_QK; j++) isum += (u[j] - (has_m ? 0 : 16)) * xq[j];
+            sum += (float)isum * (bw_h2f(bw_load_u16(blk)) * dd[b]);
+            if (has_m) sum += bw_h2f(bw_load_u16(blk + 2)) * cc[b];
+            break;
+        }
+        case BW_TYPE_IQ4_NL: {
+            const uint8_t *blk = w + b * (int64_t)sizeof(bw_block_iq4_nl), *qs = blk + 2;
+            for (int j = 0; j < BW_QK / 2; j++)
+                isum += bw_iq4nl_values[qs[j] & 15] * xq[j] + bw_iq4nl_values[qs[j] >> 4] * xq[j + BW_QK / 2];
+            sum += (float)isum * (bw_h2f(bw_load_u16(blk)) * dd[b]);
             break;
         }
         default: { /* Q8_0 */
@@ -402,7 +578,7 @@ const char *bw_kernels_init(int force_portable)
 size_t bw_matmul_scratch_bytes(enum bw_type wtype, int64_t cols, int64_t n_tok)
 {
     if (!bw_is_quant(wtype)) return 0;
-    return (size_t)n_tok * bw_act_stride(cols);
+    return (size_t)n_tok * bw_act_stride(wtype, cols);
 }
 
 struct bw_mm_job {
@@ -471,7 +647,7 @@ void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stri
     if (j.chunk < 4) j.chunk = 4;
     atomic_init(&j.next_row, 0);
     if (bw_is_quant(W->type)) {
-        j.act_stride = bw_act_stride(W->cols);
+        j.act_stride = bw_act_stride(W->type, W->cols);
         /* A few rows quantize in well under a microsecond: cheaper than a fork-join. */
         if (n_tok <= 4) bw_mm_quant_task(&j, 0, 1);
         else bw_pool_run(pool, bw_mm_quant_task, &j);

@@ -17,6 +17,7 @@
  * final reduction tree; tiles differ only in which loads they share. Continuous batching (a job's
  * output must not depend on its batch mates) and resume (a one-batch re-prefill must rebuild the KV
  * cache that one-token decode steps wrote) rely on it; test_kernels checks it bit for bit. */
+#include "engine/cpu/kquant.h"
 #include "engine/tensor.h"
 
 #include <stdint.h>
@@ -80,6 +81,10 @@ BW_AVX2_INLINE __m256 bw_dot_u8s8(__m256i u, __m256i s)
 
 void BW_AVX2 bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec)
 {
+    if (bw_is_ktype(wtype)) {
+        bw_quant_q8k(x, cols, rec);
+        return;
+    }
     int64_t nb = cols / BW_QK;
     int8_t *qs = rec;
     float *dd = (float *)(qs + cols), *cc = dd + nb;
@@ -111,7 +116,9 @@ void BW_AVX2 bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols,
         _mm256_store_si256((__m256i *)qs, _mm256_permutevar8x32_epi32(p, perm));
         dd[b] = _cvtsh_ss(_cvtss_sh(d, 0));
         if (wtype == BW_TYPE_Q4_0) cc[b] = -(dd[b] * (float)sum); /* (-8 * d * sum) / 8 */
-        else if (wtype == BW_TYPE_Q4_1) cc[b] = _cvtsh_ss(_cvtss_sh(d * (float)sum, 0)) * 0.125f;
+        else if (wtype == BW_TYPE_Q5_0) cc[b] = -2.0f * (dd[b] * (float)sum); /* (-16 * d * sum) / 8 */
+        else if (wtype == BW_TYPE_Q4_1 || wtype == BW_TYPE_Q5_1)
+            cc[b] = _cvtsh_ss(_cvtss_sh(d * (float)sum, 0)) * 0.125f;
         else cc[b] = -16.0f * (dd[b] * (float)sum); /* (-128 * d * sum) / 8, for the VNNI path */
     }
 }
@@ -136,13 +143,22 @@ BW_AVX2_INLINE void bw_store_tile(const int NR, const int NT, __m256 acc[4][4], 
     }
 }
 
-/* NR rows of a Q8_0 W (w = first row) times NT activation records (act = first record). Per output and
- * block: 8 int32 lanes of the signed dot, then acc += dw * (dx * dot) lane by lane; the same for every
- * NR x NT. */
-BW_AVX2_INLINE void bw_q8_tile(const int NR, const int NT, const int pf, const uint8_t *w, size_t wrow,
-                               const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
+/* The 32 signed weights of an IQ4_NL block (blk at its d), in element order. */
+BW_AVX2_INLINE __m256i bw_iq4nl_vals(const uint8_t *blk)
 {
-    const size_t bb = sizeof(bw_block_q8_0);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bw_iq4nl_values));
+    __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2));
+    __m256i n = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+    return _mm256_shuffle_epi8(table, _mm256_and_si256(n, _mm256_set1_epi8(15)));
+}
+
+/* NR rows of a Q8_0 or IQ4_NL W (w = first row) times NT activation records (act = first record). Per
+ * output and block: 8 int32 lanes of the signed dot, then acc += dw * (dx * dot) lane by lane; the same
+ * for every NR x NT. */
+BW_AVX2_INLINE void bw_q8_tile(const enum bw_type type, const int NR, const int NT, const int pf, const uint8_t *w,
+                               size_t wrow, const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
+{
+    const size_t bb = type == BW_TYPE_IQ4_NL ? sizeof(bw_block_iq4_nl) : sizeof(bw_block_q8_0);
     const int64_t nb = cols / BW_QK;
     __m256 acc[4][4];
     for (int r = 0; r < NR; r++)
@@ -165,7 +181,7 @@ BW_AVX2_INLINE void bw_q8_tile(const int NR, const int NT, const int pf, const u
             const uint8_t *blk = w + r * wrow + b * bb;
             __m256 dw = bw_h2f_bcast(blk);
             /* Signed x signed: move the weight's sign onto the activation. */
-            __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
+            __m256i wq = type == BW_TYPE_IQ4_NL ? bw_iq4nl_vals(blk) : _mm256_loadu_si256((const __m256i *)(blk + 2));
             __m256i aw = _mm256_sign_epi8(wq, wq);
             for (int t = 0; t < NT; t++) {
                 __m256 p = bw_dot_u8s8(aw, _mm256_sign_epi8(xq[t], wq));
@@ -176,7 +192,36 @@ BW_AVX2_INLINE void bw_q8_tile(const int NR, const int NT, const int pf, const u
     bw_store_tile(NR, NT, acc, y, ys);
 }
 
-/* Q4_0/Q4_1 tile of NR rows (1..4) x NT tokens (1..4), rows taken two per ymm (row 2p in the low 128
+/* The fifth bits of a Q5 row pair: qh words qa (low 128-bit lane) and qb (high), as 16 in the bytes of
+ * the elements they belong to; *lo gets elements 0-15 of each row, *hi elements 16-31. */
+BW_AVX2_INLINE void bw_q5_high(uint32_t qa, uint32_t qb, __m256i *lo, __m256i *hi)
+{
+    const __m256i v = _mm256_setr_epi32((int)qa, 0, 0, 0, (int)qb, 0, 0, 0);
+    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull), sixteen = _mm256_set1_epi8(16);
+    const __m256i pick_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+                                             1, 1, 1, 1, 1, 1, 1);
+    const __m256i pick_hi = _mm256_add_epi8(pick_lo, _mm256_set1_epi8(2));
+    __m256i a = _mm256_and_si256(_mm256_shuffle_epi8(v, pick_lo), bits);
+    __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(v, pick_hi), bits);
+    *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(a, bits), sixteen));
+    *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), sixteen));
+}
+
+/* Offset of the code bytes (qs) in a Q4_0/Q4_1/Q5_0/Q5_1 block. */
+static inline size_t bw_q45_qoff(enum bw_type type)
+{
+    return type == BW_TYPE_Q4_0 ? 2 : type == BW_TYPE_Q4_1 ? 4 : type == BW_TYPE_Q5_0 ? 6 : 8;
+}
+
+static inline size_t bw_q45_bytes(enum bw_type type)
+{
+    return type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
+           : type == BW_TYPE_Q4_1 ? sizeof(bw_block_q4_1)
+           : type == BW_TYPE_Q5_0 ? sizeof(bw_block_q5_0)
+                                  : sizeof(bw_block_q5_1);
+}
+
+/* Q4_0/Q4_1/Q5_0/Q5_1 tile of NR rows (1..4) x NT tokens (1..4), rows taken two per ymm (row 2p in the low 128
  * bits, row 2p+1 in the high; an odd last row is paired with itself and its copy dropped). The
  * activation block's two halves are broadcast to both 128-bit lanes, the low/high nibble vectors meet
  * them in vpmaddubsw, and int32 lanes 0-3 / 4-7 are the partial dots of the two rows. Scales of a row
@@ -189,8 +234,8 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
                                size_t wrow, const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
     const int NP = (NR + 1) / 2;
-    const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0) : sizeof(bw_block_q4_1);
-    const size_t qoff = type == BW_TYPE_Q4_0 ? 2 : 4;
+    const size_t bb = bw_q45_bytes(type), qoff = bw_q45_qoff(type);
+    const int five = type == BW_TYPE_Q5_0 || type == BW_TYPE_Q5_1;
     const int64_t nb = cols / BW_QK;
     const __m256i nib = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
@@ -215,11 +260,17 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
                                                 _mm_loadu_si128((const __m128i *)(bb2 + qoff)), 1);
             lo[p] = _mm256_and_si256(z, nib);
             hi[p] = _mm256_and_si256(_mm256_srli_epi16(z, 4), nib);
+            if (five) {
+                uint32_t qa, qb;
+                memcpy(&qa, ba + qoff - 4, 4);
+                memcpy(&qb, bb2 + qoff - 4, 4);
+                bw_q5_high(qa, qb, &lo[p], &hi[p]);
+            }
             uint32_t sa, sb;
             memcpy(&sa, ba, 4);
             memcpy(&sb, bb2, 4);
             __m128i h = _mm_setr_epi32((int)sa, (int)sb, 0, 0);
-            if (type == BW_TYPE_Q4_0)
+            if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q5_0)
                 h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
             ws[p] = _mm_cvtph_ps(h);
         }
@@ -230,7 +281,7 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
             __m256i xhi = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(rec + b * BW_QK + 16)));
             __m128 xs = _mm_blend_ps(_mm_broadcast_ss(dd + b), _mm_broadcast_ss(dd + nb + b), 0xa);
             for (int p = 0; p < NP; p++) {
-                /* Each vpmaddubsw pair is at most 2 * 15 * 127, so the sum of two still fits int16. */
+                /* Each vpmaddubsw pair is at most 2 * 31 * 127, so the sum of two still fits int16. */
                 __m256i d16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[p], xlo), _mm256_maddubs_epi16(hi[p], xhi));
                 __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, ones));
                 __m128 prod = _mm_mul_ps(ws[p], xs); /* [Sa, Ma, Sb, Mb] */
@@ -255,6 +306,123 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
             for (int r = 0; r < NR; r++) y[t * ys + r] = o[r];
         }
     }
+}
+
+/* ---- K types ------------------------------------------------------------------------------------- *
+ * A super-block is unpacked once per tile row into 8 chunks of 32 unsigned codes (chunk c holds elements
+ * 32c .. 32c+31) and, per chunk, a vector of 16 int16 scales (group 2c's in the low 128 bits, group
+ * 2c+1's in the high). Per token: vpmaddubsw pairs codes with the Q8_K codes, vpmaddwd applies the
+ * scales, and int32 lanes add up I; C is one vpmaddwd of the 16 corrections with the 16 group sums.
+ * Both are exact integers, and the float steps are bw_kq_share's (kquant.h), so this path gives the
+ * portable path's bits whatever the tiling. No int16 step saturates: a code pair is at most
+ * 2 * 63 * 127, times a scale of at most 128 in magnitude, in int32. */
+
+struct bw_kq_unpacked {
+    __m256i u[8], s[8], corr;
+};
+
+BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, struct bw_kq_unpacked *k)
+{
+    const __m256i m2 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    switch (type) {
+    case BW_TYPE_Q2_K:
+    case BW_TYPE_Q3_K: {
+        const int three = type == BW_TYPE_Q3_K;
+        const uint8_t *qs = blk + (three ? offsetof(bw_block_q3_k, qs) : offsetof(bw_block_q2_k, qs));
+        const __m256i hm = three ? _mm256_loadu_si256((const __m256i *)(blk + offsetof(bw_block_q3_k, hmask)))
+                                 : _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+            for (int j = 0; j < 4; j++) {
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m2);
+                if (three)
+                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one), 2));
+                k->u[4 * h + j] = u;
+            }
+        }
+        break;
+    }
+    case BW_TYPE_Q4_K:
+    case BW_TYPE_Q5_K: {
+        const int five = type == BW_TYPE_Q5_K;
+        const uint8_t *qs = blk + (five ? offsetof(bw_block_q5_k, qs) : offsetof(bw_block_q4_k, qs));
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + offsetof(bw_block_q5_k, qh)))
+                                : _mm256_setzero_si256();
+        for (int c2 = 0; c2 < 4; c2++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c2));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c2), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c2 + 1), one), 4));
+            }
+            k->u[2 * c2] = lo;
+            k->u[2 * c2 + 1] = hi;
+        }
+        break;
+    }
+    default: { /* Q6_K */
+        const uint8_t *ql = blk + offsetof(bw_block_q6_k, ql), *qhp = blk + offsetof(bw_block_q6_k, qh);
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(qhp + 32 * h));
+            for (int j = 0; j < 4; j++) {
+                const __m256i l = j % 2 ? l1 : l0;
+                __m256i lo = _mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), m4);
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), m2);
+                k->u[4 * h + j] = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
+            }
+        }
+        break;
+    }
+    }
+    int16_t sc[16], m[16], cm[16];
+    bw_kq_scales(type, blk, sc, m);
+    bw_kq_corr(type, sc, m, cm);
+    for (int c = 0; c < 8; c++)
+        k->s[c] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[2 * c])), _mm_set1_epi16(sc[2 * c + 1]), 1);
+    k->corr = _mm256_loadu_si256((const __m256i *)cm);
+}
+
+BW_AVX2_INLINE int32_t bw_hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* One row of a K-type W times NT (1..4) Q8_K records. */
+BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w,
+                              const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
+{
+    const size_t bb = type == BW_TYPE_Q2_K   ? sizeof(bw_block_q2_k)
+                      : type == BW_TYPE_Q3_K ? sizeof(bw_block_q3_k)
+                      : type == BW_TYPE_Q4_K ? sizeof(bw_block_q4_k)
+                      : type == BW_TYPE_Q5_K ? sizeof(bw_block_q5_k)
+                                             : sizeof(bw_block_q6_k);
+    const int64_t nb = cols / BW_QK_K;
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * bb;
+        if (pf)
+            for (size_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
+        struct bw_kq_unpacked k;
+        bw_kq_unpack(type, blk, &k);
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *rec = act + t * astride;
+            const int8_t *xq = (const int8_t *)rec + b * BW_QK_K;
+            __m256i acc = _mm256_setzero_si256();
+            for (int c = 0; c < 8; c++) {
+                __m256i p = _mm256_maddubs_epi16(k.u[c], _mm256_loadu_si256((const __m256i *)(xq + 32 * c)));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, k.s[c]));
+            }
+            __m256i bs = _mm256_loadu_si256((const __m256i *)(bw_q8k_bsums(rec, cols) + 16 * b));
+            int32_t I = bw_hsum_epi32(acc), C = bw_hsum_epi32(_mm256_madd_epi16(k.corr, bs));
+            sum[t] += bw_kq_share(type, blk, bw_q8k_d(rec, cols)[b], I, C);
+        }
+    }
+    for (int t = 0; t < NT; t++) y[t * ys] = sum[t];
 }
 
 BW_AVX2_INLINE __m256 bw_load_w8(const enum bw_type type, const uint8_t *p)
@@ -330,11 +498,16 @@ BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT,
                             const struct bw_rows_args *a, int64_t r, int64_t t)
 {
     float *y = a->y + t * a->ys + r;
-    if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1)
+    if (type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q5_0 || type == BW_TYPE_Q5_1)
         bw_q4_tile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
                    a->ys);
-    else if (type == BW_TYPE_Q8_0)
-        bw_q8_tile(NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y, a->ys);
+    else if (type == BW_TYPE_Q8_0 || type == BW_TYPE_IQ4_NL)
+        bw_q8_tile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->act + t * a->astride, a->astride, a->cols, y,
+                   a->ys);
+    else if (bw_is_ktype(type))
+        for (int i = 0; i < NR; i++)
+            bw_k_tile(type, NT, pf, a->w + (r + i) * a->wrow, a->act + t * a->astride, a->astride, a->cols, y + i,
+                      a->ys);
     else
         bw_ftile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
 }
@@ -385,6 +558,14 @@ BW_AVX2_INLINE void bw_rows(const enum bw_type type, const struct bw_rows_args *
 BW_ROWS_FN(bw_rows_q4_0, BW_TYPE_Q4_0)
 BW_ROWS_FN(bw_rows_q4_1, BW_TYPE_Q4_1)
 BW_ROWS_FN(bw_rows_q8_0, BW_TYPE_Q8_0)
+BW_ROWS_FN(bw_rows_q5_0, BW_TYPE_Q5_0)
+BW_ROWS_FN(bw_rows_q5_1, BW_TYPE_Q5_1)
+BW_ROWS_FN(bw_rows_iq4_nl, BW_TYPE_IQ4_NL)
+BW_ROWS_FN(bw_rows_q2_k, BW_TYPE_Q2_K)
+BW_ROWS_FN(bw_rows_q3_k, BW_TYPE_Q3_K)
+BW_ROWS_FN(bw_rows_q4_k, BW_TYPE_Q4_K)
+BW_ROWS_FN(bw_rows_q5_k, BW_TYPE_Q5_K)
+BW_ROWS_FN(bw_rows_q6_k, BW_TYPE_Q6_K)
 BW_ROWS_FN(bw_rows_f32, BW_TYPE_F32)
 BW_ROWS_FN(bw_rows_f16, BW_TYPE_F16)
 BW_ROWS_FN(bw_rows_bf16, BW_TYPE_BF16)
@@ -398,10 +579,18 @@ void BW_AVX2 bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_s
     case BW_TYPE_Q4_0: bw_rows_q4_0(&a, n_tok, r0, r1); break;
     case BW_TYPE_Q4_1: bw_rows_q4_1(&a, n_tok, r0, r1); break;
     case BW_TYPE_Q8_0: bw_rows_q8_0(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q5_0: bw_rows_q5_0(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q5_1: bw_rows_q5_1(&a, n_tok, r0, r1); break;
+    case BW_TYPE_IQ4_NL: bw_rows_iq4_nl(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q2_K: bw_rows_q2_k(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q3_K: bw_rows_q3_k(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q4_K: bw_rows_q4_k(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q5_K: bw_rows_q5_k(&a, n_tok, r0, r1); break;
+    case BW_TYPE_Q6_K: bw_rows_q6_k(&a, n_tok, r0, r1); break;
     case BW_TYPE_F32: bw_rows_f32(&a, n_tok, r0, r1); break;
     case BW_TYPE_F16: bw_rows_f16(&a, n_tok, r0, r1); break;
     case BW_TYPE_BF16: bw_rows_bf16(&a, n_tok, r0, r1); break;
-    default: break; /* Q8_1 is never a weight; the loader rejects it */
+    default: break; /* Q8_1 and Q8_K are never weights; the loader rejects them */
     }
 }
 

@@ -77,14 +77,11 @@ class Model:
         return out @ self.rms(x[-1], t["output_norm.weight"])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ap.add_argument("--golden", default=str(ROOT / "tests" / "golden"))
-    a = ap.parse_args()
-    golden = pathlib.Path(a.golden)
+def write_exact(model: str, golden_dir) -> None:
+    """Writes exact_logits_<case>.f32 next to the llama.cpp outputs in golden_dir, for `model`."""
+    golden = pathlib.Path(golden_dir)
     doc = json.loads((golden / "generation_smollm2.json").read_text())
-    m = Model(a.model)
+    m = Model(model)
     for case in doc["cases"]:
         if not case["full_logits"]:
             continue
@@ -93,6 +90,14 @@ def main():
         ref = np.fromfile(golden / f"logits_{case['name']}.f32", dtype=np.float32)
         cos = float(exact @ ref / np.linalg.norm(exact) / np.linalg.norm(ref))
         print(f"{case['name']}: llama.cpp vs exact: cosine {cos:.6f}, max |diff| {np.abs(exact - ref).max():.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--golden", default=str(ROOT / "tests" / "golden"))
+    a = ap.parse_args()
+    write_exact(a.model, a.golden)
     return 0
 
 

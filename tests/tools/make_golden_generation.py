@@ -42,18 +42,14 @@ def render_chat(template: str, user: str, bos: str, eos: str) -> str:
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ap.add_argument("--out", default=str(ROOT / "tests" / "golden"))
-    args = ap.parse_args()
-
+def write_golden(model: str, out_dir) -> None:
+    """Writes generation_smollm2.json and the first-step logits files for `model` into out_dir."""
     import llama_cpp
     from llama_cpp import Llama
 
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    llm = Llama(args.model, n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
+    llm = Llama(model, n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
     meta = llm.metadata
     template = meta.get("tokenizer.chat_template", "")
     bos = llm.detokenize([llm.token_bos()], special=True).decode() if llm.token_bos() >= 0 else ""
@@ -82,9 +78,17 @@ def main() -> int:
                       "ids": gen, "top5": top5, "full_logits": k < N_FULL_LOGITS})
         print(f"{name}: {len(ids)} prompt tokens, {len(gen)} generated: {llm.detokenize(gen)[:60]!r}")
 
-    doc = {"model": pathlib.Path(args.model).name, "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+    doc = {"model": pathlib.Path(model).name, "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
            "n_tokens": N_TOKENS, "cases": cases}
     (out / "generation_smollm2.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--out", default=str(ROOT / "tests" / "golden"))
+    args = ap.parse_args()
+    write_golden(args.model, args.out)
     return 0
 
 
