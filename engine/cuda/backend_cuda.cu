@@ -352,6 +352,23 @@ static int check_model(const bw_model *m, char *err, size_t errlen)
                  c.n_embd, c.n_ff, c.head_dim, c.n_rot, c.n_head, c.n_head_kv);
         return -1;
     }
+    for (int l = -1; l < c.n_layer; l++) {
+        /* Every matrix, so the operator learns which tensor has which type (layer -1: embedding, output). */
+        const bw_layer_weights *w = l >= 0 ? &m->layers[l] : NULL;
+        const bw_tensor *mats[7] = {&m->tok_embd, &m->output};
+        if (w) {
+            const bw_tensor *lm[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+            memcpy(mats, lm, sizeof lm);
+        }
+        for (int i = 0; i < (w ? 7 : 2); i++)
+            if (!bw_cu_type_supported(mats[i]->type)) {
+                snprintf(err, errlen,
+                         "CUDA backend: tensor %s has type %s, which the GPU kernels do not read yet (use --backend "
+                         "cpu)",
+                         mats[i]->name, bw_type_info(mats[i]->type)->name);
+                return -1;
+            }
+    }
     for (int l = 0; l < c.n_layer; l++) {
         const bw_layer_weights *w = &m->layers[l];
         if (w->wq.type != w->wk.type || w->wq.type != w->wv.type || w->w_gate.type != w->w_up.type) {

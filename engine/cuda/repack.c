@@ -2,6 +2,12 @@
 
 #include <string.h>
 
+int bw_cu_type_supported(enum bw_type type)
+{
+    bw_cu_layout l;
+    return bw_cu_layout_of(type, 1, BW_QK, &l) == 0;
+}
+
 int bw_cu_layout_of(enum bw_type type, int64_t rows, int64_t cols, bw_cu_layout *l)
 {
     memset(l, 0, sizeof *l);

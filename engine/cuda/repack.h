@@ -30,6 +30,10 @@ typedef struct {
     size_t s_bytes;    /* size of the scale region */
 } bw_cu_layout;
 
+/* 1 if the GPU kernels read weights of this type (F32, F16, BF16, Q4_0, Q4_1, Q8_0), else 0: the CPU
+ * backend's other types (Q5_0, Q5_1, IQ4_NL, the K types) have no GPU kernels yet. */
+int bw_cu_type_supported(enum bw_type type);
+
 /* 0 and *l filled, or -1 if the type is not a weight type the GPU kernels read or cols does not divide
  * into blocks. */
 int bw_cu_layout_of(enum bw_type type, int64_t rows, int64_t cols, bw_cu_layout *l);

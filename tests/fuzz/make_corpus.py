@@ -85,6 +85,15 @@ def gguf_seeds():
     write("gguf", "tensors", gguf([("general.architecture", STR, "llama")],
                                   [("t.f32", [4], 0, f32), ("t.f16", [2, 2], 1, f16), ("t.q4_0", [32], 2, q4_0),
                                    ("t.q8_0", [32, 1], 8, q8_0)]))
+    # K types: one 256-element super-block each (Q4_K, Q6_K), and Q5_0 / Q5_1 blocks of 32.
+    q4_k = struct.pack("<ee", 0.5, 0.125) + bytes(range(12)) + bytes(range(128))
+    q6_k = bytes(range(128)) + bytes(range(64)) + bytes(range(16)) + struct.pack("<e", 0.25)
+    q5_0 = struct.pack("<e", 0.5) + bytes(range(20))
+    q5_1 = struct.pack("<ee", 0.5, -1.0) + bytes(range(20))
+    write("gguf", "tensors_kquant", gguf([("general.architecture", STR, "llama")],
+                                         [("t.q4_k", [256], 12, q4_k), ("t.q6_k", [256, 1], 14, q6_k),
+                                          ("t.q5_0", [32], 6, q5_0), ("t.q5_1", [32], 7, q5_1)]))
+    write("gguf", "tensors_kquant_short", gguf([], [("t.q4_k", [512], 12, q4_k)]))
     write("gguf", "tensors_align64", gguf([("general.alignment", U32, 64)], [("w", [4], 0, f32)], alignment=64))
     write("gguf", "vocab_bpe", gguf(BPE + [("tokenizer.ggml.pre", STR, "smollm"),
                                            ("tokenizer.chat_template", STR, CHATML)]))

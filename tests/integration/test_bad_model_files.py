@@ -23,6 +23,8 @@ EXPECTED = {
     "missing_tokens": "tokenizer.ggml.tokens",
     "missing_tensor": "blk.7.ffn_down.weight",
     "wrong_shape": "shape",
+    "kquant_bad_width": "not a multiple of the Q4_K block size 256",
+    "kquant_past_end": "truncated",
 }
 
 

@@ -117,6 +117,10 @@ def bad_variants(src):
         "missing_tokens": without_kv("tokenizer.ggml.tokens"),
         "missing_tensor": g.rebuilt(g.kvs, [t for t in g.tensors if t["name"] != "blk.7.ffn_down.weight"]),
         "wrong_shape": edit_tensor("blk.3.attn_q.weight", dims=[576, 192]),
+        # K types: a row of 576 is not a whole number of 256-element super-blocks; a Q6_K tensor whose shape
+        # needs more bytes than the file holds after its offset.
+        "kquant_bad_width": edit_tensor("blk.0.attn_q.weight", type=12),
+        "kquant_past_end": edit_tensor("blk.9.attn_v.weight", type=14, dims=[768, 192]),
     }
 
 

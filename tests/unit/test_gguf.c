@@ -273,6 +273,7 @@ static void test_bad_files(void)
 {
     buf b = {0};
     const uint64_t v8[] = {8}, big[] = {1ull << 32, 1ull << 32}, huge[] = {1ull << 61, 2}, five[] = {1, 1, 1, 1, 1};
+    const uint64_t k2[] = {256, 2};
 
     expect_refused("empty file", &b, "truncated");
     put(&b, "GGU", 3);
@@ -344,9 +345,16 @@ static void test_bad_files(void)
     expect_refused("misaligned offset", &b, "alignment 32");
     one_tensor(&b, "t", 1, v8, 99, 0, 32);
     expect_refused("unknown tensor type", &b, "type 99 (unknown)");
-    one_tensor(&b, "blk.0.ffn_up.weight", 1, v8, 13, 0, 32);
+    one_tensor(&b, "blk.0.ffn_up.weight", 1, v8, 16, 0, 32);
     expect_refused("known unsupported tensor type", &b,
-                   "tensor blk.0.ffn_up.weight has type 13 (Q5_K), which this engine does not support yet");
+                   "tensor blk.0.ffn_up.weight has type 16 (IQ2_XXS), which this engine does not support yet");
+    one_tensor(&b, "blk.0.ffn_down.weight", 1, v8, BW_TYPE_Q4_K, 0, 32);
+    expect_refused("K-type row not a whole super-block", &b,
+                   "tensor blk.0.ffn_down.weight has 8 columns, not a multiple of the Q4_K block size 256");
+    one_tensor(&b, "blk.0.ffn_down.weight", 2, k2, BW_TYPE_Q6_K, 0, 2 * 210 - 1);
+    expect_refused("K-type data shorter than its shape", &b, "truncated: tensor blk.0.ffn_down.weight ends at");
+    one_tensor(&b, "t", 1, k2, BW_TYPE_Q8_K, 0, 292);
+    expect_refused("activation-only K type", &b, "Q8_K");
     one_tensor(&b, "t", 1, v8, BW_TYPE_Q8_1, 0, 32);
     expect_refused("activation-only tensor type", &b, "Q8_1");
     one_tensor(&b, "t", 5, five, BW_TYPE_F32, 0, 32);
@@ -711,7 +719,9 @@ static void test_half(void)
               bw_type_row_bytes(BW_TYPE_F16, 7) == 14 && bw_type_row_bytes(77, 32) == 0 &&
               bw_type_row_bytes(BW_TYPE_F32, UINT64_MAX / 2) == 0,
           "row bytes");
-    CHECK(bw_type_info(BW_TYPE_Q8_1) && !bw_type_info(BW_TYPE_Q8_1)->is_weight_type && !bw_type_info(12),
+    CHECK(bw_type_info(BW_TYPE_Q8_1) && !bw_type_info(BW_TYPE_Q8_1)->is_weight_type && !bw_type_info(16) &&
+              bw_type_row_bytes(BW_TYPE_Q4_K, 1536) == 6 * 144 && bw_type_row_bytes(BW_TYPE_Q2_K, 576) == 0 &&
+              !bw_type_info(BW_TYPE_Q8_K)->is_weight_type,
           "type table");
     printf("ok   f16/bf16 conversions (all 65536 halves round-trip), type table\n");
 }
