@@ -804,13 +804,13 @@ BW_AVX512_INLINE __m512i bw_load4x16(const uint8_t *p, size_t stride)
     return _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + 3 * stride)), 3);
 }
 
-/* [d0, m0, d1, m1, d2, m2, d3, m3] for Q4_1 blocks at blk + k * stride, [d0, d0, d1, d1, ...] otherwise. */
+/* [d0, m0, d1, m1, d2, m2, d3, m3] for Q4_1/Q5_1 blocks at blk + k * stride, [d0, d0, d1, d1, ...] otherwise. */
 BW_AVX512_INLINE __m256 bw_scales4(const enum bw_type type, const uint8_t *blk, size_t stride)
 {
     uint32_t v[4];
     for (int k = 0; k < 4; k++) memcpy(&v[k], blk + k * stride, 4); /* every block is >= 18 bytes */
     __m128i h = _mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3]);
-    if (type != BW_TYPE_Q4_1)
+    if (type != BW_TYPE_Q4_1 && type != BW_TYPE_Q5_1)
         h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
     return _mm256_cvtph_ps(h);
 }
@@ -822,13 +822,29 @@ BW_AVX512_INLINE __m512 bw_lane_sums(__m512 z)
     return _mm512_add_ps(z, _mm512_permute_ps(z, 0xb1));
 }
 
+/* The fifth bits of four Q5 rows (qh words at qh + k * stride, k < 4) added as 16 to the codes of lane k:
+ * *lo holds elements 0-15 of each row, *hi elements 16-31. */
+BW_AVX512_INLINE void bw_q5_high4(const uint8_t *qh, size_t stride, __m512i *lo, __m512i *hi)
+{
+    uint32_t v[4];
+    for (int k = 0; k < 4; k++) memcpy(&v[k], qh + k * stride, 4);
+    const __m512i q = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                               _mm512_castsi128_si512(_mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3])));
+    const __m512i pick_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    const __m512i pick_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m512i bits = _mm512_set1_epi64((long long)0x8040201008040201ull), sixteen = _mm512_set1_epi8(16);
+    *lo = _mm512_mask_add_epi8(*lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(q, pick_lo), bits), *lo, sixteen);
+    *hi = _mm512_mask_add_epi8(*hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(q, pick_hi), bits), *hi, sixteen);
+}
+
 BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w, size_t wrow,
                                    const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
-    const size_t bb = type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
-                      : type == BW_TYPE_Q4_1 ? sizeof(bw_block_q4_1)
-                                             : sizeof(bw_block_q8_0);
-    const int is_q4 = type != BW_TYPE_Q8_0;
+    const int is_q8 = type == BW_TYPE_Q8_0 || type == BW_TYPE_IQ4_NL, is_q4 = !is_q8;
+    const int five = type == BW_TYPE_Q5_0 || type == BW_TYPE_Q5_1;
+    const size_t bb = type == BW_TYPE_Q8_0 ? sizeof(bw_block_q8_0)
+                      : type == BW_TYPE_IQ4_NL ? sizeof(bw_block_iq4_nl)
+                                               : bw_q45_bytes(type);
     const int64_t nb = cols / BW_QK;
     const __m512i nib = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
     const __m512i idx4 = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
@@ -851,16 +867,19 @@ BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const 
         __m256 ws = bw_scales4(type, blk, wrow);
         __m512i lo, hi, w01, w23;
         if (is_q4) {
-            __m512i z = bw_load4x16(blk + (type == BW_TYPE_Q4_1 ? 4 : 2), wrow);
+            const size_t qoff = bw_q45_qoff(type);
+            __m512i z = bw_load4x16(blk + qoff, wrow);
             lo = _mm512_and_si512(z, nib);
             hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), nib);
+            if (five) bw_q5_high4(blk + qoff - 4, wrow, &lo, &hi);
             w01 = w23 = lo; /* unused */
         } else {
-            w01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
-                                     _mm256_loadu_si256((const __m256i *)(blk + wrow + 2)), 1);
-            w23 = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2 * wrow + 2))),
-                _mm256_loadu_si256((const __m256i *)(blk + 3 * wrow + 2)), 1);
+            __m256i r[4];
+            for (int k = 0; k < 4; k++)
+                r[k] = type == BW_TYPE_IQ4_NL ? bw_iq4nl_vals(blk + k * wrow)
+                                              : _mm256_loadu_si256((const __m256i *)(blk + k * wrow + 2));
+            w01 = _mm512_inserti64x4(_mm512_castsi256_si512(r[0]), r[1], 1);
+            w23 = _mm512_inserti64x4(_mm512_castsi256_si512(r[2]), r[3], 1);
             w01 = _mm512_xor_si512(w01, flip);
             w23 = _mm512_xor_si512(w23, flip);
             lo = hi = w01; /* unused */
@@ -939,6 +958,9 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0)
 BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1)
 BW_VNNI_ROWS_FN(bw_vnni_rows_q8_0, BW_TYPE_Q8_0)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q5_0, BW_TYPE_Q5_0)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q5_1, BW_TYPE_Q5_1)
+BW_VNNI_ROWS_FN(bw_vnni_rows_iq4_nl, BW_TYPE_IQ4_NL)
 
 /* Float weights and the rows past the last multiple of 4 go to the AVX2 kernels. */
 void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
@@ -951,6 +973,9 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
     case BW_TYPE_Q4_0: bw_vnni_rows_q4_0(&a, n_tok, r0, r4); break;
     case BW_TYPE_Q4_1: bw_vnni_rows_q4_1(&a, n_tok, r0, r4); break;
     case BW_TYPE_Q8_0: bw_vnni_rows_q8_0(&a, n_tok, r0, r4); break;
+    case BW_TYPE_Q5_0: bw_vnni_rows_q5_0(&a, n_tok, r0, r4); break;
+    case BW_TYPE_Q5_1: bw_vnni_rows_q5_1(&a, n_tok, r0, r4); break;
+    case BW_TYPE_IQ4_NL: bw_vnni_rows_iq4_nl(&a, n_tok, r0, r4); break;
     default: r4 = r0; break;
     }
     if (r4 < r1) bw_avx2_matmul_rows(W, x, x_stride, act, act_stride, n_tok, y, y_stride, r4, r1);
