@@ -72,21 +72,7 @@ struct bw_kernel_path {
 
 /* ---- scalar helpers ---------------------------------------------------------------------------- */
 
-/* Inline versions of the tensor.h conversions: these sit in the innermost loops of the portable path,
- * where an out-of-line call per element would dominate. */
-static inline float bw_h2f(uint16_t h)
-{
-    uint32_t em = h & 0x7fffu;
-    uint32_t u = em << 13;
-    float f;
-    memcpy(&f, &u, 4);
-    f *= 0x1p112f; /* rebias the exponent; exact for normals and subnormals alike */
-    memcpy(&u, &f, 4);
-    if (em >= 0x7c00u) u = 0x7f800000u | (em << 13); /* inf and nan */
-    u |= (uint32_t)(h & 0x8000u) << 16;
-    memcpy(&f, &u, 4);
-    return f;
-}
+/* bw_h2f (half -> float) is in kquant.h. */
 
 /* float -> half, round to nearest even (what F16C's vcvtps2ph does in its default mode). */
 static inline uint16_t bw_f2h(float f)
@@ -346,14 +332,6 @@ static void bw_port_quant_act(enum bw_type wtype, const float *x, int64_t cols, 
     }
 }
 
-float bw_kq_share(enum bw_type t, const uint8_t *blk, float dy, int32_t I, int32_t C)
-{
-    float d = bw_kq_h2f(blk + bw_kq_d_off(t));
-    if (!bw_kq_has_min(t)) return (d * dy) * (float)(I - C);
-    float dmin = bw_kq_h2f(blk + bw_kq_d_off(t) + 2);
-    return (d * dy) * (float)I - (dmin * dy) * (float)C;
-}
-
 /* One output of a K-type W: row `w` against one Q8_K record (arithmetic of kquant.h). */
 static float bw_port_dot_k(enum bw_type type, const uint8_t *w, const uint8_t *rec, int64_t cols)
 {
@@ -375,7 +353,9 @@ static float bw_port_dot_k(enum bw_type type, const uint8_t *w, const uint8_t *r
             I += sc[g] * dot;
             C += cm[g] * bsums[g];
         }
-        sum += bw_kq_share(type, w, dy[b], I, C);
+        float d, dmin;
+        bw_kq_dmin(type, w, &d, &dmin);
+        sum += bw_kq_share(type, d, dmin, dy[b], I, C);
     }
     return sum;
 }

@@ -51,11 +51,27 @@ static inline size_t bw_q8k_bytes(int64_t cols)
 /* Quantizes one token's row into a K-type record (the same code serves every path). */
 void bw_quant_q8k(const float *x, int64_t cols, void *rec);
 
+/* IEEE half -> float, exact; inline because it sits in the inner loops of the portable path, where an
+ * out-of-line call per element would dominate. */
+static inline float bw_h2f(uint16_t h)
+{
+    uint32_t em = h & 0x7fffu;
+    uint32_t u = em << 13;
+    float f;
+    memcpy(&f, &u, 4);
+    f *= 0x1p112f; /* rebias the exponent; exact for normals and subnormals alike */
+    memcpy(&u, &f, 4);
+    if (em >= 0x7c00u) u = 0x7f800000u | (em << 13); /* inf and nan */
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static inline float bw_kq_h2f(const uint8_t *p)
 {
     uint16_t h;
     memcpy(&h, p, 2);
-    return bw_f16_to_f32(h);
+    return bw_h2f(h);
 }
 
 /* Offset of d and dmin in a block (dmin: -1 for the types without one). */
@@ -137,8 +153,36 @@ static inline void bw_kq_corr(enum bw_type t, const int16_t sc[16], const int16_
     for (int g = 0; g < 16; g++) cm[g] = off ? (int16_t)(off * sc[g]) : m[g];
 }
 
-/* A super-block's share of an output. Out of line (kernels.c) on purpose: compiled once, without FMA
- * contraction, it gives every path the same bits. */
-float bw_kq_share(enum bw_type t, const uint8_t *blk, float dy, int32_t I, int32_t C);
+/* Keeps the compiler from fusing a product into a later addition (GCC contracts a * b + c into an FMA
+ * where the target has one): every path must round each product on its own to agree bit for bit. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define BW_FP_ROUNDED(v) __asm__("" : "+x"(v))
+#elif defined(__GNUC__)
+#define BW_FP_ROUNDED(v) __asm__("" : "+w"(v))
+#else
+#define BW_FP_ROUNDED(v) ((void)0)
+#endif
+
+/* A super-block's share of an output: d and dmin the block's (dmin unused without a minimum), dy the
+ * activation super-block's scale. */
+static inline float bw_kq_share(enum bw_type t, float d, float dmin, float dy, int32_t I, int32_t C)
+{
+    if (!bw_kq_has_min(t)) {
+        float p = (d * dy) * (float)(I - C);
+        BW_FP_ROUNDED(p);
+        return p;
+    }
+    float p = (d * dy) * (float)I, q = (dmin * dy) * (float)C;
+    BW_FP_ROUNDED(p);
+    BW_FP_ROUNDED(q);
+    return p - q;
+}
+
+/* d and dmin of a block (dmin 0 for types without one). */
+static inline void bw_kq_dmin(enum bw_type t, const uint8_t *blk, float *d, float *dmin)
+{
+    *d = bw_kq_h2f(blk + bw_kq_d_off(t));
+    *dmin = bw_kq_has_min(t) ? bw_kq_h2f(blk + bw_kq_d_off(t) + 2) : 0.0f;
+}
 
 #endif
