@@ -83,7 +83,7 @@ def test_greedy_tokens_match_llama_cpp(engine_bin, model_path, kind, name):
 @pytest.mark.parametrize("kind", FILES)
 @pytest.mark.parametrize("name", [c["name"] for c in DOC["cases"] if c["full_logits"]])
 def test_first_step_logits_match_llama_cpp(engine_bin, model_path, kind, name, tmp_path):
-    model, golden, cases, _ = reference(kind, model_path)
+    model, golden, cases, near_tie = reference(kind, model_path)
     case = cases[name]
     dump = tmp_path / "logits.f32"
     run_engine(engine_bin, model, case, extra=("--dump-logits", str(dump), "--max-tokens", "1"))
@@ -99,8 +99,15 @@ def test_first_step_logits_match_llama_cpp(engine_bin, model_path, kind, name, t
     print(f"{kind} {name}: vs llama.cpp: cosine {cos(ours, ref):.6f}, max |diff| {np.abs(ours - ref).max():.3f}; "
           f"vs exact: ours cosine {cos(ours, exact):.6f} max |diff| {ours_vs_exact:.3f}, "
           f"llama.cpp cosine {cos(ref, exact):.6f} max |diff| {ref_vs_exact:.3f}")
-    assert ours.argmax() == ref.argmax() == exact.argmax()
-    assert cos(ours, ref) >= 0.998
-    # as close to the exact computation as the reference is, within a factor that covers rounding luck
-    assert cos(ours, exact) >= 0.998
+    # the same first token, or one that llama.cpp's own logits put within a near-tie of its choice
+    gap = ref[ref.argmax()] - ref[ours.argmax()]
+    assert ours.argmax() == ref.argmax() or gap < near_tie, f"first token {ours.argmax()}, llama.cpp's {ref.argmax()}"
+    # As close to the exact computation as the reference is, within a factor that covers rounding luck.
+    # The cosine floors are 0.998 where llama.cpp itself is closer than that (the Q4_1 file); on files
+    # where llama.cpp's own cosine distance to the exact logits is larger (0.03 for Q3_K_M on "capital"),
+    # ours may be 3 times as far (1.7 times the norm of the error, as the max |diff| factor 1.5 allows), and
+    # from llama.cpp the two errors together (4 times).
+    ref_dist = 1 - cos(ref, exact)
+    assert 1 - cos(ours, exact) <= max(0.002, 3 * ref_dist)
+    assert 1 - cos(ours, ref) <= max(0.002, 4 * ref_dist)
     assert ours_vs_exact <= 1.5 * max(ref_vs_exact, 0.5)
