@@ -8,6 +8,7 @@ DEBS=(meson ninja-build pkg-config gcc libc6-dev python3 python3-pip unzip
       libh2o-evloop-dev libnng-dev libjansson-dev libssl-dev libpcre2-dev
       clang libclang-rt-14-dev
       valgrind                 # tests/memcheck: memcheck on a short engine generation
+      cmake g++                # pip builds llama-cpp-python (the tests' llama.cpp reference) from source
       libsystemd-dev systemd   # sd_notify for the units; systemd-analyze for the deploy tests
       libcurl4-openssl-dev)    # the front's heartbeat to the hive
 
@@ -24,5 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python packages for the tests only (the product is C); pip leaves satisfied requirements alone.
+# llama-cpp-python compiles llama.cpp: for this machine's AVX-512 VNNI as well as AVX2, and without
+# -march=native, so its numbers are those of the code paths the comparisons name.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF}"
 python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
 echo "setup-deps: ok"
