@@ -438,15 +438,54 @@ BW_AVX2_INLINE int32_t bw_hsum_epi32(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-/* One row of a K-type W times NT (1..4) Q8_K records. */
+/* [sum(a[0]), sum(a[1]), sum(a[2]), sum(a[3])] of four 8-lane int32 vectors. */
+BW_AVX2_INLINE __m128i bw_hsum4_epi32(const __m256i a[4])
+{
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+static inline size_t bw_kq_bytes(enum bw_type type)
+{
+    return type == BW_TYPE_Q2_K   ? sizeof(bw_block_q2_k)
+           : type == BW_TYPE_Q3_K ? sizeof(bw_block_q3_k)
+           : type == BW_TYPE_Q4_K ? sizeof(bw_block_q4_k)
+           : type == BW_TYPE_Q5_K ? sizeof(bw_block_q5_k)
+                                  : sizeof(bw_block_q6_k);
+}
+
+/* Adds a super-block's shares to sum[t] for NT tokens, given 8 int32 lanes summing to each token's I
+ * (accI) and C (accC). Four tokens are reduced and scaled together: the same integers, and per lane the
+ * same float operations in the same order as bw_kq_share, so the bits equal the one-token path's. */
+BW_AVX2_INLINE void bw_k_shares(const enum bw_type type, const int NT, const __m256i accI[4], const __m256i accC[4],
+                                float d, float dmin, const float dy[4], float sum[4])
+{
+    if (NT < 4) {
+        for (int t = 0; t < NT; t++)
+            sum[t] += bw_kq_share(type, d, dmin, dy[t], bw_hsum_epi32(accI[t]), bw_hsum_epi32(accC[t]));
+        return;
+    }
+    const __m128i I = bw_hsum4_epi32(accI), C = bw_hsum4_epi32(accC);
+    const __m128 dyv = _mm_loadu_ps(dy);
+    __m128 share;
+    if (!bw_kq_has_min(type)) {
+        share = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(d), dyv), _mm_cvtepi32_ps(_mm_sub_epi32(I, C)));
+        BW_FP_ROUNDED(share);
+    } else {
+        __m128 p = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(d), dyv), _mm_cvtepi32_ps(I));
+        __m128 q = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dmin), dyv), _mm_cvtepi32_ps(C));
+        BW_FP_ROUNDED(p);
+        BW_FP_ROUNDED(q);
+        share = _mm_sub_ps(p, q);
+    }
+    _mm_storeu_ps(sum, _mm_add_ps(_mm_loadu_ps(sum), share));
+}
+
+/* One row of a K-type W times NT (1..4) Q8_K records; wide: the AVX-512 dot (bw_k_tile512). */
 BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w,
                               const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
-    const size_t bb = type == BW_TYPE_Q2_K   ? sizeof(bw_block_q2_k)
-                      : type == BW_TYPE_Q3_K ? sizeof(bw_block_q3_k)
-                      : type == BW_TYPE_Q4_K ? sizeof(bw_block_q4_k)
-                      : type == BW_TYPE_Q5_K ? sizeof(bw_block_q5_k)
-                                             : sizeof(bw_block_q6_k);
+    const size_t bb = bw_kq_bytes(type);
     const int64_t nb = cols / BW_QK_K;
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t b = 0; b < nb; b++) {
@@ -455,8 +494,9 @@ BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int p
             for (size_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
         struct bw_kq_unpacked k;
         bw_kq_unpack(type, blk, &k);
-        float d, dmin;
+        float d, dmin, dy[4];
         bw_kq_dmin(type, blk, &d, &dmin);
+        __m256i accI[4], accC[4];
         for (int t = 0; t < NT; t++) {
             const uint8_t *rec = act + t * astride;
             const int8_t *xq = (const int8_t *)rec + b * BW_QK_K;
@@ -465,10 +505,11 @@ BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int p
                 __m256i p = _mm256_maddubs_epi16(k.u[c], _mm256_loadu_si256((const __m256i *)(xq + 32 * c)));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, k.s[c]));
             }
-            __m256i bs = _mm256_loadu_si256((const __m256i *)(bw_q8k_bsums(rec, cols) + 16 * b));
-            int32_t I = bw_hsum_epi32(acc), C = bw_hsum_epi32(_mm256_madd_epi16(k.corr, bs));
-            sum[t] += bw_kq_share(type, d, dmin, bw_q8k_d(rec, cols)[b], I, C);
+            accI[t] = acc;
+            accC[t] = _mm256_madd_epi16(k.corr, _mm256_loadu_si256((const __m256i *)(bw_q8k_bsums(rec, cols) + 16 * b)));
+            dy[t] = bw_q8k_d(rec, cols)[b];
         }
+        bw_k_shares(type, NT, accI, accC, d, dmin, dy, sum);
     }
     for (int t = 0; t < NT; t++) y[t * ys] = sum[t];
 }
@@ -998,6 +1039,80 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 #undef BW_VNNI_TILE
 }
 
+/* K types on the AVX-512 path: bw_k_tile with the codes and scales of two chunks per zmm, vpmaddubsw on
+ * 64 bytes and vpdpwssd applying the scales and accumulating in one step. Same integers, same
+ * bw_k_shares: the bits of the AVX2 and portable paths. */
+BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const int pf, const uint8_t *w,
+                                   const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
+{
+    const size_t bb = bw_kq_bytes(type);
+    const int64_t nb = cols / BW_QK_K;
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * bb;
+        if (pf)
+            for (size_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
+        struct bw_kq_unpacked k;
+        bw_kq_unpack(type, blk, &k);
+        __m512i u[4], sc[4];
+        for (int j = 0; j < 4; j++) {
+            u[j] = _mm512_inserti64x4(_mm512_castsi256_si512(k.u[2 * j]), k.u[2 * j + 1], 1);
+            sc[j] = _mm512_inserti64x4(_mm512_castsi256_si512(k.s[2 * j]), k.s[2 * j + 1], 1);
+        }
+        float d, dmin, dy[4];
+        bw_kq_dmin(type, blk, &d, &dmin);
+        __m256i accI[4], accC[4];
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *rec = act + t * astride;
+            const int8_t *xq = (const int8_t *)rec + b * BW_QK_K;
+            __m512i acc = _mm512_setzero_si512();
+            for (int j = 0; j < 4; j++)
+                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u[j], _mm512_loadu_si512(xq + 64 * j)), sc[j]);
+            accI[t] = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+            accC[t] = _mm256_madd_epi16(k.corr, _mm256_loadu_si256((const __m256i *)(bw_q8k_bsums(rec, cols) + 16 * b)));
+            dy[t] = bw_q8k_d(rec, cols)[b];
+        }
+        bw_k_shares(type, NT, accI, accC, d, dmin, dy, sum);
+    }
+    for (int t = 0; t < NT; t++) y[t * ys] = sum[t];
+}
+
+/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 4 tokens
+ * over blocks of BW_TOK_TILE tokens (the AVX2 driver's order; any order gives the same bits). */
+BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
+                                   int64_t r1)
+{
+#define BW_K_TILE(NT, pf, r, t)                                                                            \
+    bw_k_tile512(type, NT, pf, a->w + (r) * a->wrow, a->act + (t) * a->astride, a->astride, a->cols,          \
+                 a->y + (t) * a->ys + (r), a->ys)
+    if (n_tok < 4) {
+        int64_t r_pf = bw_last_prefetch_row(a, r1);
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t r = r0; r < r1; r++) BW_K_TILE(1, r < r_pf, r, t);
+        return;
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += BW_TOK_TILE) {
+        int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
+        for (int64_t r = r0; r < r1; r++) {
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) BW_K_TILE(4, 0, r, t);
+            for (; t < t1; t++) BW_K_TILE(1, 0, r, t);
+        }
+    }
+#undef BW_K_TILE
+}
+
+#define BW_K_ROWS512_FN(name, type)                                                                        \
+    static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)       \
+    {                                                                                                      \
+        bw_k_rows512(type, a, n_tok, r0, r1);                                                              \
+    }
+BW_K_ROWS512_FN(bw_vnni_rows_q2_k, BW_TYPE_Q2_K)
+BW_K_ROWS512_FN(bw_vnni_rows_q3_k, BW_TYPE_Q3_K)
+BW_K_ROWS512_FN(bw_vnni_rows_q4_k, BW_TYPE_Q4_K)
+BW_K_ROWS512_FN(bw_vnni_rows_q5_k, BW_TYPE_Q5_K)
+BW_K_ROWS512_FN(bw_vnni_rows_q6_k, BW_TYPE_Q6_K)
+
 #define BW_VNNI_ROWS_FN(name, type)                                                                        \
     static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r4)       \
     {                                                                                                      \
@@ -1024,6 +1139,11 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
     case BW_TYPE_Q5_0: bw_vnni_rows_q5_0(&a, n_tok, r0, r4); break;
     case BW_TYPE_Q5_1: bw_vnni_rows_q5_1(&a, n_tok, r0, r4); break;
     case BW_TYPE_IQ4_NL: bw_vnni_rows_iq4_nl(&a, n_tok, r0, r4); break;
+    case BW_TYPE_Q2_K: bw_vnni_rows_q2_k(&a, n_tok, r0, r1); return;
+    case BW_TYPE_Q3_K: bw_vnni_rows_q3_k(&a, n_tok, r0, r1); return;
+    case BW_TYPE_Q4_K: bw_vnni_rows_q4_k(&a, n_tok, r0, r1); return;
+    case BW_TYPE_Q5_K: bw_vnni_rows_q5_k(&a, n_tok, r0, r1); return;
+    case BW_TYPE_Q6_K: bw_vnni_rows_q6_k(&a, n_tok, r0, r1); return;
     default: r4 = r0; break;
     }
     if (r4 < r1) bw_avx2_matmul_rows(W, x, x_stride, act, act_stride, n_tok, y, y_stride, r4, r1);
