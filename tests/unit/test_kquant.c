@@ -11,7 +11,9 @@
  *      loose: the unquantized x. Allowed: sum |w| * (half an activation step) + tight.
  *  - the K types give the same bits on every path (their sums are exact integers and one float routine);
  *    the others agree within the tight bound;
- *  - batch invariance: a token's outputs are the same bits alone and in any batch, on every path.
+ *  - batch invariance: a token's outputs are the same bits alone and in any batch, on every path;
+ *  - llama.cpp's own CPU products (ggml's vec_dot, stored in the fixture) of the fixture rows with the
+ *    fixture's activations: ours agree within twice the tight bound on every path.
  * Inputs are random and fresh each run; the seed is printed (argv[2] replays it). */
 #include <math.h>
 #include <stdint.h>
@@ -60,6 +62,8 @@ struct fixture {
     size_t row_bytes;
     const uint8_t *q;  /* rows x row_bytes */
     const float *ref;  /* rows x cols, gguf-py's dequantization */
+    uint32_t nx;
+    const float *x, *y; /* nx x cols activations, nx x rows llama.cpp products */
     int block, bbytes; /* elements and bytes per block */
     int64_t n_blocks;  /* in the whole fixture */
 };
@@ -81,27 +85,30 @@ static int load_fixture(const char *path, struct fixture *fx, int max)
     fclose(f);
     int k = 0;
     for (long off = 0; off + 12 <= n && k < max; k++) {
-        uint32_t h[3];
-        memcpy(h, g_file + off, 12);
+        uint32_t h[4];
+        memcpy(h, g_file + off, 16);
         const struct bw_type_info *ti = bw_type_info(h[0]);
         if (!ti) {
             fprintf(stderr, "fixture: unknown type %u\n", h[0]);
             exit(2);
         }
-        fx[k] = (struct fixture){(enum bw_type)h[0], h[1], h[2], bw_type_row_bytes(h[0], h[2]), NULL, NULL,
-                                 ti->block_size, ti->block_bytes, 0};
-        fx[k].q = g_file + off + 12;
-        off += 12 + (long)(fx[k].row_bytes * h[1]);
+        fx[k] = (struct fixture){(enum bw_type)h[0], h[1], h[2], bw_type_row_bytes(h[0], h[2]), NULL, NULL, h[3], NULL,
+                                 NULL, ti->block_size, ti->block_bytes, 0};
+        fx[k].q = g_file + off + 16;
+        off += 16 + (long)(fx[k].row_bytes * h[1]);
         /* The floats follow the blocks at an arbitrary offset: copy them to aligned memory. */
-        float *ref = malloc(sizeof(float) * h[1] * h[2]);
-        memcpy(ref, g_file + off, sizeof(float) * h[1] * h[2]);
-        fx[k].ref = ref;
-        off += (long)(sizeof(float) * h[1] * h[2]);
-        fx[k].n_blocks = (int64_t)h[1] * h[2] / ti->block_size;
-        if (off > n) {
+        size_t nf = (size_t)h[1] * h[2] + (size_t)h[3] * h[2] + (size_t)h[3] * h[1];
+        if (off + (long)(sizeof(float) * nf) > n) {
             fprintf(stderr, "fixture truncated\n");
             exit(2);
         }
+        float *f = malloc(sizeof(float) * nf);
+        memcpy(f, g_file + off, sizeof(float) * nf);
+        fx[k].ref = f;
+        fx[k].x = f + (size_t)h[1] * h[2];
+        fx[k].y = fx[k].x + (size_t)h[3] * h[2];
+        off += (long)(sizeof(float) * nf);
+        fx[k].n_blocks = (int64_t)h[1] * h[2] / ti->block_size;
     }
     return k;
 }
@@ -210,6 +217,47 @@ static void test_dequant(const struct fixture *fx)
     printf("dequant %-6s: %u x %u llama.cpp-quantized values vs gguf-py, max |diff| %.2e\n", tname(fx->type), fx->rows,
            fx->cols, worst);
     free(out);
+}
+
+/* Our products of the fixture rows with the fixture's activations against llama.cpp's, on every path. */
+static void test_vs_llama_cpp(const struct fixture *fx, bw_pool *pool, const char **paths, int n_paths)
+{
+    int64_t cols = fx->cols, rows = fx->rows;
+    uint8_t *w = xaligned(fx->row_bytes * (size_t)rows);
+    memcpy(w, fx->q, fx->row_bytes * (size_t)rows);
+    bw_tensor W = {"test", fx->type, cols, rows, w, fx->row_bytes};
+    void *scratch = xaligned(bw_matmul_scratch_bytes(fx->type, cols, fx->nx));
+    float *y = malloc(sizeof(float) * fx->nx * (size_t)rows);
+    double *xq = malloc(sizeof(double) * (size_t)cols), *step = malloc(sizeof(double) * (size_t)cols);
+    double *s1 = malloc(sizeof(double) * (size_t)(cols / BW_QK)), worst = 0;
+    for (int p = 0; p < n_paths; p++) {
+        use_path(paths[p]);
+        bw_matmul(pool, &W, fx->x, cols, fx->nx, y, rows, scratch);
+        for (uint32_t i = 0; i < fx->nx; i++) {
+            ref_quant(fx->type, fx->x + (size_t)i * cols, cols, xq, step, s1);
+            for (int64_t r = 0; r < rows; r++) {
+                double a = 0;
+                for (int64_t b = 0; b < cols / fx->block; b++) {
+                    double mx = 0;
+                    for (int j = 0; j < fx->block; j++) mx = fmax(mx, fabs(fx->ref[r * cols + b * fx->block + j]));
+                    for (int j = 0; j < fx->block; j++)
+                        a += (fabs(fx->ref[r * cols + b * fx->block + j]) + mx) * fabs(xq[b * fx->block + j]);
+                }
+                double bound = 2 * 0x1p-20 * a + 1e-30, ours = y[i * rows + r], theirs = fx->y[i * rows + r];
+                CHECK(fabs(ours - theirs) <= bound, "%s %s: x%u . row %lld = %.9g, llama.cpp %.9g (bound %.3g)",
+                      tname(fx->type), paths[p], i, (long long)r, ours, theirs, bound);
+                worst = fmax(worst, fabs(ours - theirs) / bound);
+            }
+        }
+    }
+    printf("vs llama.cpp %-6s: %u x %u products on %d paths, max |ours - llama.cpp| / bound %.3f\n",
+           tname(fx->type), fx->nx, fx->rows, n_paths, worst);
+    free(w);
+    free(scratch);
+    free(y);
+    free(xq);
+    free(step);
+    free(s1);
 }
 
 struct stats {
@@ -397,6 +445,7 @@ int main(int argc, char **argv)
     bw_pool *pools[2] = {bw_pool_create(1), bw_pool_create(2)};
 
     for (int k = 0; k < n_fx; k++) test_dequant(&fx[k]);
+    for (int k = 0; k < n_fx; k++) test_vs_llama_cpp(&fx[k], pools[0], paths, n_paths);
     for (int k = 0; k < n_fx; k++) {
         /* Widths of 1, 2, 3 and 6 super-blocks (SmolLM2's n_ff is 1536); row counts around the 4-row tiles. */
         static const int64_t shapes[][3] = {{256, 5, 1}, {512, 8, 3}, {768, 37, 17}, {1536, 33, 1},
