@@ -72,7 +72,12 @@ typedef struct {
     uint8_t qh[BW_QK_K / 8];
     uint8_t qs[BW_QK_K / 2];
 } bw_block_q5_k;
-typedef struct { uint8_t ql[BW_QK_K / 2]; uint8_t qh[BW_QK_K / 4]; int8_t scales[BW_QK_K / 16]; bw_f16 d; } bw_block_q6_k;
+typedef struct {
+    uint8_t ql[BW_QK_K / 2];
+    uint8_t qh[BW_QK_K / 4];
+    int8_t scales[BW_QK_K / 16];
+    bw_f16 d;
+} bw_block_q6_k;
 typedef struct { float d; int8_t qs[BW_QK_K]; int16_t bsums[BW_QK_K / 16]; } bw_block_q8_k;
 
 /* The 16 levels of IQ4_NL, indexed by the 4-bit code. */

@@ -3,9 +3,11 @@
  * Owns: the SIMD code. An AVX-512 VNNI path (quantized products) or an AVX2/FMA path is chosen at run
  * time (bw_kernels_init, capped by BW_KERNELS=avx2|portable); the portable path computes the same sums in
  * the same order of blocks and agrees within float rounding.
- * Quantized weights (Q4_0, Q4_1, Q8_0) are multiplied against activations quantized to 8 bits per block
- * (Q8_0 for Q4_0/Q8_0 weights, Q8_1 for Q4_1), integer dot products per block, as llama.cpp does, so
- * results track the reference implementation closely. Float weights (F32, F16, BF16) use float dots.
+ * Quantized weights are multiplied against activations quantized to 8 bits per block the way llama.cpp
+ * does for each type, integer dot products per block, so results track the reference implementation
+ * closely: Q8_0 activations (32 per block) for Q4_0, Q5_0, Q8_0 and IQ4_NL weights, Q8_1 for Q4_1 and
+ * Q5_1, Q8_K (256 per super-block, kquant.h) for the K types Q2_K, Q3_K, Q4_K, Q5_K and Q6_K. Float
+ * weights (F32, F16, BF16) use float dots.
  * Knows nothing of models, layers or files. */
 #ifndef BW_ENGINE_CPU_KERNELS_H
 #define BW_ENGINE_CPU_KERNELS_H

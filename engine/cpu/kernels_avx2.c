@@ -6,8 +6,10 @@
  * activation records of kernels.c (int8 qs[cols], float d[cols/32], float c[cols/32], with c stored
  * divided by 8 on this path). Per block and output, lanes of int32 partial dots are turned to float
  * and multiply-added with the block scales into that output's own vector accumulator; its lanes are
- * summed only once, at the end. The -8 of Q4_0 and the m * s of Q4_1 enter as a per-block constant
- * (c / 8 per lane), so the unsigned 4-bit weights go straight into vpmaddubsw without re-centering.
+ * summed only once, at the end. The -8 of Q4_0, the -16 of Q5_0 and the m * s of Q4_1/Q5_1 enter as a
+ * per-block constant (c / 8 per lane), so the unsigned 4- and 5-bit weights go straight into vpmaddubsw
+ * without re-centering. IQ4_NL codes become their signed levels by one table lookup and follow Q8_0.
+ * The K types (Q2_K ... Q6_K, "K types" below) have their own super-block kernels, exact in integers.
  * Outputs are computed in tiles: 4 rows x 1 token for decode (the activation block is loaded once for
  * four weight rows), several rows x 4 tokens for prefill (each unpacked weight block serves four
  * tokens), smaller tiles at the edges.
@@ -382,7 +384,8 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
             for (int j = 0; j < 4; j++) {
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m2);
                 if (three)
-                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one), 2));
+                    u = _mm256_or_si256(
+                        u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one), 2));
                 k->u[4 * h + j] = u;
             }
         }
@@ -398,8 +401,10 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c2));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             if (five) {
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c2), one), 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c2 + 1), one), 4));
+                __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c2), one);
+                __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c2 + 1), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
             }
             k->u[2 * c2] = lo;
             k->u[2 * c2 + 1] = hi;
@@ -426,7 +431,8 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
     bw_kq_scales(type, blk, sc, m);
     bw_kq_corr(type, sc, m, cm);
     for (int c = 0; c < 8; c++)
-        k->s[c] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[2 * c])), _mm_set1_epi16(sc[2 * c + 1]), 1);
+        k->s[c] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[2 * c])),
+                                          _mm_set1_epi16(sc[2 * c + 1]), 1);
     k->corr = _mm256_loadu_si256((const __m256i *)cm);
 }
 
@@ -506,7 +512,8 @@ BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int p
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, k.s[c]));
             }
             accI[t] = acc;
-            accC[t] = _mm256_madd_epi16(k.corr, _mm256_loadu_si256((const __m256i *)(bw_q8k_bsums(rec, cols) + 16 * b)));
+            const int16_t *bsums = bw_q8k_bsums(rec, cols) + 16 * b;
+            accC[t] = _mm256_madd_epi16(k.corr, _mm256_loadu_si256((const __m256i *)bsums));
             dy[t] = bw_q8k_d(rec, cols)[b];
         }
         bw_k_shares(type, NT, accI, accC, d, dmin, dy, sum);
@@ -869,11 +876,13 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
 
 /* ---- AVX512-VNNI variant of the quantized products ----------------------------------------------- *
  * Same activation records (c / 8 included). A tile is 4 rows x NT tokens with the four rows side by
- * side in one zmm: for Q4 types 128-bit lane k holds the 16 code bytes of row k, split into a
+ * side in one zmm: for Q4 and Q5 types 128-bit lane k holds the 16 code bytes of row k (Q5: plus 16
+ * where the row's qh bit is set), split into a
  * low-nibble and a high-nibble vector that meet the two halves of the activation block broadcast to
  * every lane; vpdpbusd sums 4 products per int32 lane with no 16-bit saturation step. Q8_0 rows are 32
- * bytes, so two rows share a zmm; the signed weights enter vpdpbusd as w + 128, and the block's
- * "-128 * d * sum(q)" term (c) takes the excess out again. Per block and tile, the scales of the 4 rows
+ * bytes (IQ4_NL: its looked-up levels), so two rows share a zmm; the signed weights enter vpdpbusd as
+ * w + 128, and the block's "-128 * d * sum(q)" term (c) takes the excess out again. Per block and tile,
+ * the scales of the 4 rows
  * ([d, m] or [d, d]) are converted together and multiplied with [dx, c/8]; the d*dx products scale the
  * integer dots, the other half accumulates in odd lanes of a side vector and is added, times 8, once at
  * the end. A token's lanes do the same work in a 4 x 1 and a 4 x 4 tile (batch invariance). Rows past
@@ -917,8 +926,9 @@ BW_AVX512_INLINE void bw_q5_high4(const uint8_t *qh, size_t stride, __m512i *lo,
 {
     uint32_t v[4];
     for (int k = 0; k < 4; k++) memcpy(&v[k], qh + k * stride, 4);
+    const __m128i v4 = _mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3]);
     const __m512i q = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                                               _mm512_castsi128_si512(_mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3])));
+                                               _mm512_castsi128_si512(v4));
     const __m512i pick_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
     const __m512i pick_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
     const __m512i bits = _mm512_set1_epi64((long long)0x8040201008040201ull), sixteen = _mm512_set1_epi8(16);
@@ -1069,7 +1079,8 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
             for (int j = 0; j < 4; j++)
                 acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u[j], _mm512_loadu_si512(xq + 64 * j)), sc[j]);
             accI[t] = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-            accC[t] = _mm256_madd_epi16(k.corr, _mm256_loadu_si256((const __m256i *)(bw_q8k_bsums(rec, cols) + 16 * b)));
+            const int16_t *bsums = bw_q8k_bsums(rec, cols) + 16 * b;
+            accC[t] = _mm256_madd_epi16(k.corr, _mm256_loadu_si256((const __m256i *)bsums));
             dy[t] = bw_q8k_d(rec, cols)[b];
         }
         bw_k_shares(type, NT, accI, accC, d, dmin, dy, sum);
