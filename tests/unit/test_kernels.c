@@ -125,6 +125,7 @@ static const char *type_name(enum bw_type t)
     case BW_TYPE_Q4_1: return "Q4_1";
     case BW_TYPE_Q8_0: return "Q8_0";
     case BW_TYPE_Q8_1: return "Q8_1";
+    default: break; /* the other types are checked by test_kquant.c */
     }
     return "?";
 }
@@ -144,6 +145,7 @@ static size_t row_bytes(enum bw_type t, int64_t cols)
     case BW_TYPE_Q4_1: return (size_t)(cols / 32) * 20;
     case BW_TYPE_Q8_0: return (size_t)(cols / 32) * 34;
     case BW_TYPE_Q8_1: return (size_t)(cols / 32) * 36;
+    default: break;
     }
     return 0;
 }
@@ -215,7 +217,7 @@ static void make_row(enum bw_type t, int64_t cols, uint8_t *row, double *wd, dou
             }
         }
         return;
-    case BW_TYPE_Q8_1:
+    default: /* Q8_1 is never a weight; the other types are checked by test_kquant.c */
         return;
     }
 }
