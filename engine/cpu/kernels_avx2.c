@@ -921,19 +921,20 @@ BW_AVX512_INLINE __m512 bw_lane_sums(__m512 z)
 }
 
 /* The fifth bits of four Q5 rows (qh words at qh + k * stride, k < 4) added as 16 to the codes of lane k:
- * *lo holds elements 0-15 of each row, *hi elements 16-31. */
+ * *lo holds elements 0-15 of each row, *hi elements 16-31. Bit j of a row's qh is element j's, so the
+ * low and high halves of the four words, side by side, are already the byte masks of the two vectors. */
 BW_AVX512_INLINE void bw_q5_high4(const uint8_t *qh, size_t stride, __m512i *lo, __m512i *hi)
 {
-    uint32_t v[4];
-    for (int k = 0; k < 4; k++) memcpy(&v[k], qh + k * stride, 4);
-    const __m128i v4 = _mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3]);
-    const __m512i q = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                                               _mm512_castsi128_si512(v4));
-    const __m512i pick_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
-    const __m512i pick_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    const __m512i bits = _mm512_set1_epi64((long long)0x8040201008040201ull), sixteen = _mm512_set1_epi8(16);
-    *lo = _mm512_mask_add_epi8(*lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(q, pick_lo), bits), *lo, sixteen);
-    *hi = _mm512_mask_add_epi8(*hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(q, pick_hi), bits), *hi, sixteen);
+    uint64_t mlo = 0, mhi = 0;
+    for (int k = 0; k < 4; k++) {
+        uint32_t v;
+        memcpy(&v, qh + k * stride, 4);
+        mlo |= (uint64_t)(v & 0xffffu) << (16 * k);
+        mhi |= (uint64_t)(v >> 16) << (16 * k);
+    }
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    *lo = _mm512_mask_add_epi8(*lo, _cvtu64_mask64(mlo), *lo, sixteen);
+    *hi = _mm512_mask_add_epi8(*hi, _cvtu64_mask64(mhi), *hi, sixteen);
 }
 
 BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w, size_t wrow,

@@ -1,4 +1,5 @@
-/* Throughput of bw_matmul on the shapes of SmolLM2-135M (Q4_1 layers, Q8_0 output matrix): decode
+/* Throughput of bw_matmul on the shapes of SmolLM2-135M (Q4_1 layers, Q8_0 output matrix; and the types of
+ * its K-quant re-quantizations): decode
  * (n_tok = 1) and prefill (n_tok = 512), 1 and 2 threads, the AVX2 and portable paths.
  *
  * "streamed" rotates over enough copies of the matrix (>= 192 MB) that every call reads its weights
@@ -26,24 +27,12 @@ static double now_s(void)
 
 static size_t row_bytes(enum bw_type t, int64_t cols)
 {
-    switch (t) {
-    case BW_TYPE_Q4_0: return (size_t)(cols / 32) * 18;
-    case BW_TYPE_Q4_1: return (size_t)(cols / 32) * 20;
-    case BW_TYPE_Q8_0: return (size_t)(cols / 32) * 34;
-    case BW_TYPE_F16: return (size_t)cols * 2;
-    default: return (size_t)cols * 4;
-    }
+    return bw_type_row_bytes(t, (uint64_t)cols);
 }
 
 static const char *type_name(enum bw_type t)
 {
-    switch (t) {
-    case BW_TYPE_Q4_0: return "Q4_0";
-    case BW_TYPE_Q4_1: return "Q4_1";
-    case BW_TYPE_Q8_0: return "Q8_0";
-    case BW_TYPE_F16: return "F16";
-    default: return "F32";
-    }
+    return bw_type_info(t)->name;
 }
 
 static uint64_t g_rng = 12345;
@@ -66,12 +55,15 @@ static void *make_matrix(enum bw_type t, int64_t cols, int64_t rows)
         exit(1);
     }
     for (size_t i = 0; i < n; i++) m[i] = (uint8_t)rnd();
-    size_t bb = t == BW_TYPE_Q4_0 ? 18 : t == BW_TYPE_Q4_1 ? 20 : t == BW_TYPE_Q8_0 ? 34 : 0;
+    /* Where each block keeps its f16 scales (d, then m or dmin when there is one). */
+    size_t bb = t == BW_TYPE_F32 || t == BW_TYPE_F16 || t == BW_TYPE_BF16 ? 0 : (size_t)bw_type_info(t)->block_bytes;
+    size_t d_at = t == BW_TYPE_Q2_K ? 80 : t == BW_TYPE_Q3_K ? 108 : t == BW_TYPE_Q6_K ? 208 : 0;
+    int two = t == BW_TYPE_Q4_1 || t == BW_TYPE_Q5_1 || t == BW_TYPE_Q2_K || t == BW_TYPE_Q4_K || t == BW_TYPE_Q5_K;
     if (bb)
         for (size_t o = 0; o < n; o += bb) {
             uint16_t d = (uint16_t)(0x1c00 + (rnd() & 0x3ff)); /* ~0.004..0.008 */
-            memcpy(m + o, &d, 2);
-            if (t == BW_TYPE_Q4_1) memcpy(m + o + 2, &d, 2);
+            memcpy(m + o + d_at, &d, 2);
+            if (two) memcpy(m + o + d_at + 2, &d, 2);
         }
     else if (t == BW_TYPE_F16)
         for (size_t o = 0; o < n; o += 2) {
@@ -234,6 +226,13 @@ int main(int argc, char **argv)
         {"ffn_gate/ffn_up prefill", BW_TYPE_Q4_1, 576, 1536, 512},
         {"ffn_down prefill", BW_TYPE_Q4_1, 1536, 576, 512},
         {"(Q8_0 ffn_up prefill)", BW_TYPE_Q8_0, 576, 1536, 512},
+        /* The types of the K-quant files (Q4_K_M: Q5_0 at width 576, Q4_K / Q6_K ffn_down). */
+        {"(Q5_0 ffn_up)", BW_TYPE_Q5_0, 576, 1536, 1},
+        {"(Q4_K ffn_down)", BW_TYPE_Q4_K, 1536, 576, 1},
+        {"(Q6_K ffn_down)", BW_TYPE_Q6_K, 1536, 576, 1},
+        {"(Q5_0 ffn_up prefill)", BW_TYPE_Q5_0, 576, 1536, 512},
+        {"(Q4_K ffn_down prefill)", BW_TYPE_Q4_K, 1536, 576, 512},
+        {"(Q6_K ffn_down prefill)", BW_TYPE_Q6_K, 1536, 576, 512},
     };
     const char *only = argc > 2 ? argv[2] : NULL;
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
