@@ -460,15 +460,20 @@ static inline size_t bw_kq_bytes(enum bw_type type)
                                   : sizeof(bw_block_q6_k);
 }
 
-/* Adds a super-block's shares to sum[t] for NT tokens, given 8 int32 lanes summing to each token's I
- * (accI) and C (accC). Four tokens are reduced and scaled together: the same integers, and per lane the
+/* Adds a super-block's shares to sum[t] for NT tokens (1..4 or 8), given 8 int32 lanes summing to each
+ * token's I (accI) and C (accC). Four tokens are reduced and scaled together: the same integers, and per lane the
  * same float operations in the same order as bw_kq_share, so the bits equal the one-token path's. */
-BW_AVX2_INLINE void bw_k_shares(const enum bw_type type, const int NT, const __m256i accI[4], const __m256i accC[4],
-                                float d, float dmin, const float dy[4], float sum[4])
+BW_AVX2_INLINE void bw_k_shares(const enum bw_type type, const int NT, const __m256i *accI, const __m256i *accC,
+                                float d, float dmin, const float *dy, float *sum)
 {
     if (NT < 4) {
         for (int t = 0; t < NT; t++)
             sum[t] += bw_kq_share(type, d, dmin, dy[t], bw_hsum_epi32(accI[t]), bw_hsum_epi32(accC[t]));
+        return;
+    }
+    if (NT == 8) {
+        bw_k_shares(type, 4, accI, accC, d, dmin, dy, sum);
+        bw_k_shares(type, 4, accI + 4, accC + 4, d, dmin, dy + 4, sum + 4);
         return;
     }
     const __m128i I = bw_hsum4_epi32(accI), C = bw_hsum4_epi32(accC);
@@ -1050,15 +1055,15 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 #undef BW_VNNI_TILE
 }
 
-/* K types on the AVX-512 path: bw_k_tile with the codes and scales of two chunks per zmm, vpmaddubsw on
- * 64 bytes and vpdpwssd applying the scales and accumulating in one step. Same integers, same
+/* K types on the AVX-512 path: bw_k_tile for up to 8 tokens, with the codes and scales of two chunks per
+ * zmm, vpmaddubsw on 64 bytes and vpdpwssd applying the scales and accumulating in one step. Same integers, same
  * bw_k_shares: the bits of the AVX2 and portable paths. */
 BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const int pf, const uint8_t *w,
                                    const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
 {
     const size_t bb = bw_kq_bytes(type);
     const int64_t nb = cols / BW_QK_K;
-    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * bb;
         if (pf)
@@ -1070,9 +1075,9 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
             u[j] = _mm512_inserti64x4(_mm512_castsi256_si512(k.u[2 * j]), k.u[2 * j + 1], 1);
             sc[j] = _mm512_inserti64x4(_mm512_castsi256_si512(k.s[2 * j]), k.s[2 * j + 1], 1);
         }
-        float d, dmin, dy[4];
+        float d, dmin, dy[8];
         bw_kq_dmin(type, blk, &d, &dmin);
-        __m256i accI[4], accC[4];
+        __m256i accI[8], accC[8];
         for (int t = 0; t < NT; t++) {
             const uint8_t *rec = act + t * astride;
             const int8_t *xq = (const int8_t *)rec + b * BW_QK_K;
@@ -1089,7 +1094,7 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
     for (int t = 0; t < NT; t++) y[t * ys] = sum[t];
 }
 
-/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 4 tokens
+/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 8 tokens
  * over blocks of BW_TOK_TILE tokens (the AVX2 driver's order; any order gives the same bits). */
 BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
                                    int64_t r1)
@@ -1107,6 +1112,7 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
         int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
         for (int64_t r = r0; r < r1; r++) {
             int64_t t = t0;
+            for (; t + 8 <= t1; t += 8) BW_K_TILE(8, 0, r, t);
             for (; t + 4 <= t1; t += 4) BW_K_TILE(4, 0, r, t);
             for (; t < t1; t++) BW_K_TILE(1, 0, r, t);
         }
