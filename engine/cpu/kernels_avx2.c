@@ -367,7 +367,51 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
 
 struct bw_kq_unpacked {
     __m256i u[8], s[8], corr;
+    __m256i sc16; /* the 16 group scales, one int16 lane each (s[c] spreads groups 2c and 2c+1) */
 };
+
+/* bw_kq_scales and bw_kq_corr as int16 vectors (group g in lane g), with the same values; Q3_K's
+ * scattered 6-bit scales take the scalar routine. Q4_K/Q5_K: with a, b, c the three 32-bit words of the
+ * 12 scale bytes, the scales of sub-blocks 0-3 are a & 0x3f per byte, 4-7 are (c & 15) | (a >> 6) << 4
+ * per byte, and the minimums the same with b for a and c >> 4 for c. */
+BW_AVX2_INLINE void bw_kq_scales16(const enum bw_type type, const uint8_t *blk, __m256i *sc, __m256i *corr)
+{
+    switch (type) {
+    case BW_TYPE_Q2_K: {
+        const __m128i b = _mm_loadu_si128((const __m128i *)(blk + offsetof(bw_block_q2_k, scales)));
+        const __m128i lo4 = _mm_set1_epi8(15);
+        *sc = _mm256_cvtepu8_epi16(_mm_and_si128(b, lo4));
+        *corr = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), lo4));
+        return;
+    }
+    case BW_TYPE_Q4_K:
+    case BW_TYPE_Q5_K: {
+        uint32_t w[3];
+        memcpy(w, blk + offsetof(bw_block_q4_k, scales), 12);
+        const uint32_t sc_lo = w[0] & 0x3f3f3f3fu, m_lo = w[1] & 0x3f3f3f3fu;
+        const uint32_t sc_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 2) & 0x30303030u);
+        const uint32_t m_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 2) & 0x30303030u);
+        /* 8 sub-block values as int16, each then doubled: groups 2j and 2j+1 share sub-block j */
+        const __m128i s8 = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0));
+        const __m128i m8 = _mm_cvtepu8_epi16(_mm_setr_epi32((int)m_lo, (int)m_hi, 0, 0));
+        *sc = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(s8, s8)), _mm_unpackhi_epi16(s8, s8), 1);
+        *corr = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)), _mm_unpackhi_epi16(m8, m8), 1);
+        return;
+    }
+    case BW_TYPE_Q6_K:
+        *sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + offsetof(bw_block_q6_k, scales))));
+        *corr = _mm256_slli_epi16(*sc, 5); /* 32 * sc */
+        return;
+    default: { /* Q3_K */
+        int16_t s16[16], m[16], cm[16];
+        bw_kq_scales(type, blk, s16, m);
+        bw_kq_corr(type, s16, m, cm);
+        *sc = _mm256_loadu_si256((const __m256i *)s16);
+        *corr = _mm256_loadu_si256((const __m256i *)cm);
+        return;
+    }
+    }
+}
 
 BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, struct bw_kq_unpacked *k)
 {
@@ -427,13 +471,12 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
         break;
     }
     }
-    int16_t sc[16], m[16], cm[16];
-    bw_kq_scales(type, blk, sc, m);
-    bw_kq_corr(type, sc, m, cm);
+    bw_kq_scales16(type, blk, &k->sc16, &k->corr);
+    /* s[c]: dword c of sc16 (the scales of groups 2c and 2c+1) in every dword, then each half spread */
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+                                            2, 3, 2, 3, 2, 3);
     for (int c = 0; c < 8; c++)
-        k->s[c] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[2 * c])),
-                                          _mm_set1_epi16(sc[2 * c + 1]), 1);
-    k->corr = _mm256_loadu_si256((const __m256i *)cm);
+        k->s[c] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(k->sc16, _mm256_set1_epi32(c)), spread);
 }
 
 BW_AVX2_INLINE int32_t bw_hsum_epi32(__m256i v)
@@ -1063,6 +1106,9 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
 {
     const size_t bb = bw_kq_bytes(type);
     const int64_t nb = cols / BW_QK_K;
+    /* lane i: i / 8 (_mm512_set_epi16 lists lanes from the highest) */
+    const __m512i spread = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            0, 0, 0, 0, 0, 0, 0, 0);
     float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * bb;
@@ -1073,7 +1119,9 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
         __m512i u[4], sc[4];
         for (int j = 0; j < 4; j++) {
             u[j] = _mm512_inserti64x4(_mm512_castsi256_si512(k.u[2 * j]), k.u[2 * j + 1], 1);
-            sc[j] = _mm512_inserti64x4(_mm512_castsi256_si512(k.s[2 * j]), k.s[2 * j + 1], 1);
+            /* int16 lane i of zmm j: the scale of group 4j + i / 8 */
+            sc[j] = _mm512_permutexvar_epi16(_mm512_add_epi16(spread, _mm512_set1_epi16((short)(4 * j))),
+                                             _mm512_castsi256_si512(k.sc16));
         }
         float d, dmin, dy[8];
         bw_kq_dmin(type, blk, &d, &dmin);
