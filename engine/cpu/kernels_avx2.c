@@ -394,8 +394,10 @@ BW_AVX2_INLINE void bw_kq_scales16(const enum bw_type type, const uint8_t *blk, 
         /* 8 sub-block values as int16, each then doubled: groups 2j and 2j+1 share sub-block j */
         const __m128i s8 = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0));
         const __m128i m8 = _mm_cvtepu8_epi16(_mm_setr_epi32((int)m_lo, (int)m_hi, 0, 0));
-        *sc = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(s8, s8)), _mm_unpackhi_epi16(s8, s8), 1);
-        *corr = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)), _mm_unpackhi_epi16(m8, m8), 1);
+        *sc = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(s8, s8)), _mm_unpackhi_epi16(s8, s8),
+                                      1);
+        *corr = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)), _mm_unpackhi_epi16(m8, m8),
+                                        1);
         return;
     }
     case BW_TYPE_Q6_K:
