@@ -468,6 +468,8 @@ int main(int argc, char **argv)
     }
     bw_pool_destroy(pools[0]);
     bw_pool_destroy(pools[1]);
+    for (int k = 0; k < n_fx; k++) free((void *)fx[k].ref);
+    free(g_file);
     if (check_failed) {
         printf("test_kquant: %d FAILED checks (seed %llu)\n", check_failed, (unsigned long long)seed);
         return 1;
