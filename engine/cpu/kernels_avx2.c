@@ -366,8 +366,8 @@ BW_AVX2_INLINE void bw_q4_tile(const enum bw_type type, const int NR, const int 
  * 2 * 63 * 127, times a scale of at most 128 in magnitude, in int32. */
 
 struct bw_kq_unpacked {
-    __m256i u[8], s[8], corr;
-    __m256i sc16; /* the 16 group scales, one int16 lane each (s[c] spreads groups 2c and 2c+1) */
+    __m256i u[8], corr;
+    __m256i sc16; /* the 16 group scales, one int16 lane each */
 };
 
 /* bw_kq_scales and bw_kq_corr as int16 vectors (group g in lane g), with the same values; Q3_K's
@@ -474,11 +474,15 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
     }
     }
     bw_kq_scales16(type, blk, &k->sc16, &k->corr);
-    /* s[c]: dword c of sc16 (the scales of groups 2c and 2c+1) in every dword, then each half spread */
+}
+
+/* The scales of chunk c for vpmaddwd: dword c of sc16 (groups 2c and 2c+1) in every dword, then group 2c's
+ * spread over the low 128 bits and 2c+1's over the high. */
+BW_AVX2_INLINE __m256i bw_kq_chunk_scales(__m256i sc16, int c)
+{
     const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
                                             2, 3, 2, 3, 2, 3);
-    for (int c = 0; c < 8; c++)
-        k->s[c] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(k->sc16, _mm256_set1_epi32(c)), spread);
+    return _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c)), spread);
 }
 
 BW_AVX2_INLINE int32_t bw_hsum_epi32(__m256i v)
@@ -550,6 +554,8 @@ BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int p
             for (size_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
         struct bw_kq_unpacked k;
         bw_kq_unpack(type, blk, &k);
+        __m256i sc[8];
+        for (int c = 0; c < 8; c++) sc[c] = bw_kq_chunk_scales(k.sc16, c);
         float d, dmin, dy[4];
         bw_kq_dmin(type, blk, &d, &dmin);
         __m256i accI[4], accC[4];
@@ -559,7 +565,7 @@ BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int p
             __m256i acc = _mm256_setzero_si256();
             for (int c = 0; c < 8; c++) {
                 __m256i p = _mm256_maddubs_epi16(k.u[c], _mm256_loadu_si256((const __m256i *)(xq + 32 * c)));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, k.s[c]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc[c]));
             }
             accI[t] = acc;
             const int16_t *bsums = bw_q8k_bsums(rec, cols) + 16 * b;
