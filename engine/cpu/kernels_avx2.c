@@ -509,7 +509,7 @@ static inline size_t bw_kq_bytes(enum bw_type type)
                                   : sizeof(bw_block_q6_k);
 }
 
-/* Adds a super-block's shares to sum[t] for NT tokens (1..4 or 8), given 8 int32 lanes summing to each
+/* Adds a super-block's shares to sum[t] for NT tokens (1..4 or a multiple of 4), given 8 int32 lanes summing to each
  * token's I (accI) and C (accC). Four tokens are reduced and scaled together: the same integers, and per lane the
  * same float operations in the same order as bw_kq_share, so the bits equal the one-token path's. */
 BW_AVX2_INLINE void bw_k_shares(const enum bw_type type, const int NT, const __m256i *accI, const __m256i *accC,
@@ -520,9 +520,8 @@ BW_AVX2_INLINE void bw_k_shares(const enum bw_type type, const int NT, const __m
             sum[t] += bw_kq_share(type, d, dmin, dy[t], bw_hsum_epi32(accI[t]), bw_hsum_epi32(accC[t]));
         return;
     }
-    if (NT == 8) {
-        bw_k_shares(type, 4, accI, accC, d, dmin, dy, sum);
-        bw_k_shares(type, 4, accI + 4, accC + 4, d, dmin, dy + 4, sum + 4);
+    if (NT > 4) {
+        for (int t = 0; t < NT; t += 4) bw_k_shares(type, 4, accI + t, accC + t, d, dmin, dy + t, sum + t);
         return;
     }
     const __m128i I = bw_hsum4_epi32(accI), C = bw_hsum4_epi32(accC);
@@ -1106,7 +1105,7 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 #undef BW_VNNI_TILE
 }
 
-/* K types on the AVX-512 path: bw_k_tile for up to 8 tokens, with the codes and scales of two chunks per
+/* K types on the AVX-512 path: bw_k_tile for up to 16 tokens, with the codes and scales of two chunks per
  * zmm, vpmaddubsw on 64 bytes and vpdpwssd applying the scales and accumulating in one step. Same integers, same
  * bw_k_shares: the bits of the AVX2 and portable paths. */
 BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const int pf, const uint8_t *w,
@@ -1117,7 +1116,7 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
     /* lane i: i / 8 (_mm512_set_epi16 lists lanes from the highest) */
     const __m512i spread = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1,
                                             0, 0, 0, 0, 0, 0, 0, 0);
-    float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    float sum[16] = {0.0f};
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * bb;
         if (pf)
@@ -1131,9 +1130,9 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
             sc[j] = _mm512_permutexvar_epi16(_mm512_add_epi16(spread, _mm512_set1_epi16((short)(4 * j))),
                                              _mm512_castsi256_si512(k.sc16));
         }
-        float d, dmin, dy[8];
+        float d, dmin, dy[16];
         bw_kq_dmin(type, blk, &d, &dmin);
-        __m256i accI[8], accC[8];
+        __m256i accI[16], accC[16];
         for (int t = 0; t < NT; t++) {
             const uint8_t *rec = act + t * astride;
             const int8_t *xq = (const int8_t *)rec + b * BW_QK_K;
@@ -1150,7 +1149,7 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
     for (int t = 0; t < NT; t++) y[t * ys] = sum[t];
 }
 
-/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 8 tokens
+/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 16 (8, 4, 1) tokens
  * over blocks of BW_TOK_TILE tokens (the AVX2 driver's order; any order gives the same bits). */
 BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
                                    int64_t r1)
@@ -1168,6 +1167,7 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
         int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
         for (int64_t r = r0; r < r1; r++) {
             int64_t t = t0;
+            for (; t + 16 <= t1; t += 16) BW_K_TILE(16, 0, r, t);
             for (; t + 8 <= t1; t += 8) BW_K_TILE(8, 0, r, t);
             for (; t + 4 <= t1; t += 4) BW_K_TILE(4, 0, r, t);
             for (; t < t1; t++) BW_K_TILE(1, 0, r, t);
