@@ -77,5 +77,19 @@ int main(void)
         printf("FAIL: layout accepted a width off the block size or an activation-only type\n");
         fail++;
     }
+    /* The CPU-only types must be refused up front (the backend names the tensor), the GPU's accepted. */
+    const enum bw_type cpu_only[] = {BW_TYPE_Q5_0, BW_TYPE_Q5_1, BW_TYPE_IQ4_NL, BW_TYPE_Q2_K,
+                                     BW_TYPE_Q3_K, BW_TYPE_Q4_K, BW_TYPE_Q5_K, BW_TYPE_Q6_K};
+    for (size_t i = 0; i < sizeof cpu_only / sizeof cpu_only[0]; i++)
+        if (bw_cu_type_supported(cpu_only[i]) || bw_cu_layout_of(cpu_only[i], 4, 256, &l) == 0) {
+            printf("FAIL: the GPU layout accepts %s, which it has no kernels for\n", bw_type_info(cpu_only[i])->name);
+            fail++;
+        }
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!bw_cu_type_supported(types[i])) {
+            printf("FAIL: the GPU layout refuses %s\n", bw_type_info(types[i])->name);
+            fail++;
+        }
+    if (!fail) printf("ok   CPU-only types (Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K) refused, the GPU's accepted\n");
     return fail ? 1 : 0;
 }
