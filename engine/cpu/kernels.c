@@ -123,7 +123,8 @@ static inline int bw_round_even(float v)
 
 static inline size_t bw_act_stride(enum bw_type wtype, int64_t cols)
 {
-    size_t bytes = bw_is_ktype(wtype) ? bw_q8k_bytes(cols) : (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
+    size_t bytes = bw_is_ktype(wtype) ? bw_q8k_bytes(cols)
+                                      : (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
     return (bytes + BW_ACT_ALIGN - 1) / BW_ACT_ALIGN * BW_ACT_ALIGN;
 }
 

@@ -48,7 +48,8 @@ static inline size_t bw_q8k_bytes(int64_t cols)
     return (size_t)cols + (size_t)(cols / BW_QK_K) * sizeof(float) + (size_t)(cols / 16) * sizeof(int16_t);
 }
 
-/* Quantizes one token's row into a K-type record (the same code serves every path). */
+/* Quantizes one token's row into a K-type record: the portable path's routine, which the SIMD paths'
+ * own (bw_avx2_quant_q8k) reproduces bit for bit. */
 void bw_quant_q8k(const float *x, int64_t cols, void *rec);
 
 /* IEEE half -> float, exact; inline because it sits in the inner loops of the portable path, where an
@@ -74,7 +75,7 @@ static inline float bw_kq_h2f(const uint8_t *p)
     return bw_h2f(h);
 }
 
-/* Offset of d and dmin in a block (dmin: -1 for the types without one). */
+/* Offset of d in a block (dmin, where the type has one, follows it). */
 static inline int bw_kq_d_off(enum bw_type t)
 {
     switch (t) {
