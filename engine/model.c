@@ -323,6 +323,8 @@ static int get_layer(loader *L, int i, bw_layer_weights *w, const arch_desc *a)
                        slice_rows(L, &w->bv, &b, q + kv, kv)))
             return -1;
     } else {
+        if ((a->flags & ARCH_QKV_FUSED_OK) && !bw_gguf_find_tensor(L->g, NAME("attn_q.weight")))
+            return fail(L, "model file lacks the tensor blk.%d.attn_qkv.weight (and separate attn_q/attn_k/attn_v)", i);
         if (get_tensor(L, &w->wq, NAME("attn_q.weight"), e, q, 0) ||
             get_tensor(L, &w->wk, NAME("attn_k.weight"), e, kv, 0) ||
             get_tensor(L, &w->wv, NAME("attn_v.weight"), e, kv, 0) ||
