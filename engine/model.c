@@ -407,6 +407,10 @@ int bw_model_load(bw_model *m, const bw_gguf *g, const char *path, char *err, si
         bw_tensor rf;
         if (get_tensor(&L, &rf, "rope_freqs.weight", c->n_rot / 2, 1, 1)) return -1;
         m->rope_freqs = rf.data;
+        for (int i = 0; i < c->n_rot / 2; i++)
+            if (!(m->rope_freqs[i] > 0.0f && m->rope_freqs[i] < 1e30f))
+                return fail(&L, "rope_freqs.weight[%d] is %g; frequency factors must be positive and finite", i,
+                            m->rope_freqs[i]);
     }
     for (int i = 0; i < c->n_layer; i++)
         if (get_layer(&L, i, &m->layers[i], a)) return -1;
