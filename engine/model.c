@@ -372,6 +372,29 @@ static void set_id(bw_model *m, const bw_gguf *g, const char *path)
     bw_gguf_str_print(name, m->id, sizeof m->id);
 }
 
+/* The tensor types of the file, the type holding the most bytes first, for the operator to see. */
+static void set_weight_types(bw_model *m, const bw_gguf *g)
+{
+    uint64_t bytes[64] = {0};
+    for (uint64_t i = 0; i < bw_gguf_n_tensors(g); i++) {
+        const bw_gguf_tensor *t = bw_gguf_tensor_at(g, i);
+        if (t->type < 64) bytes[t->type] += t->nbytes;
+    }
+    size_t n = 0;
+    m->weight_types[0] = '\0';
+    for (;;) {
+        int best = -1;
+        for (int k = 0; k < 64; k++)
+            if (bytes[k] && (best < 0 || bytes[k] > bytes[best])) best = k;
+        if (best < 0) break;
+        bytes[best] = 0;
+        const struct bw_type_info *ti = bw_type_info((uint32_t)best);
+        int w = snprintf(m->weight_types + n, sizeof m->weight_types - n, "%s%s", n ? "," : "", ti ? ti->name : "?");
+        if (w < 0 || (size_t)w >= sizeof m->weight_types - n) break;
+        n += (size_t)w;
+    }
+}
+
 int bw_model_load(bw_model *m, const bw_gguf *g, const char *path, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
@@ -417,6 +440,7 @@ int bw_model_load(bw_model *m, const bw_gguf *g, const char *path, char *err, si
     if (read_swa(&L, m, a)) return -1;
 
     set_id(m, g, path);
+    set_weight_types(m, g);
     return 0;
 }
 

@@ -72,6 +72,7 @@ typedef struct {
     const float *rope_freqs; /* optional per-dimension frequency factors (Llama 3.1), n_rot/2, or NULL */
     bw_layer_weights layers[BW_MAX_LAYERS];
     char id[128];        /* model id for the API: general.name or the file's base name */
+    char weight_types[96]; /* the file's tensor types, most bytes first ("Q4_1,Q8_0,F32") */
     const bw_gguf *gguf;
 } bw_model;
 
