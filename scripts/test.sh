@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
 scripts/fetch-model.sh
 tests/tools/fetch_vocab_files.sh
+scripts/fetch-gemma3.sh
+# Tiny models of every architecture and llama.cpp's outputs on them (tests/.cache/models/, reused while
+# up to date); llama.cpp is the reference, through llama-cpp-python (a source build: minutes, once).
+python3 -c "import llama_cpp, gguf" 2>/dev/null || python3 -m pip install -q "llama-cpp-python==0.3.36" gguf
+python3 tests/tools/make_arch_models.py
 scripts/build.sh build
 scripts/build.sh build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dcuda=disabled
 export BW_BUILD_DIR=build BW_ASAN_BUILD_DIR=build-asan
