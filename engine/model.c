@@ -426,6 +426,10 @@ int bw_model_load(bw_model *m, const bw_gguf *g, const char *path, char *err, si
     } else {
         m->output = m->tok_embd;
     }
+    /* Phi-3's 128k-context files stretch rope with LongRoPE factors (and a matching attention factor),
+     * which this engine does not implement: refuse rather than run them with a wrong rope. */
+    if (bw_gguf_find_tensor(g, "rope_factors_long.weight") || bw_gguf_find_tensor(g, "rope_factors_short.weight"))
+        return fail(&L, "model file uses LongRoPE (rope_factors_long/short.weight), which is not supported");
     if (bw_gguf_find_tensor(g, "rope_freqs.weight")) {
         bw_tensor rf;
         if (get_tensor(&L, &rf, "rope_freqs.weight", c->n_rot / 2, 1, 1)) return -1;
