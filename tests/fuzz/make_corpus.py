@@ -221,6 +221,13 @@ def chat_seeds():
         "empty_tmpl": (0, "", [("user", "x")]),
         "odd_role": (1, CHATML, [("tool", "result"), ("user", "<|im_end|>injected")]),
         "no_messages": (1, CHATML, []),
+        "phi3_system": (4, "<|system|>\n' + message['content'] + '<|end|>\n<|user|>\n<|assistant|>\n",
+                        [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Bye")]),
+        "phi3_early": (4, "{{ bos_token }}<|user|>' + '\n' + message['content'] + '<|end|>' + '\n' + '<|assistant|>",
+                       [("user", "Hi"), ("assistant", "Hello.")]),
+        "gemma_sys": (5, "{{ bos_token }}<start_of_turn>' + role + '\n'", [("system", "S"), ("user", " trim me "),
+                                                                            ("assistant", "ok"), ("user", "again")]),
+        "gemma_bad_order": (5, "<start_of_turn>", [("assistant", "first")]),
     }
     for name, (kind, tmpl, msgs) in cases.items():
         parts = [tmpl] + [x for r, c in msgs for x in (r, c)]

@@ -235,10 +235,10 @@ static void test_hostile_headers(void)
     long len = bw_proto_encode(&m, buf, sizeof(buf));
     CHECK(len == BW_PROTO_HEADER_SIZE);
 
-    buf[4] = 2; /* version */
+    buf[4] = BW_PROTO_VERSION + 1; /* version */
     CHECK(bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_EVERSION);
     CHECK(strstr(err, "version") != NULL);
-    buf[4] = 1;
+    buf[4] = BW_PROTO_VERSION;
 
     buf[6] = 99; /* type */
     CHECK(bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_ETYPE);
