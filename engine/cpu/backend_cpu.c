@@ -73,13 +73,22 @@ static void rope(const bw_model *m, const bw_layer_weights *w, float *v, int n_h
     }
 }
 
-/* GELU, tanh approximation (gemma's FFN): out = gelu(gate) * up. */
-static void geglu(float *out, const float *gate, const float *up, int64_t n)
+/* GeGLU over n values in place: gate = gelu(gate) * up, GELU's tanh approximation (gemma's FFN). A tanhf
+ * per value is worth spreading over the threads in a prefill. */
+typedef struct {
+    float *gate;
+    const float *up;
+    size_t n;
+} geglu_job;
+
+static void geglu_task(void *ctx, int ith, int nth)
 {
+    const geglu_job *j = ctx;
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (int64_t i = 0; i < n; i++) {
-        const float x = gate[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(k * x * (1.0f + 0.044715f * x * x))) * up[i];
+    const size_t lo = j->n * (size_t)ith / (size_t)nth, hi = j->n * (size_t)(ith + 1) / (size_t)nth;
+    for (size_t i = lo; i < hi; i++) {
+        const float x = j->gate[i];
+        j->gate[i] = 0.5f * x * (1.0f + tanhf(k * x * (1.0f + 0.044715f * x * x))) * j->up[i];
     }
 }
 
@@ -269,10 +278,12 @@ static void forward_chunk(cpu_backend *c, const bw_batch *b, int first, int n, f
         norm_rows(c->xn, c->x, &w->ffn_norm, n, E, cfg->rms_eps);
         matmul(c, &w->w_gate, c->xn, n, c->hb);
         matmul(c, &w->w_up, c->xn, n, c->hb2);
-        for (int t = 0; t < n; t++) {
-            float *g = c->hb + (size_t)t * FF, *u = c->hb2 + (size_t)t * FF;
-            if (cfg->act == BW_ACT_GELU) geglu(g, g, u, FF);
-            else bw_swiglu(g, g, u, FF);
+        if (cfg->act == BW_ACT_GELU) {
+            geglu_job gj = {c->hb, c->hb2, (size_t)n * FF};
+            bw_pool_run(c->pool, geglu_task, &gj);
+        } else {
+            for (int t = 0; t < n; t++)
+                bw_swiglu(c->hb + (size_t)t * FF, c->hb + (size_t)t * FF, c->hb2 + (size_t)t * FF, FF);
         }
         matmul(c, &w->w_down, c->hb, n, c->xn);
         residual(cfg, c->x, c->xn, &w->ffn_post_norm, n);
