@@ -93,41 +93,43 @@ static const arch_desc ARCHES[] = {
     {"gemma3", BW_ROPE_NEOX, BW_ACT_GELU, ARCH_QK_NORM | ARCH_POST_NORMS | ARCH_EMBD_SCALE | ARCH_SWA},
 };
 
-/* "<arch>.<suffix>": every hyper-parameter key is prefixed with the architecture's name. */
-static const char *akey(const bw_model_config *c, const char *suffix)
+/* "<arch>.<suffix>": every hyper-parameter key is prefixed with the architecture's name. Returned by
+ * value, so akey(c, "block_count").s lives until the end of the statement that uses it. */
+typedef struct {
+    char s[96];
+} keyname;
+
+static keyname akey(const bw_model_config *c, const char *suffix)
 {
-    static _Thread_local char buf[96];
-    snprintf(buf, sizeof buf, "%s.%s", c->arch, suffix);
-    return buf;
+    keyname k;
+    snprintf(k.s, sizeof k.s, "%s.%s", c->arch, suffix);
+    return k;
 }
 
 static int read_rope_scaling(loader *L, bw_model_config *c)
 {
     const bw_gguf *g = L->g;
-    char shown[65], key[96];
+    const keyname type = akey(c, "rope.scaling.type");
+    char shown[65];
     c->rope_scale = 1.0f;
-    snprintf(key, sizeof key, "%s", akey(c, "rope.scaling.type"));
     bw_gguf_str st = {6, "linear"}; /* llama.cpp's default when only a factor is given */
-    if (bw_gguf_find(g, key) && bw_gguf_get_str(g, key, &st)) return fail(L, "%s is not a string", key);
+    if (bw_gguf_find(g, type.s) && bw_gguf_get_str(g, type.s, &st)) return fail(L, "%s is not a string", type.s);
     if (str_is(st, "none")) return 0;
     if (str_is(st, "llama3")) {
         /* Llama 3.1's scaling lives in the per-dimension factors of rope_freqs.weight (read with the
          * tensors); the type alone carries nothing to apply. */
         if (!bw_gguf_find_tensor(g, "rope_freqs.weight"))
             return fail(L, "%s is 'llama3' but the file lacks the tensor rope_freqs.weight that holds its factors",
-                        key);
+                        type.s);
         return 0;
     }
     if (!str_is(st, "linear")) {
         bw_gguf_str_print(st, shown, sizeof shown);
         return fail(L, "rope scaling type '%s' is not supported (only linear, llama3 and none)", shown);
     }
-    const char *fk = bw_gguf_find(g, akey(c, "rope.scaling.factor")) ? akey(c, "rope.scaling.factor")
-                                                                      : akey(c, "rope.scale_linear");
-    if (bw_gguf_find(g, fk)) {
-        snprintf(key, sizeof key, "%s", fk);
-        if (get_float(L, key, NAN, 0.0f, 1024.0f, &c->rope_scale)) return -1;
-    }
+    keyname factor = akey(c, "rope.scaling.factor");
+    if (!bw_gguf_find(g, factor.s)) factor = akey(c, "rope.scale_linear"); /* the older name */
+    if (bw_gguf_find(g, factor.s) && get_float(L, factor.s, NAN, 0.0f, 1024.0f, &c->rope_scale)) return -1;
     return 0;
 }
 
@@ -149,46 +151,38 @@ static int read_config(loader *L, bw_model_config *c, const arch_desc **out)
     c->rope_style = a->rope;
     c->act = a->act;
 
-    char k[6][96];
-    snprintf(k[0], sizeof k[0], "%s", akey(c, "block_count"));
-    snprintf(k[1], sizeof k[1], "%s", akey(c, "embedding_length"));
-    snprintf(k[2], sizeof k[2], "%s", akey(c, "feed_forward_length"));
-    snprintf(k[3], sizeof k[3], "%s", akey(c, "attention.head_count"));
-    snprintf(k[4], sizeof k[4], "%s", akey(c, "attention.head_count_kv"));
-    snprintf(k[5], sizeof k[5], "%s", akey(c, "context_length"));
-    if (get_int(L, k[0], -1, 1, BW_MAX_LAYERS, &c->n_layer) || get_int(L, k[1], -1, 1, MAX_EMBD, &c->n_embd) ||
-        get_int(L, k[2], -1, 1, MAX_FF, &c->n_ff) || get_int(L, k[3], -1, 1, MAX_HEADS, &c->n_head) ||
-        get_int(L, k[4], c->n_head, 1, c->n_head, &c->n_head_kv) || get_int(L, k[5], -1, 1, MAX_CTX, &c->n_ctx_train))
+    if (get_int(L, akey(c, "block_count").s, -1, 1, BW_MAX_LAYERS, &c->n_layer) ||
+        get_int(L, akey(c, "embedding_length").s, -1, 1, MAX_EMBD, &c->n_embd) ||
+        get_int(L, akey(c, "feed_forward_length").s, -1, 1, MAX_FF, &c->n_ff) ||
+        get_int(L, akey(c, "attention.head_count").s, -1, 1, MAX_HEADS, &c->n_head) ||
+        get_int(L, akey(c, "attention.head_count_kv").s, c->n_head, 1, c->n_head, &c->n_head_kv) ||
+        get_int(L, akey(c, "context_length").s, -1, 1, MAX_CTX, &c->n_ctx_train))
         return -1;
     if (c->n_head % c->n_head_kv)
         return fail(L, "head count %d is not a multiple of the key/value head count %d", c->n_head, c->n_head_kv);
     /* The head size is n_embd / n_head unless attention.key_length says otherwise (qwen3, gemma3). */
-    char kl[96], vl[96];
-    snprintf(kl, sizeof kl, "%s", akey(c, "attention.key_length"));
-    snprintf(vl, sizeof vl, "%s", akey(c, "attention.value_length"));
-    if (!bw_gguf_find(g, kl) && c->n_embd % c->n_head)
+    const keyname kl = akey(c, "attention.key_length"), vl = akey(c, "attention.value_length");
+    if (!bw_gguf_find(g, kl.s) && c->n_embd % c->n_head)
         return fail(L, "embedding width %d is not a multiple of the head count %d", c->n_embd, c->n_head);
-    if (get_int(L, kl, c->n_embd / c->n_head, 2, 4096, &c->head_dim)) return -1;
     int v_dim;
-    if (get_int(L, vl, c->head_dim, 1, 4096, &v_dim)) return -1;
+    if (get_int(L, kl.s, c->n_embd / c->n_head, 2, 4096, &c->head_dim) ||
+        get_int(L, vl.s, c->head_dim, 1, 4096, &v_dim))
+        return -1;
     if (v_dim != c->head_dim)
-        return fail(L, "%s %d differs from %s %d; separate key and value head sizes are not supported", vl, v_dim,
-                    kl, c->head_dim);
+        return fail(L, "%s %d differs from %s %d; separate key and value head sizes are not supported", vl.s, v_dim,
+                    kl.s, c->head_dim);
     if (c->head_dim % 2) return fail(L, "head size %d is odd; rotary embeddings need it even", c->head_dim);
     c->q_dim = c->n_head * c->head_dim;
-    char rk[96];
-    snprintf(rk, sizeof rk, "%s", akey(c, "rope.dimension_count"));
-    if (get_int(L, rk, c->head_dim, 2, c->head_dim, &c->n_rot)) return -1;
-    if (c->n_rot % 2) return fail(L, "%s %d is odd", rk, c->n_rot);
+    const keyname rk = akey(c, "rope.dimension_count");
+    if (get_int(L, rk.s, c->head_dim, 2, c->head_dim, &c->n_rot)) return -1;
+    if (c->n_rot % 2) return fail(L, "%s %d is odd", rk.s, c->n_rot);
     if (a->rope == BW_ROPE_NORM && c->n_rot != c->head_dim)
-        return fail(L, "%s is %d, expected the head size %d", rk, c->n_rot, c->head_dim);
+        return fail(L, "%s is %d, expected the head size %d", rk.s, c->n_rot, c->head_dim);
 
-    char fb[96], eps[96];
-    snprintf(fb, sizeof fb, "%s", akey(c, "rope.freq_base"));
-    snprintf(eps, sizeof eps, "%s", akey(c, "attention.layer_norm_rms_epsilon"));
-    if (get_float(L, fb, 10000.0f, 0.0f, 1e12f, &c->rope_base) || get_float(L, eps, NAN, 0.0f, 1.0f, &c->rms_eps))
+    if (get_float(L, akey(c, "rope.freq_base").s, 10000.0f, 0.0f, 1e12f, &c->rope_base) ||
+        get_float(L, akey(c, "attention.layer_norm_rms_epsilon").s, NAN, 0.0f, 1.0f, &c->rms_eps) ||
+        read_rope_scaling(L, c))
         return -1;
-    if (read_rope_scaling(L, c)) return -1;
 
     c->embd_scale = (a->flags & ARCH_EMBD_SCALE) ? sqrtf((float)c->n_embd) : 1.0f;
     c->attn_scale = 1.0f / sqrtf((float)c->head_dim);
@@ -196,14 +190,14 @@ static int read_config(loader *L, bw_model_config *c, const arch_desc **out)
      * query_pre_attn_scalar); the GGUF carries no key for it, so llama.cpp tells it by its 62 layers. */
     if (a->flags & ARCH_EMBD_SCALE && c->n_layer == 62) c->attn_scale = 1.0f / sqrtf((float)(c->n_embd / c->n_head));
     c->logit_softcap = 0.0f;
-    char sc[96];
-    snprintf(sc, sizeof sc, "%s", akey(c, "final_logit_softcapping"));
-    if (bw_gguf_find(g, sc) && get_float(L, sc, NAN, 0.0f, 1e6f, &c->logit_softcap)) return -1;
+    const keyname sc = akey(c, "final_logit_softcapping");
+    if (bw_gguf_find(g, sc.s) && get_float(L, sc.s, NAN, 0.0f, 1e6f, &c->logit_softcap)) return -1;
     return 0;
 }
 
-/* Sliding-window layers (gemma3): window size, which layers slide (every layer but each n-th, or an
- * explicit per-layer array) and their rope base. Other architectures attend to the whole context. */
+/* Sliding-window layers (gemma3): window size, which layers slide (every layer but each n-th of
+ * attention.sliding_window_pattern, default 6) and their rope base. Other architectures attend to the
+ * whole context. */
 static int read_swa(loader *L, bw_model *m, const arch_desc *a)
 {
     bw_model_config *c = &m->cfg;
@@ -215,21 +209,15 @@ static int read_swa(loader *L, bw_model *m, const arch_desc *a)
     c->n_swa = 0;
     /* phi3 files may name a window too; llama.cpp ignores it for phi3, and so do we, to stay equal. */
     if (!(a->flags & ARCH_SWA)) return 0;
-    char wk[96], pk[96], bk[96];
-    snprintf(wk, sizeof wk, "%s", akey(c, "attention.sliding_window"));
-    snprintf(pk, sizeof pk, "%s", akey(c, "attention.sliding_window_pattern"));
-    snprintf(bk, sizeof bk, "%s", akey(c, "rope.freq_base_swa"));
-    if (get_int(L, wk, 0, 0, MAX_CTX, &c->n_swa)) return -1;
+    if (get_int(L, akey(c, "attention.sliding_window").s, 0, 0, MAX_CTX, &c->n_swa)) return -1;
     if (c->n_swa == 0) return 0;
     float base_swa;
-    if (get_float(L, bk, 10000.0f, 0.0f, 1e12f, &base_swa)) return -1;
+    if (get_float(L, akey(c, "rope.freq_base_swa").s, 10000.0f, 0.0f, 1e12f, &base_swa)) return -1;
+    const keyname pk = akey(c, "attention.sliding_window_pattern");
+    const bw_gguf_kv *kv = bw_gguf_find(L->g, pk.s);
     int pattern = 6;
-    const bw_gguf_kv *kv = bw_gguf_find(L->g, pk);
-    if (kv && kv->type == BW_GGUF_ARRAY) {
-        return fail(L, "%s as a per-layer array is not supported", pk);
-    } else if (get_int(L, pk, 6, 0, BW_MAX_LAYERS, &pattern)) {
-        return -1;
-    }
+    if (kv && kv->type == BW_GGUF_ARRAY) return fail(L, "%s as a per-layer array is not supported", pk.s);
+    if (get_int(L, pk.s, 6, 0, BW_MAX_LAYERS, &pattern)) return -1;
     for (int i = 0; i < c->n_layer; i++) {
         /* with pattern n, layers n-1, 2n-1, ... attend globally; pattern 0: every layer slides */
         int swa = pattern == 0 || i % pattern < pattern - 1;
@@ -407,11 +395,10 @@ int bw_model_load(bw_model *m, const bw_gguf *g, const char *path, char *err, si
     const bw_gguf_tensor *te = bw_gguf_find_tensor(g, "token_embd.weight");
     if (!te) return fail(&L, "model file lacks the tensor token_embd.weight");
     int64_t n_vocab = te->ne[1];
-    char vk[96];
-    snprintf(vk, sizeof vk, "%s", akey(c, "vocab_size"));
-    if (bw_gguf_find(g, vk)) {
+    const keyname vk = akey(c, "vocab_size");
+    if (bw_gguf_find(g, vk.s)) {
         int v;
-        if (get_int(&L, vk, -1, 1, MAX_VOCAB, &v)) return -1;
+        if (get_int(&L, vk.s, -1, 1, MAX_VOCAB, &v)) return -1;
         n_vocab = v;
     }
     if (n_vocab < 1 || n_vocab > MAX_VOCAB)
