@@ -346,8 +346,8 @@ static int check_model(const bw_model *m, char *err, size_t errlen)
     const bw_model_config &c = m->cfg;
     if (!bw_model_is_plain_llama(m)) {
         snprintf(err, errlen,
-                 "CUDA backend: architecture '%s' (or its llama variant with biases, Q/K norms, post-norms or a "
-                 "sliding window) is not implemented on the GPU; run it with --backend cpu",
+                 "CUDA backend: only plain llama models run on the GPU; this %s model (its biases, Q/K norms, "
+                 "post-norms, window or head size) runs with --backend cpu",
                  c.arch);
         return -1;
     }

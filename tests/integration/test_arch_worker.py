@@ -59,3 +59,14 @@ def test_plain_and_chat_requests_give_the_engines_greedy_text(arch_worker, engin
 def test_default_model_reports_llama_and_its_weight_types(build_dir, model_path):
     for w in ready_worker(build_dir, model_path, slots=1):
         assert model_fields(w.info()) == ("llama", ["Q4_1", "Q8_0", "F32"])
+
+
+@pytest.mark.parametrize("name", ["qwen2", "qwen3", "phi3", "gemma3"])
+def test_cuda_backend_refuses_other_architectures_with_one_line(engine_bin, name):
+    p = subprocess.run([str(engine_bin), "--model", str(tiny(name)), "--backend", "cuda", "--generate", "--prompt", "hi",
+                        "--max-tokens", "1"], capture_output=True, text=True, timeout=60)
+    if "built without CUDA" in p.stderr:
+        pytest.skip("this engine was built without CUDA")
+    err = p.stderr.strip()
+    assert p.returncode == 1 and "\n" not in err, (p.returncode, err)
+    assert f"this {name} model" in err and "--backend cpu" in err, err
