@@ -369,7 +369,12 @@ char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, 
         }
         break;
     default:
-        set_err(err, errlen, "the model's chat template is not one we render (supported: ChatML, Llama 2, Llama 3, Phi-3, Gemma)");
+        if (!tmpl || tmpl_len == 0)
+            set_err(err, errlen, "the model file has no chat template (tokenizer.chat_template) and its vocabulary "
+                                 "is not ChatML's; send a plain prompt");
+        else
+            set_err(err, errlen, "the model's chat template is not one we render (supported: ChatML, Llama 2, "
+                                 "Llama 3, Phi-3, Gemma)");
         free(b.p);
         return NULL;
     }

@@ -70,3 +70,14 @@ def test_cuda_backend_refuses_other_architectures_with_one_line(engine_bin, name
     err = p.stderr.strip()
     assert p.returncode == 1 and "\n" not in err, (p.returncode, err)
     assert f"this {name} model" in err and "--backend cpu" in err, err
+
+
+def test_chat_needs_a_known_template_but_plain_prompts_always_work(engine_bin):
+    """The tiny llama model carries no chat template and its vocabulary (Llama 3's) has no ChatML tokens."""
+    base = [str(engine_bin), "--model", str(tiny("llama3")), "--generate", "--prompt", "hi", "--max-tokens", "2"]
+    chat = subprocess.run(base + ["--chat"], capture_output=True, text=True, timeout=60)
+    last = chat.stderr.strip().splitlines()[-1]  # after the engine's "loaded" log line
+    assert chat.returncode == 1 and last.startswith("beeworker-engine: chat: the model file has no chat template"), \
+        chat.stderr
+    plain = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0 and json.loads(plain.stdout.splitlines()[-1])["tokens_out"] == 2, plain.stderr
