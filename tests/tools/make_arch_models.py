@@ -10,6 +10,7 @@ Into tests/.cache/models/ (git-ignored), for each NAME in ARCHS:
   tiny-NAME.logits_CASE.f32 / tiny-NAME.exact_CASE.f32
                            the first-step logits of llama.cpp, and of the exact float64 forward pass
                            (tests/tools/make_exact_logits.py's Model) over the same weights.
+and for the real files in REAL (the gemma3 270M Q4_K_M file), NAME.json and the two kinds of logits.
 tests/integration/test_reference_parity.py compares the engine with these.
 
 Needs numpy, the `gguf` package and llama-cpp-python (the reference); the vocabularies come from
@@ -54,6 +55,9 @@ ARCHS = {
                    swa=8, rope_base_swa=20000.0, rope_linear=8.0, softcap=30.0, tied=True),
 }
 
+# Real files checked the same way (plain prompts; a file without a chat template has no chat case).
+REAL = {"gemma3-270m": GEMMA3_FILE}
+
 PROMPTS = [
     ("capital", False, "The capital of France is"),
     ("story", False, "Once upon a time, in a small village by the sea, there lived an old fisherman who"),
@@ -64,7 +68,7 @@ N_TOKENS = 32
 
 
 def description_hash(name):
-    cfg = {k: str(v) for k, v in ARCHS[name].items()}
+    cfg = {k: str(v) for k, v in ARCHS[name].items()} if name else {}
     src = pathlib.Path(__file__).read_bytes()
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode() + src).hexdigest()[:16]
 
@@ -186,7 +190,7 @@ def render_chat(template, user, bos, eos):
                                             add_generation_prompt=True, bos_token=bos, eos_token=eos)
 
 
-def reference(name, path, out):
+def reference(label, path, out):
     """llama.cpp's prompt ids, greedy continuation, top-5 logits per step and first-step logits."""
     import llama_cpp
     from llama_cpp import Llama
@@ -213,9 +217,9 @@ def reference(name, path, out):
         for step in range(N_TOKENS):
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
             if step == 0:
-                logits.tofile(out / f"tiny-{name}.logits_{pname}.f32")
+                logits.tofile(out / f"{label}.logits_{pname}.f32")
                 ex = exact.logits(ids).astype(np.float32)
-                ex.tofile(out / f"tiny-{name}.exact_{pname}.f32")
+                ex.tofile(out / f"{label}.exact_{pname}.f32")
                 dist.append(float(np.abs(ex.astype(np.float64) - logits).max()))
             order = np.argsort(-logits, kind="stable")[:5]
             top5.append([[int(i), float(logits[i])] for i in order])
@@ -226,22 +230,40 @@ def reference(name, path, out):
             llm.eval([nid])
         cases.append({"name": pname, "chat": chat, "prompt": text, "rendered": full, "prompt_ids": ids,
                       "ids": gen, "top5": top5, "full_logits": True})
-        print(f"tiny-{name} {pname}: {len(ids)} prompt tokens, {len(gen)} generated; llama.cpp vs exact "
+        print(f"{label} {pname}: {len(ids)} prompt tokens, {len(gen)} generated; llama.cpp vs exact "
               f"max |diff| {dist[-1]:.5f}")
-    return {"model": path.name, "arch": ARCHS[name]["arch"],
+    return {"model": path.name, "arch": meta["general.architecture"],
             "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}", "n_tokens": N_TOKENS,
             "ref_vs_exact": max(dist), "cases": cases}
+
+
+def real_reference(name, out, force):
+    """llama.cpp's outputs on a real file (the model itself stays where its fetch script put it)."""
+    path, doc_path = REAL[name], out / f"{name}.json"
+    if not path.exists():
+        sys.exit(f"{path} is missing: run scripts/fetch-gemma3.sh first")
+    stamp = description_hash(None) + f"-{path.stat().st_size}"
+    if not force and doc_path.exists() and json.loads(doc_path.read_text()).get("made_from") == stamp:
+        print(f"{doc_path.relative_to(ROOT)}: up to date")
+        return
+    doc = reference(name, path, out)
+    doc["made_from"] = stamp
+    doc_path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{doc_path.relative_to(ROOT)}: written")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "tests" / ".cache" / "models"))
     ap.add_argument("--force", action="store_true")
-    ap.add_argument("names", nargs="*", default=list(ARCHS))
+    ap.add_argument("names", nargs="*", default=list(ARCHS) + list(REAL))
     a = ap.parse_args()
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in a.names:
+        if name in REAL:
+            real_reference(name, out, a.force)
+            continue
         path, doc_path = out / f"tiny-{name}.gguf", out / f"tiny-{name}.json"
         stamp = description_hash(name)
         if not a.force and path.exists() and doc_path.exists() and \
@@ -253,7 +275,7 @@ def main():
                      "and scripts/fetch-gemma3.sh first")
         doc_path.unlink(missing_ok=True)
         write_model(name, path)
-        doc = reference(name, path, out)
+        doc = reference(f"tiny-{name}", path, out)
         doc["made_from"] = stamp
         doc_path.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{path.relative_to(ROOT)}: written, {path.stat().st_size >> 20} MiB")
