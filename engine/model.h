@@ -4,8 +4,9 @@
  * between them, for each architecture named by general.architecture (llama, qwen2, qwen3, phi3, gemma3).
  * An architecture is not a separate forward pass: it is the description in bw_model_config (rope style,
  * activation, scales, sliding window) plus which optional tensors a layer has (biases, Q/K norms,
- * post-norms), and the backends read both. Weights stay in the mapped file in their GGUF types; backends read them from here (the
- * CPU directly, the GPU by uploading once). Knows nothing of threads, devices, tokens or sampling. */
+ * post-norms), and the backends read both. Weights stay in the mapped file in their GGUF types; backends
+ * read them from here (the CPU directly, the GPU by uploading once). Knows nothing of threads, devices,
+ * tokens or sampling. */
 #ifndef BW_ENGINE_MODEL_H
 #define BW_ENGINE_MODEL_H
 

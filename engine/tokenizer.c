@@ -836,7 +836,8 @@ bw_tok *bw_tok_load(const bw_gguf *g, char *err, size_t errlen) {
         }
         pre = find_pre(name.str, name.len);
         if (!pre) {
-            set_err(err, errlen, "unknown pre-tokenizer '%.*s' (supported: default, smollm, llama3/llama-bpe, qwen2, gpt-2)",
+            set_err(err, errlen,
+                    "unknown pre-tokenizer '%.*s' (supported: default, smollm, llama3/llama-bpe, qwen2, gpt-2)",
                     (int)(name.len < 64 ? name.len : 64), name.str);
             goto fail;
         }
