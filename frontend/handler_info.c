@@ -37,6 +37,9 @@ json_t *bw_info_json(bw_front *f)
                           "pid", (json_int_t)h->pid);
     if (o && e) {
         json_object_set_new(o, "engine", e);
+        json_t *md = bw_link_model_json(f->link);
+        if (md) json_object_update(o, md);
+        json_decref(md);
         json_t *jobs = json_pack("{s:I,s:I,s:I}", "waiting", (json_int_t)bw_jobs_queued(f->jobs), "running",
                                  (json_int_t)bw_jobs_running(f->jobs), "streams", (json_int_t)bw_jobs_streams(f->jobs));
         if (jobs) json_object_set_new(o, "jobs", jobs);

@@ -10,6 +10,7 @@
  * submission), so the runs of a job on different engines never mix. */
 #include "frontend/jobs.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,8 +493,17 @@ static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     bw_buf_adds(&b, j->id);
     bw_buf_adds(&b, "\",\"model\":\"");
     bw_buf_add_json_str(&b, model, strlen(model));
-    bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"}", (unsigned long long)m->u.accepted.seed,
+    bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"", (unsigned long long)m->u.accepted.seed,
                 (long long)(m->h.real_ns / 1000000000ull));
+    json_t *md = bw_link_model_json(js->f->link); /* {"architecture":…,"weight_types":[…]}: its members go here */
+    char *mds = md ? json_dumps(md, JSON_COMPACT) : NULL;
+    if (mds && strlen(mds) > 2) {
+        bw_buf_adds(&b, ",");
+        bw_buf_add(&b, mds + 1, strlen(mds) - 2);
+    }
+    free(mds);
+    json_decref(md);
+    bw_buf_adds(&b, "}");
     j->started = bw_buf_take(&b, &j->started_len);
 }
 

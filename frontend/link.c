@@ -10,6 +10,7 @@
 #include "frontend/link.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/pubsub0/sub.h>
@@ -327,3 +328,15 @@ uint64_t bw_link_epoch(const bw_link *l) { return l->epoch; }
 const bw_proto_hello *bw_link_hello(const bw_link *l) { return &l->hello; }
 unsigned bw_link_epochs_seen(const bw_link *l) { return l->epochs_seen; }
 unsigned long bw_link_bad_messages(const bw_link *l) { return l->bad; }
+
+struct json_t *bw_link_model_json(const bw_link *l)
+{
+    const bw_proto_hello *h = bw_link_hello(l);
+    json_t *types = json_array();
+    for (const char *p = h->weight_types; types && *p;) {
+        size_t n = strcspn(p, ",");
+        if (n) json_array_append_new(types, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return json_pack("{s:s,s:o}", "architecture", h->arch, "weight_types", types);
+}
