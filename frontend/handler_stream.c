@@ -53,12 +53,14 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
             return 0;
         }
     }
-    int timing = bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0;
-    if (bw_sse_open(f, req, j, from, timing) == 0) return 0;
+    int flags = 0;
+    if (bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0) flags |= BW_SSE_TIMING;
+    if (bw_http_query(req, "ids", q, sizeof(q)) == 0 && strcmp(q, "0") == 0) flags |= BW_SSE_NO_IDS;
+    if (bw_sse_open(f, req, j, from, flags) == 0) return 0;
     if (resuming) {
         bw_sse_stream *old = bw_job_take_reader(j);
         if (old && bw_sse_abandon(old) != 0) bw_job_attach(j, old); /* a whole response cannot be taken over */
-        else if (old && bw_sse_open(f, req, j, from, timing) == 0) return 0;
+        else if (old && bw_sse_open(f, req, j, from, flags) == 0) return 0;
     }
     bw_http_send_error(req, 409, "STREAM_ALREADY_OPEN", "this job's stream is already being read");
     return 0;

@@ -28,7 +28,7 @@
 #define REPLAY_RETRY_MS 100   /* a REPLAY that filled nothing is asked again after this */
 #define REPLAY_MAX_TRIES 50   /* then the gap is unrepairable: 5 s of asking without progress */
 #define PROBE_IDLE_MS 1000    /* a job silent this long gets a REPLAY probe: its last messages may be lost */
-#define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for the buffer bound */
+#define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for a job without a reader */
 
 enum job_state { JOB_QUEUED, JOB_SUBMITTED, JOB_RUNNING, JOB_FINISHED };
 
@@ -455,10 +455,13 @@ void bw_jobs_cancel(bw_jobs *js, bw_job *j)
     finish_end(j, "CANCELLED", NULL, 0);
 }
 
-/* Bytes the client has not taken yet: events from the first one no stream has written to its socket. */
+/* Bytes the client has not taken yet. While a stream reads the job they are its formatted events (an
+ * OpenAI chunk repeats the model name and ids, many times the token's text); without a reader, the
+ * events from the first one no stream has written, estimated from their text. */
 static size_t backlog_bytes(const bw_job *j)
 {
-    uint64_t first = j->reader ? bw_sse_delivered(j->reader) : j->delivered;
+    if (j->reader) return bw_sse_backlog(j->reader);
+    uint64_t first = j->delivered;
     size_t u = first > 0 ? (size_t)(first - 1) : 0;
     if (u >= j->n_toks) return 0;
     return (j->text.len - j->toks[u].off) + (j->n_toks - u) * EVENT_OVERHEAD;
@@ -516,6 +519,7 @@ static int on_token(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
         return -1;
     }
     if (m->h.seq < j->gap_end) js->st.tokens_replayed++;
+    notify(j); /* formats the event, so that its bytes count */
     if (backlog_bytes(j) > js->f->opts->stream_buffer) {
         js->st.slow_client_cancels++;
         bw_log_warn("%s: the client is more than %zu bytes behind; cancelling", j->id, js->f->opts->stream_buffer);

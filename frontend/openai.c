@@ -188,8 +188,10 @@ static void whole_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *r
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
 }
 
-const bw_sse_format bw_openai_stream_format = {0, stream_started, stream_token, stream_terminal};
-const bw_sse_format bw_openai_whole_format = {1, NULL, NULL, whole_terminal};
+/* A stream answers 200 only once the engine has accepted the job: a request it refuses (a prompt and
+ * max_tokens over the context) gets OpenAI's 400 instead of an error inside a 200 stream. */
+const bw_sse_format bw_openai_stream_format = {0, stream_started, stream_token, stream_terminal, whole_terminal};
+const bw_sse_format bw_openai_whole_format = {1, NULL, NULL, whole_terminal, NULL};
 
 void bw_openai_send_invalid(h2o_req_t *req, json_t *bad)
 {

@@ -16,6 +16,7 @@
 #define MAX_TOKENS_LIMIT 2048
 #define COMPLETIONS_DEFAULT_MAX_TOKENS 16 /* OpenAI's documented default for /v1/completions */
 #define MAX_MESSAGE_ERRORS 8              /* per-message failures listed before the rest are summarised */
+#define MODEL_MAX_BYTES 256               /* the echoed model name: it is repeated in every streamed chunk */
 
 static void add_err(json_t *errs, const char *field, const char *constraint, const char *message, json_t *value)
 {
@@ -411,7 +412,9 @@ json_t *bw_request_parse_openai(const char *body, size_t len, unsigned n_ctx, bw
     json_t *errs = json_array();
 
     json_t *model = json_object_get(root, "model");
-    if (json_is_string(model)) o->model = json_string_value(model);
+    if (json_is_string(model) && json_string_length(model) > MODEL_MAX_BYTES)
+        add_err(errs, "model", "length", "model must be at most 256 bytes", NULL);
+    else if (json_is_string(model)) o->model = json_string_value(model);
     else if (model && !json_is_null(model)) add_err(errs, "model", "type", "model must be a string", model);
     long long v, limit = max_tokens_limit(n_ctx);
     p->max_tokens = chat ? (int32_t)limit : COMPLETIONS_DEFAULT_MAX_TOKENS;
