@@ -24,6 +24,7 @@ typedef struct {
     const char *engine_bin; /* NULL: next to this binary */
     const char *rundir;     /* NULL: a private directory made at start */
     double engine_wait_s;
+    double engine_hello_timeout_s; /* an engine silent this long is lost (0 = never) */
     size_t max_body;
     int queue_size;
     int open_timeout_s; /* cancel a job whose stream is never opened */

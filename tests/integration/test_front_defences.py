@@ -122,3 +122,96 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(build_dir):
         limits = pathlib.Path(f"/proc/{w.front_pid}/limits").read_text()
         line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
         assert line.split()[3:5] == ["4096", "4096"], line
+
+
+# ---- 3. a hung engine ----
+
+def tokens_of(events):
+    return [(e["data"]["i"], e["data"]["t"]) for e in events if isinstance(e["data"], dict) and
+            e["data"]["type"] == "token"]
+
+
+def test_a_stopped_engine_is_noticed_killed_and_its_job_resumed(build_dir, model_path):
+    hello_timeout = 1.5
+    with Worker(build_dir, model_path, slots=1, extra=["--engine-hello-timeout", str(hello_timeout),
+                                                        "--engine-max-crashes", "0"]) as w:
+        w.wait_ready()
+        _, ref = w.run("Once upon a time", 300)
+        old_pid = w.info()["engine"]["pid"]
+        stopped = {}
+
+        def stop_engine(event):
+            if not stopped and isinstance(event["data"], dict) and event["data"]["type"] == "token":
+                os.kill(old_pid, signal.SIGSTOP)
+                stopped["at"] = time.monotonic()
+
+        try:
+            _, url = w.submit("Once upon a time", 300)
+            with w.stream(url, timeout=60) as s:
+                events = []
+                for e in s.events():
+                    events.append(e)
+                    stop_engine(e)
+                    if "noticed" not in stopped and "at" in stopped:
+                        # the engine is stopped: /health must turn unhealthy within the HELLO timeout
+                        ok = wait_until(lambda: w.health() == 503, hello_timeout + 3, 0.05)
+                        stopped["noticed"] = time.monotonic() - stopped["at"]
+                        assert ok, "/health still says ready with the engine stopped"
+            print(f"stopped engine noticed after {stopped['noticed']:.2f}s")
+            assert wait_until(lambda: not pid_alive(old_pid), 5), "the stopped engine was not killed"
+            assert tokens_of(events) == tokens_of(ref), "the resumed job differs from the uninterrupted run"
+            assert events[-2]["data"]["type"] == "end", events[-3:]
+            info = w.info()
+            assert info["engine"]["pid"] != old_pid and info["resume"]["jobs_resumed"] >= 1, info
+            assert stopped["noticed"] < hello_timeout + 1.5
+        finally:
+            if pid_alive(old_pid):
+                os.kill(old_pid, signal.SIGKILL)
+                os.kill(old_pid, signal.SIGCONT)
+
+
+def test_without_the_hello_timeout_flag_the_default_is_bounded(build_dir):
+    out = subprocess.run([str(build_dir / "frontend" / "beeworker-front"), "--help"], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert "--engine-hello-timeout" in out and "default 10" in out
+    bad = subprocess.run([str(build_dir / "frontend" / "beeworker-front"), "--engine-hello-timeout", "0.1"],
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+# ---- 4. the run directory ----
+
+def run_front_briefly(build_dir, rundir):
+    p = subprocess.run([str(build_dir / "frontend" / "beeworker-front"), "--local-mode", "--port", "0", "--rundir",
+                        str(rundir)], capture_output=True, text=True, timeout=15)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_an_unsafe_run_directory_is_refused(build_dir, tmp_path):
+    good = tmp_path / "good"
+    good.mkdir(mode=0o700)
+    open_dir = tmp_path / "world-writable"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    group_dir = tmp_path / "group-writable"
+    group_dir.mkdir()
+    group_dir.chmod(0o770)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 65534, 65534)
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    for d, why in [(open_dir, "writable by group or others"), (group_dir, "writable by group or others"),
+                   (foreign, "owned by another user"), (link, "symbolic link")]:
+        rc, out = run_front_briefly(build_dir, d)
+        assert rc != 0, (d, out)
+        assert len(out.splitlines()) == 1 and why in out, out
+        assert not (d / "jobs.ipc").exists() and not (d / "tokens.ipc").exists()
+
+
+def test_the_engine_sockets_are_private(build_dir):
+    with Worker(build_dir, spawn=False) as w:
+        for name in ("jobs.ipc", "tokens.ipc"):
+            mode = stat.S_IMODE((w.rundir / name).stat().st_mode)
+            assert mode == 0o600, f"{name} has mode {mode:o}"
