@@ -82,6 +82,7 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
     bw_front *f = ((router *)self)->f;
     const h2o_iovec_t *p = &req->path_normalized;
 
+    if (bw_http_reject_ambiguous_framing(req) != 0) return 0;
     if (head_bytes(req) > f->opts->max_header_bytes) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONNECTION, NULL, H2O_STRLIT("close"));
         bw_http_send_error(req, 431, "HEADERS_TOO_LARGE", "the request line and headers exceed --max-header-bytes");

@@ -215,3 +215,60 @@ def test_the_engine_sockets_are_private(build_dir):
         for name in ("jobs.ipc", "tokens.ipc"):
             mode = stat.S_IMODE((w.rundir / name).stat().st_mode)
             assert mode == 0o600, f"{name} has mode {mode:o}"
+
+
+# ---- 5. ambiguous framing and credentials ----
+
+TOKEN = "tok-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def secured(build_dir):
+    w = Worker(build_dir, spawn=False, local_mode=False, token=TOKEN, extra=["--engine-wait", "1"])
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("first,second", [("body", "smuggle"), ("zero", "smuggle"), ("body", "body")])
+def test_two_content_lengths_get_one_400_and_a_close(secured, first, second):
+    body = json.dumps({"prompt": "Hi", "max_tokens": 1}).encode()
+    smuggled = b"GET /info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+    sizes = {"body": len(body), "zero": 0, "smuggle": len(body) + len(smuggled)}
+    for keep_alive_first in (False, True):
+        s = connect(secured.port)
+        prefix = b""
+        if keep_alive_first:  # the same must hold for a later request on a kept-alive connection
+            prefix = b"GET /info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+        s.sendall(prefix + b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(sizes[first]).encode() +
+                  b"\r\nContent-Length: " + str(sizes[second]).encode() + b"\r\n\r\n" + body + smuggled)
+        got = read_all(s, 5)
+        s.close()
+        answers = got.count(b"HTTP/1.1 ")
+        assert answers == 1 + keep_alive_first, got[:600]
+        assert got[got.rfind(b"HTTP/1.1 "):].startswith(b"HTTP/1.1 400"), got[:600]
+        assert b"AMBIGUOUS_CONTENT_LENGTH" in got and b'"job_id"' not in got
+
+
+def test_two_authorization_headers_are_refused_whichever_comes_first(secured):
+    for pair in ([f"Bearer {TOKEN}", "Bearer wrong"], ["Bearer wrong", f"Bearer {TOKEN}"],
+                 [f"Bearer {TOKEN}", f"Bearer {TOKEN}"]):
+        s = connect(secured.port)
+        s.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+                  b"".join(b"Authorization: " + v.encode() + b"\r\n" for v in pair) + b"\r\n")
+        got = read_all(s, 5)
+        s.close()
+        assert got.startswith(b"HTTP/1.1 400") and b"DUPLICATE_AUTHORIZATION" in got, (pair, got[:200])
+
+
+def test_a_padded_token_is_not_the_token(secured):
+    for value in [f"Bearer  {TOKEN}", f"Bearer {TOKEN} ", f"Bearer {TOKEN}\t", f"Bearer \t{TOKEN}"]:
+        s = connect(secured.port)
+        s.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + value.encode() +
+                  b"\r\n\r\n")
+        got = read_all(s, 5)
+        s.close()
+        assert got.startswith(b"HTTP/1.1 401"), (value, got[:200])
+    assert secured.request("GET", "/info")[0] == 200
