@@ -34,6 +34,15 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
         bw_http_send_error(req, 404, "JOB_NOT_FOUND", "no such job (finished jobs are kept for --retain seconds)");
         return 0;
     }
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        /* the headers a GET would get, without attaching a reader (which would take the job) */
+        req->res.status = 200;
+        req->res.reason = "OK";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+        h2o_send_inline(req, "", 0);
+        return 0;
+    }
     uint64_t from = 0;
     int resuming = 0;
     char q[32];

@@ -21,6 +21,7 @@
 #include "frontend/buf.h"
 #include "frontend/link.h"
 #include "frontend/metrics.h"
+#include "frontend/model_id.h"
 #include "frontend/sse.h"
 
 #define N_BUCKETS 4096
@@ -490,7 +491,7 @@ static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     j->n_prompt = m->u.accepted.n_prompt;
     bw_buf b;
     bw_buf_init(&b);
-    const char *model = bw_link_hello(js->f->link)->model_id;
+    const char *model = bw_model_id(js->f);
     bw_buf_adds(&b, "{\"type\":\"started\",\"job_id\":\"");
     bw_buf_adds(&b, j->id);
     bw_buf_adds(&b, "\",\"model\":\"");

@@ -42,6 +42,12 @@ static int method_is(h2o_req_t *req, const char *m)
     return h2o_memis(req->method.base, req->method.len, m, strlen(m));
 }
 
+/* RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET is allowed. */
+static int method_is_get(h2o_req_t *req)
+{
+    return method_is(req, "GET") || method_is(req, "HEAD");
+}
+
 static int not_allowed(h2o_req_t *req, const char *allow)
 {
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, NULL, allow, strlen(allow));
@@ -89,16 +95,18 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    if (path_is(p, "/health")) return method_is(req, "GET") ? bw_handle_health(f, req) : not_allowed(req, "GET");
+    if (path_is(p, "/health")) return method_is_get(req) ? bw_handle_health(f, req) : not_allowed(req, "GET, HEAD");
     int metrics = path_is(p, "/metrics");
     if (!(metrics && !f->opts->metrics_auth) && bw_http_authorize(f, req) != 0) return 0;
-    if (metrics) return method_is(req, "GET") ? bw_handle_metrics(f, req) : not_allowed(req, "GET");
+    if (metrics) return method_is_get(req) ? bw_handle_metrics(f, req) : not_allowed(req, "GET, HEAD");
 
-    if (path_is(p, "/info")) return method_is(req, "GET") ? bw_handle_info(f, req) : not_allowed(req, "GET");
+    if (path_is(p, "/info")) return method_is_get(req) ? bw_handle_info(f, req) : not_allowed(req, "GET, HEAD");
     int chat = path_is(p, "/v1/chat/completions");
     if (chat || path_is(p, "/v1/completions"))
         return method_is(req, "POST") ? bw_handle_openai(f, req, chat) : not_allowed(req, "POST");
-    if (path_is(p, "/v1/models")) return method_is(req, "GET") ? bw_handle_models(f, req) : not_allowed(req, "GET");
+    if (path_is(p, "/v1/models")) return method_is_get(req) ? bw_handle_models(f, req, NULL, 0) : not_allowed(req, "GET, HEAD");
+    if (p->len > 11 && memcmp(p->base, "/v1/models/", 11) == 0)
+        return method_is_get(req) ? bw_handle_models(f, req, p->base + 11, p->len - 11) : not_allowed(req, "GET, HEAD");
     int jobs_form = path_is(p, "/v1/jobs");
     if (jobs_form || path_is(p, "/v1/inference"))
         return method_is(req, "POST") ? bw_handle_submit(f, req, jobs_form) : not_allowed(req, "POST");
@@ -106,7 +114,7 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
     size_t id_len;
     int stream;
     if (job_path(p, &id, &id_len, &stream)) {
-        if (stream) return method_is(req, "GET") ? bw_handle_stream(f, req, id, id_len) : not_allowed(req, "GET");
+        if (stream) return method_is_get(req) ? bw_handle_stream(f, req, id, id_len) : not_allowed(req, "GET, HEAD");
         return method_is(req, "DELETE") ? bw_handle_cancel(f, req, id, id_len) : not_allowed(req, "DELETE");
     }
     bw_http_send_error(req, 404, "NOT_FOUND", "no such endpoint");

@@ -1,0 +1,99 @@
+"""What real clients need from the front (issue 16): HEAD for monitors, the OpenAI client's
+models.retrieve, the hive's model id everywhere, requests whose max_tokens does not fit the context, the
+full u64 seed range, decode time of cancelled jobs, and streams a proxy that forwards every line can
+carry."""
+import http.client
+import json
+import socket
+import threading
+import time
+
+import openai
+import pytest
+
+from harness import Worker, ready_worker, wait_until
+
+MODEL_REF = "hf:HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def worker(build_dir, model_path):
+    yield from ready_worker(build_dir, model_path, slots=2, extra=["--model-ref", MODEL_REF, "--ctx", "256"])
+
+
+def raw(port, data, deadline_s=5):
+    s = socket.create_connection(("127.0.0.1", port), timeout=deadline_s)
+    s.sendall(data)
+    s.settimeout(0.5)
+    got, end = b"", time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return got
+
+
+def events_of(w, url, timeout=60):
+    with w.stream(url, timeout=timeout) as s:
+        return list(s.events())
+
+
+def terminal(events):
+    return [e["data"] for e in events if isinstance(e["data"], dict) and e["data"]["type"] in ("end", "error")][-1]
+
+
+# ---- 9. HEAD ----
+
+@pytest.mark.parametrize("path", ["/health", "/info", "/metrics", "/v1/models", f"/v1/models/{MODEL_REF}"])
+def test_head_is_get_without_a_body(worker, path):
+    got_status, _, _ = worker.request("GET", path)
+    # a HEAD then a GET on one connection: if HEAD carried a body, the second answer would not parse
+    got = raw(worker.port, b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d" % got_status), got[:200]
+    assert rest.startswith(b"HTTP/1.1 "), f"HEAD {path} sent a body: {rest[:80]!r}"
+
+
+def test_head_on_a_stream_neither_takes_nor_starts_it(worker):
+    job, url = worker.submit("Hello", 4)
+    got = raw(worker.port, b"HEAD " + url.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200") and b"text/event-stream" in got, got[:300]
+    assert got.endswith(b"\r\n\r\n"), got[-80:]
+    assert terminal(events_of(worker, url))["type"] == "end"  # the GET still gets the whole stream
+    assert raw(worker.port, b"HEAD /v1/jobs/job-nope/stream HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 404")
+
+
+# ---- 10 and 11. the model id ----
+
+def test_the_model_ref_is_the_model_id_everywhere(worker):
+    info = worker.info()
+    assert info["model_id"] == MODEL_REF and info["model_name"] and info["model_name"] != MODEL_REF
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{worker.port}/v1", api_key="x", timeout=30, max_retries=0)
+    try:
+        assert [m.id for m in c.models.list().data] == [MODEL_REF]
+        assert c.models.retrieve(MODEL_REF).id == MODEL_REF
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve("some-other-model")
+    finally:
+        c.close()
+    status, body, _ = worker.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2})
+    assert status == 200 and body["model"] == MODEL_REF, body  # no model asked for: ours is named
+    status, body, _ = worker.request("GET", "/v1/models/hf%3AHuggingFaceTB%2FSmolLM2-135M-Instruct")
+    assert status == 200 and body["id"] == MODEL_REF
+    _, url = worker.submit("Hello", 2)
+    started = events_of(worker, url)[0]["data"]
+    assert started["type"] == "started" and started["model"] == MODEL_REF
+
+
+def test_without_a_model_ref_the_id_is_a_slug_of_the_file_name(build_dir, model_path):
+    with Worker(build_dir, model_path, slots=1) as w:
+        w.wait_ready()
+        want = model_path.name.lower()[:-len(".gguf")]
+        assert w.info()["model_id"] == want
+        assert " " not in want and [m["id"] for m in w.request("GET", "/v1/models")[1]["data"]] == [want]
