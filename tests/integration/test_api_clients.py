@@ -97,3 +97,29 @@ def test_without_a_model_ref_the_id_is_a_slug_of_the_file_name(build_dir, model_
         want = model_path.name.lower()[:-len(".gguf")]
         assert w.info()["model_id"] == want
         assert " " not in want and [m["id"] for m in w.request("GET", "/v1/models")[1]["data"]] == [want]
+
+
+# ---- 7. seeds are u64 ----
+
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**64 - 1])
+def test_every_u64_seed_is_accepted_and_reported(worker, seed):
+    _, url = worker.submit("The weather today", 6, temperature=1.0, seed=seed)
+    events = events_of(worker, url)
+    assert events[0]["data"]["seed"] == seed
+    _, again = worker.submit("The weather today", 6, temperature=1.0, seed=seed)
+    assert [e["data"] for e in events_of(worker, again)][1:-2] == [e["data"] for e in events][1:-2], \
+        "the same seed must draw the same tokens"
+    status, body, _ = worker.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2, "seed": seed})
+    assert status == 200, body
+
+
+def test_seeds_outside_u64_are_a_field_error(worker):
+    for literal in [b"18446744073709551616", b"-1", b"99999999999999999999999999"]:
+        body = b'{"prompt":"Hi","max_tokens":2,"seed":' + literal + b"}"
+        status, resp, _ = worker.request("POST", "/v1/inference", body)
+        assert status == 400 and [(e["field"], e["constraint"]) for e in resp["errors"]] == [("seed", "range")], resp
+    # a big integer elsewhere is not taken for the seed
+    status, resp, _ = worker.request("POST", "/v1/chat/completions",
+                                     b'{"messages":[{"role":"user","content":"Hi"}],"stream_options":{"seed":'
+                                     b'18446744073709551615},"max_tokens":2}')
+    assert status == 400 and resp["error"]["param"] == "seed", resp
