@@ -63,6 +63,7 @@ struct bw_job {
     size_t n_toks, cap_toks;
     bw_buf text;
     uint64_t decode_ns; /* summed over the job's runs */
+    uint64_t run_first_ns, run_last_ns; /* engine stamps of the current run's first and last token */
     char *terminal;
     size_t terminal_len;
 
@@ -192,6 +193,14 @@ static void finish_end(bw_job *j, const char *reason, const char *matched, size_
     size_t len;
     char *s = bw_buf_take(&b, &len);
     finish(j, s, len);
+}
+
+/* A run that ends without its engine's DONE (cancelled here, engine lost) still decoded: its time is
+ * what its tokens' stamps span, the same measure as the engine's (first token to the end). */
+static void close_run(bw_job *j)
+{
+    if (j->run_last_ns > j->run_first_ns) j->decode_ns += j->run_last_ns - j->run_first_ns;
+    j->run_first_ns = j->run_last_ns = 0;
 }
 
 /* Tells the job's engine to stop it; best effort, the job is ended here regardless. */
@@ -366,6 +375,7 @@ static int send_submit(bw_jobs *js, bw_job *j)
 static void requeue(bw_job *j, int resume)
 {
     bw_jobs *js = j->js;
+    close_run(j);
     leave_state_list(j);
     j->state = JOB_QUEUED;
     if (resume) j->resume_pending = 1;
@@ -453,6 +463,7 @@ void bw_jobs_cancel(bw_jobs *js, bw_job *j)
 {
     if (j->state == JOB_FINISHED) return;
     send_cancel(js, j);
+    close_run(j);
     finish_end(j, "CANCELLED", NULL, 0);
 }
 
@@ -481,6 +492,8 @@ static int add_token(bw_job *j, const bw_proto_token *t, uint64_t ts_ns)
     bw_buf_add(&j->text, t->text, t->text_len);
     if (j->text.failed || off > UINT32_MAX) return -1;
     j->toks[j->n_toks++] = (tok_rec){.off = (uint32_t)off, .len = t->text_len, .id = t->token_id, .ts_ns = ts_ns};
+    if (!j->run_first_ns) j->run_first_ns = ts_ns;
+    j->run_last_ns = ts_ns;
     return 0;
 }
 
@@ -604,6 +617,7 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
     case BW_MSG_DONE: {
         const bw_proto_done *d = &m->u.done;
         j->decode_ns += d->decode_ns;
+        j->run_first_ns = j->run_last_ns = 0; /* the engine measured this run */
         int seq = d->stop == BW_PSTOP_SEQUENCE;
         finish_end(j, bw_proto_stop_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
         return;

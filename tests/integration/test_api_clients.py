@@ -123,3 +123,18 @@ def test_seeds_outside_u64_are_a_field_error(worker):
                                      b'{"messages":[{"role":"user","content":"Hi"}],"stream_options":{"seed":'
                                      b'18446744073709551615},"max_tokens":2}')
     assert status == 400 and resp["error"]["param"] == "seed", resp
+
+
+# ---- 12. decode time of a cancelled job ----
+
+def test_a_cancelled_job_reports_the_time_it_decoded(worker):
+    job, url = worker.submit("Once upon a time", 240)
+    with worker.stream(url, timeout=60) as s:
+        events = []
+        for e in s.events():
+            events.append(e)
+            if len(events) == 12:
+                assert worker.request("DELETE", f"/v1/jobs/{job}")[0] == 202
+    end = terminal(events)
+    assert end["stop_reason"] == "CANCELLED" and end["tokens_out"] >= 11, end
+    assert end["decode_time_ms"] > 0, end
