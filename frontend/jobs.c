@@ -71,6 +71,7 @@ struct bw_job {
     uint64_t delivered; /* SSE id of the first event the last reader had not written yet */
     int retention_over;
     uint32_t n_prompt;
+    int32_t clamped_to; /* max_tokens as the context allowed it, when that is less than asked (else 0) */
     uint64_t created_ns;
     h2o_timeout_entry_t timer;      /* engine wait while QUEUED, retention once FINISHED */
     h2o_timeout_entry_t open_timer; /* cancels a job whose stream is not opened (or reopened) in time */
@@ -184,6 +185,7 @@ static void finish_end(bw_job *j, const char *reason, const char *matched, size_
     bw_buf_init(&b);
     bw_buf_addf(&b, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"", j->n_toks,
                 (unsigned long long)(j->decode_ns / 1000000ull), reason);
+    if (j->clamped_to) bw_buf_addf(&b, ",\"max_tokens_clamped_to\":%d", (int)j->clamped_to);
     if (matched) {
         bw_buf_adds(&b, ",\"stop_sequence_matched\":\"");
         bw_buf_add_json_str(&b, matched, matched_len);
@@ -497,11 +499,30 @@ static int add_token(bw_job *j, const bw_proto_token *t, uint64_t ts_ns)
     return 0;
 }
 
+/* The engine generates at most n_ctx - n_prompt tokens. Returns -1 when the job has been ended. */
+static int fit_context(bw_jobs *js, bw_job *j)
+{
+    int64_t room = (int64_t)bw_link_hello(js->f->link)->n_ctx - (int64_t)j->n_prompt;
+    if (room <= 0 || j->p.max_tokens <= room) return 0;
+    if (!j->p.refuse_over_context) {
+        j->clamped_to = (int32_t)room;
+        return 0;
+    }
+    char msg[256];
+    snprintf(msg, sizeof(msg), "This model's maximum context length is %u tokens. However, you requested %lld tokens "
+             "(%u in the prompt, %d in the completion). Please reduce the length of the prompt or the completion.",
+             bw_link_hello(js->f->link)->n_ctx, (long long)j->n_prompt + j->p.max_tokens, j->n_prompt,
+             (int)j->p.max_tokens);
+    cancel_with_error(js, j, "context_length_exceeded", msg);
+    return -1;
+}
+
 static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
 {
     j->state = JOB_RUNNING;
     if (j->started) return; /* a resumed run: the client saw `started` from the first one */
     j->n_prompt = m->u.accepted.n_prompt;
+    if (fit_context(js, j) != 0) return;
     bw_buf b;
     bw_buf_init(&b);
     const char *model = bw_model_id(js->f);

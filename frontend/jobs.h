@@ -37,6 +37,10 @@ typedef struct {
     uint64_t seed;
     int n_stop;
     char stop[BW_PROTO_MAX_STOP][BW_PROTO_MAX_STOP_LEN + 1];
+    /* When the prompt (counted by the engine) and max_tokens do not fit the context together: 0 clamps
+     * max_tokens to the room left and says so in `end` (max_tokens_clamped_to); 1 ends the job before its
+     * first token with error context_length_exceeded (OpenAI's answer, a 400 on the OpenAI routes). */
+    int refuse_over_context;
 } bw_job_params;
 
 bw_jobs *bw_jobs_create(bw_front *f);

@@ -52,7 +52,7 @@ static int status_of(const char *code)
 {
     static const char *const unavailable[] = {"ENGINE_LOST", "QUEUE_TIMEOUT", "QUEUE_FULL", "SHUTTING_DOWN",
                                               "ENGINE_SHUTDOWN"};
-    static const char *const bad_input[] = {"BAD_REQUEST", "TOKENIZE_ERROR"};
+    static const char *const bad_input[] = {"BAD_REQUEST", "TOKENIZE_ERROR", "context_length_exceeded"};
     for (size_t i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++)
         if (strcmp(code, unavailable[i]) == 0) return 503;
     for (size_t i = 0; i < sizeof(bad_input) / sizeof(bad_input[0]); i++)

@@ -500,7 +500,13 @@ json_t *bw_request_parse_openai(const char *body, size_t len, unsigned n_ctx, bw
     long long v, limit = max_tokens_limit(n_ctx);
     p->max_tokens = chat ? (int32_t)limit : COMPLETIONS_DEFAULT_MAX_TOKENS;
     const char *mt = chat && json_object_get(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    if (get_int(root, errs, mt, 1, limit, 1, &v)) p->max_tokens = (int32_t)v;
+    /* OpenAI answers 400 when the prompt and max_tokens exceed the context, but a chat request without
+     * max_tokens generates to the end of the context */
+    p->refuse_over_context = !chat;
+    if (get_int(root, errs, mt, 1, limit, 1, &v)) {
+        p->max_tokens = (int32_t)v;
+        p->refuse_over_context = 1;
+    }
     json_t *n = json_object_get(root, "n");
     if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1))
         add_err(errs, "n", json_is_integer(n) ? "range" : "type", "n must be 1: this worker returns one choice", n);

@@ -138,3 +138,39 @@ def test_a_cancelled_job_reports_the_time_it_decoded(worker):
     end = terminal(events)
     assert end["stop_reason"] == "CANCELLED" and end["tokens_out"] >= 11, end
     assert end["decode_time_ms"] > 0, end
+
+
+# ---- 6. max_tokens that does not fit the context (the module's worker has --ctx 256) ----
+
+LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 18  # ~190 tokens
+
+
+def test_native_api_clamps_max_tokens_to_the_context_and_says_so(worker):
+    _, url = worker.submit(LONG_PROMPT, 200)
+    events = events_of(worker, url)
+    end = terminal(events)
+    n_tokens = len([e for e in events if isinstance(e["data"], dict) and e["data"]["type"] == "token"])
+    assert end["type"] == "end" and "max_tokens_clamped_to" in end, end
+    assert 0 < end["max_tokens_clamped_to"] < 200 and n_tokens <= end["max_tokens_clamped_to"], end
+    _, url = worker.submit("Hello", 20)
+    assert "max_tokens_clamped_to" not in terminal(events_of(worker, url)), "a request that fits is not clamped"
+
+
+def test_openai_answers_400_when_prompt_and_max_tokens_exceed_the_context(worker):
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{worker.port}/v1", api_key="x", timeout=30, max_retries=0)
+    try:
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as e:
+                r = c.completions.create(model="m", prompt=LONG_PROMPT, max_tokens=200, stream=stream)
+                list(r) if stream else None
+            assert e.value.body["code"] == "context_length_exceeded", e.value.body
+            assert "maximum context length is 256 tokens" in e.value.body["message"]
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="m", messages=[{"role": "user", "content": LONG_PROMPT}], max_tokens=200)
+        # without max_tokens a chat generates to the end of the context, as OpenAI's does
+        r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": LONG_PROMPT}])
+        assert r.choices[0].finish_reason in ("length", "stop")
+        r = c.completions.create(model="m", prompt=LONG_PROMPT, max_tokens=10)
+        assert r.usage.completion_tokens == 10
+    finally:
+        c.close()
