@@ -64,7 +64,10 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
     }
     int flags = 0;
     if (bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0) flags |= BW_SSE_TIMING;
-    if (bw_http_query(req, "ids", q, sizeof(q)) == 0 && strcmp(q, "0") == 0) flags |= BW_SSE_NO_IDS;
+    /* ?ids=0 / ?ids=1 override the job's default (no ids for rbee's operation form, see jobs.h) */
+    int no_ids = bw_job_no_ids(j);
+    if (bw_http_query(req, "ids", q, sizeof(q)) == 0) no_ids = strcmp(q, "0") == 0;
+    if (no_ids) flags |= BW_SSE_NO_IDS;
     if (bw_sse_open(f, req, j, from, flags) == 0) return 0;
     if (resuming) {
         bw_sse_stream *old = bw_job_take_reader(j);

@@ -722,4 +722,5 @@ const char *bw_job_terminal(const bw_job *j, size_t *len)
 }
 
 uint32_t bw_job_n_prompt(const bw_job *j) { return j->n_prompt; }
+int bw_job_no_ids(const bw_job *j) { return j->p.no_ids; }
 uint64_t bw_job_created_ns(const bw_job *j) { return j->created_ns; }

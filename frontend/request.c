@@ -320,6 +320,7 @@ json_t *bw_request_parse_infer(const char *body, size_t len, unsigned n_ctx, bw_
     json_t *op = json_object_get(root, "operation");
     if (op && !(json_is_string(op) && strcmp(json_string_value(op), "infer") == 0))
         add_err(errs, "operation", "enum", "operation must be \"infer\"", op);
+    p->no_ids = op != NULL;
 
     get_prompt(root, errs, 0, p);
     long long v;

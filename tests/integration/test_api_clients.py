@@ -174,3 +174,58 @@ def test_openai_answers_400_when_prompt_and_max_tokens_exceed_the_context(worker
         assert r.usage.completion_tokens == 10
     finally:
         c.close()
+
+
+# ---- 13. streams for rbee's job client ----
+
+def rbee_job_client_lines(raw_body):
+    """What rbee's job client (bin/99_shared_crates/job-client) hands its caller: every line trimmed,
+    "data: " or "data:" stripped, empty lines skipped, everything else passed on, until [DONE]."""
+    out = []
+    for line in raw_body.decode().split("\n"):
+        line = line.strip()
+        data = line[6:] if line.startswith("data: ") else line[5:] if line.startswith("data:") else line
+        if data:
+            out.append(data)
+            if data == "[DONE]":
+                break
+    return out
+
+
+def raw_stream(w, url, deadline_s=30):
+    conn = http.client.HTTPConnection("127.0.0.1", w.port, timeout=deadline_s)
+    try:
+        conn.request("GET", url, headers=w.headers())
+        r = conn.getresponse()
+        assert r.status == 200
+        return r.read()
+    finally:
+        conn.close()
+
+
+def test_rbee_operation_form_streams_only_lines_its_job_client_understands(worker):
+    status, resp, _ = worker.request("POST", "/v1/jobs", {"operation": "infer", "hive_id": "localhost",
+                                                         "prompt": "Hello", "max_tokens": 5, "temperature": 0})
+    assert status == 200, resp
+    body = raw_stream(worker, resp["sse_url"])
+    assert b"\nid:" not in b"\n" + body
+    lines = rbee_job_client_lines(body)
+    assert lines[-1] == "[DONE]" and all(json.loads(x) for x in lines[:-1]), lines
+    assert [json.loads(x)["type"] for x in lines[:-1]] == ["started"] + ["token"] * 5 + ["end"]
+    # ?ids=1 brings the ids back for a client that resumes; ?ids=0 drops them from any stream
+    status, resp, _ = worker.request("POST", "/v1/jobs", {"operation": "infer", "prompt": "Hello", "max_tokens": 2})
+    assert raw_stream(worker, resp["sse_url"] + "?ids=1").startswith(b"id: 0\n")
+    _, url = worker.submit("Hello", 2)
+    assert raw_stream(worker, url).startswith(b"id: 0\n"), "the native form keeps its ids by default"
+    _, url = worker.submit("Hello", 2)
+    assert b"\nid:" not in b"\n" + raw_stream(worker, url + "?ids=0")
+
+
+def test_without_ids_keep_alives_are_blank_lines(build_dir):
+    with Worker(build_dir, spawn=False, extra=["--engine-wait", "7"]) as w:
+        status, resp, _ = w.request("POST", "/v1/jobs", {"operation": "infer", "prompt": "Hello", "max_tokens": 2})
+        body = raw_stream(w, resp["sse_url"], deadline_s=20)  # no engine: keep-alives, then QUEUE_TIMEOUT
+        before = body[:body.index(b"data:")]
+        assert b"keep-alive" not in body and before and before.strip() == b"", body[:200]
+        lines = rbee_job_client_lines(body)
+        assert json.loads(lines[-2])["code"] == "QUEUE_TIMEOUT" and lines[-1] == "[DONE]", lines
