@@ -62,6 +62,14 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
             return 0;
         }
     }
+    if (resuming && bw_job_terminal(j, &(size_t){0}) && bw_job_all_sent(j) && from > bw_job_n_tokens(j)) {
+        /* A reconnect after the whole stream went out (an EventSource that was not closed after [DONE]):
+         * nothing is left, and 204 is what makes a browser stop reconnecting. */
+        req->res.status = 204;
+        req->res.reason = "No Content";
+        h2o_send_inline(req, "", 0);
+        return 0;
+    }
     int flags = 0;
     if (bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0) flags |= BW_SSE_TIMING;
     /* ?ids=0 / ?ids=1 override the job's default (no ids for rbee's operation form, see jobs.h) */

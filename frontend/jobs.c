@@ -70,6 +70,7 @@ struct bw_job {
     bw_sse_stream *reader;
     uint64_t delivered; /* SSE id of the first event the last reader had not written yet */
     int retention_over;
+    int all_sent; /* a stream handed the terminal event to its client */
     uint32_t n_prompt;
     int32_t clamped_to; /* max_tokens as the context allowed it, when that is less than asked (else 0) */
     uint64_t created_ns;
@@ -723,4 +724,6 @@ const char *bw_job_terminal(const bw_job *j, size_t *len)
 
 uint32_t bw_job_n_prompt(const bw_job *j) { return j->n_prompt; }
 int bw_job_no_ids(const bw_job *j) { return j->p.no_ids; }
+void bw_job_set_all_sent(bw_job *j) { j->all_sent = 1; }
+int bw_job_all_sent(const bw_job *j) { return j->all_sent; }
 uint64_t bw_job_created_ns(const bw_job *j) { return j->created_ns; }

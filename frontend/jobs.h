@@ -94,6 +94,10 @@ void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uin
 const char *bw_job_terminal(const bw_job *j, size_t *len); /* JSON of end/error, or NULL yet */
 uint32_t bw_job_n_prompt(const bw_job *j);   /* prompt tokens as the engine counted them (0 before ACCEPTED) */
 int bw_job_no_ids(const bw_job *j);          /* the job's stream omits id: lines by default */
+/* A stream has handed the job's terminal event to its client: every event has been sent. A reconnect
+ * that has seen every token then gets 204, which tells a browser's EventSource to stop reconnecting. */
+void bw_job_set_all_sent(bw_job *j);
+int bw_job_all_sent(const bw_job *j);
 uint64_t bw_job_created_ns(const bw_job *j); /* CLOCK_MONOTONIC at submission: time to first token starts here */
 
 #endif

@@ -15,6 +15,7 @@
 #include "common/log.h"
 
 #include "frontend/accesslog.h"
+#include "frontend/cors.h"
 #include "frontend/handlers.h"
 #include "frontend/http.h"
 
@@ -95,6 +96,7 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
+    if (bw_cors_apply(f, req)) return 0;
     if (path_is(p, "/health")) return method_is_get(req) ? bw_handle_health(f, req) : not_allowed(req, "GET, HEAD");
     int metrics = path_is(p, "/metrics");
     if (!(metrics && !f->opts->metrics_auth) && bw_http_authorize(f, req) != 0) return 0;

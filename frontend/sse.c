@@ -174,6 +174,7 @@ static void flush(bw_sse_stream *s)
     s->pend = tmp;
     bw_buf_reset(&s->pend);
     s->out_end = s->next;
+    if (s->pend_final) bw_job_set_all_sent(s->job);
     /* measured as the bytes are handed to the socket: h2o writes at once when no send is pending */
     uint64_t now = bw_clock_mono_ns(), prev = s->last_token_write_ns;
     if (s->pend_tokens) s->last_token_write_ns = now;
@@ -277,6 +278,13 @@ static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, co
         return 0;
     }
     start_event_stream(s);
+    if (!no_ids) {
+        /* A browser's EventSource reconnects after its retry time (3 s by default) with Last-Event-ID;
+         * the job waits --reconnect-grace for that: ask for a reconnect well within it. */
+        double grace_ms = f->opts->reconnect_grace_s * 1000.0;
+        long retry_ms = grace_ms >= 3000 ? 1000 : (long)(grace_ms / 3);
+        if (retry_ms > 0) bw_buf_addf(&s->pend, "retry: %ld\n\n", retry_ms);
+    }
     flush(s);
     if (!s->sending) send_out(s, 0); /* nothing buffered yet: send the headers now */
     return 0;

@@ -9,7 +9,8 @@ DEBS=(meson ninja-build pkg-config gcc libc6-dev python3 python3-pip unzip
       clang libclang-rt-14-dev
       valgrind                 # tests/memcheck: memcheck on a short engine generation
       libsystemd-dev systemd   # sd_notify for the units; systemd-analyze for the deploy tests
-      libcurl4-openssl-dev)    # the front's heartbeat to the hive
+      libcurl4-openssl-dev     # the front's heartbeat to the hive
+      chromium)                # a real browser against the front's CORS and EventSource handling
 
 missing=()
 for p in "${DEBS[@]}"; do

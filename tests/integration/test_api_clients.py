@@ -208,17 +208,17 @@ def test_rbee_operation_form_streams_only_lines_its_job_client_understands(worke
                                                          "prompt": "Hello", "max_tokens": 5, "temperature": 0})
     assert status == 200, resp
     body = raw_stream(worker, resp["sse_url"])
-    assert b"\nid:" not in b"\n" + body
+    assert not [x for x in body.split(b"\n") if x.startswith((b"id:", b"retry:"))], body[:200]
     lines = rbee_job_client_lines(body)
     assert lines[-1] == "[DONE]" and all(json.loads(x) for x in lines[:-1]), lines
     assert [json.loads(x)["type"] for x in lines[:-1]] == ["started"] + ["token"] * 5 + ["end"]
     # ?ids=1 brings the ids back for a client that resumes; ?ids=0 drops them from any stream
     status, resp, _ = worker.request("POST", "/v1/jobs", {"operation": "infer", "prompt": "Hello", "max_tokens": 2})
-    assert raw_stream(worker, resp["sse_url"] + "?ids=1").startswith(b"id: 0\n")
+    assert b"\nid: 0\n" in b"\n" + raw_stream(worker, resp["sse_url"] + "?ids=1")
     _, url = worker.submit("Hello", 2)
-    assert raw_stream(worker, url).startswith(b"id: 0\n"), "the native form keeps its ids by default"
+    assert b"\nid: 0\n" in b"\n" + raw_stream(worker, url), "the native form keeps its ids by default"
     _, url = worker.submit("Hello", 2)
-    assert b"\nid:" not in b"\n" + raw_stream(worker, url + "?ids=0")
+    assert not [x for x in raw_stream(worker, url + "?ids=0").split(b"\n") if x.startswith((b"id:", b"retry:"))]
 
 
 def test_without_ids_keep_alives_are_blank_lines(build_dir):
@@ -229,3 +229,62 @@ def test_without_ids_keep_alives_are_blank_lines(build_dir):
         assert b"keep-alive" not in body and before and before.strip() == b"", body[:200]
         lines = rbee_job_client_lines(body)
         assert json.loads(lines[-2])["code"] == "QUEUE_TIMEOUT" and lines[-1] == "[DONE]", lines
+
+
+# ---- 8. browsers: CORS, SSE retry and the end of a stream ----
+
+ORIGIN = "http://ui.example:5173"
+
+
+def test_cors_is_off_by_default(worker):
+    got = raw(worker.port, b"OPTIONS /v1/inference HTTP/1.1\r\nHost: x\r\nOrigin: " + ORIGIN.encode() +
+              b"\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")
+    assert not got.startswith(b"HTTP/1.1 2") and b"access-control-allow-origin" not in got.lower(), got[:300]
+
+
+def test_cors_preflight_and_responses_for_an_allowed_origin(build_dir):
+    with Worker(build_dir, spawn=False, local_mode=False, token="tok-cors", extra=["--cors-origin", ORIGIN]) as w:
+        pre = raw(w.port, b"OPTIONS /v1/inference HTTP/1.1\r\nHost: x\r\nOrigin: " + ORIGIN.encode() +
+                  b"\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, "
+                  b"content-type\r\nConnection: close\r\n\r\n").lower()
+        assert pre.startswith(b"http/1.1 204"), pre[:300]  # no token: browsers send none with a preflight
+        assert b"access-control-allow-origin: " + ORIGIN.encode() in pre
+        assert b"authorization" in pre.split(b"access-control-allow-headers: ")[1].split(b"\r\n")[0]
+        assert b"post" in pre.split(b"access-control-allow-methods: ")[1].split(b"\r\n")[0]
+        status, _, headers = w.request("GET", "/info", headers={"Origin": ORIGIN})
+        h = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and h["access-control-allow-origin"] == ORIGIN and "Origin" in h["vary"]
+        status, _, headers = w.request("GET", "/info", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in {k.lower() for k in headers}
+        other = raw(w.port, b"OPTIONS /v1/inference HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+                    b"Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")
+        assert b"access-control-allow-origin" not in other.lower()
+
+
+def test_a_reconnect_after_the_whole_stream_gets_204(worker):
+    _, url = worker.submit("Hello", 5)
+    body = raw_stream(worker, url)
+    assert body.startswith(b"retry: 1000\n\n"), body[:40]  # well inside the 3 s reconnect grace
+    ids = [int(x[4:]) for x in body.decode().split("\n") if x.startswith("id: ")]
+    conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+    try:
+        conn.request("GET", url, headers={"Last-Event-ID": str(ids[-1])})
+        r = conn.getresponse()
+        assert r.status == 204 and r.read() == b"", r.status
+        conn.request("GET", url, headers={"Last-Event-ID": str(ids[-2])})  # one token not yet seen
+        r = conn.getresponse()
+        rest = r.read()
+        assert r.status == 200 and b"id: %d\n" % ids[-1] in rest and b"[DONE]" in rest
+    finally:
+        conn.close()
+
+
+def test_a_client_that_reconnects_after_two_seconds_keeps_its_job(worker):
+    job, url = worker.submit("Once upon a time", 240)
+    s = worker.stream(url, timeout=30)
+    first = next(iter(s.events()))
+    s.close()
+    time.sleep(2)  # a browser that honours no retry: field reconnects after 3 s; the grace covers 2 s
+    with worker.stream(url, headers={"Last-Event-ID": str(first["id"])}, timeout=30) as again:
+        events = list(again.events())
+    assert terminal(events)["type"] == "end" and terminal(events)["stop_reason"] != "CANCELLED", events[-2:]
