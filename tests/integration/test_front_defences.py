@@ -12,10 +12,12 @@ import stat
 import subprocess
 import tempfile
 import time
+from contextlib import closing
 
 import pytest
 
 from harness import Worker, cpu_seconds, pid_alive, rss_kb, wait_until
+from test_api_heartbeat import MockHive
 
 
 def connect(port, rcvbuf=None, timeout=10):
@@ -133,8 +135,10 @@ def tokens_of(events):
 
 def test_a_stopped_engine_is_noticed_killed_and_its_job_resumed(build_dir, model_path):
     hello_timeout = 1.5
-    with Worker(build_dir, model_path, slots=1, extra=["--engine-hello-timeout", str(hello_timeout),
-                                                        "--engine-max-crashes", "0"]) as w:
+    hive = MockHive()
+    with closing(hive), Worker(build_dir, model_path, slots=1, extra=["--engine-hello-timeout", str(hello_timeout),
+                                                              "--engine-max-crashes", "0", "--hive-url",
+                                                              f"http://127.0.0.1:{hive.port}"]) as w:
         w.wait_ready()
         _, ref = w.run("Once upon a time", 300)
         old_pid = w.info()["engine"]["pid"]
@@ -164,6 +168,8 @@ def test_a_stopped_engine_is_noticed_killed_and_its_job_resumed(build_dir, model
             info = w.info()
             assert info["engine"]["pid"] != old_pid and info["resume"]["jobs_resumed"] >= 1, info
             assert stopped["noticed"] < hello_timeout + 1.5
+            statuses = hive.statuses()
+            assert "degraded" in statuses[statuses.index("healthy"):], f"the hive was not told: {statuses}"
         finally:
             if pid_alive(old_pid):
                 os.kill(old_pid, signal.SIGKILL)
