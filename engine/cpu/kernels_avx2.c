@@ -1105,6 +1105,184 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 #undef BW_VNNI_TILE
 }
 
+/* Q8_0 on the AVX-512 path. Each output is
+ *   y = 0; for blocks b in order: y = fma(dw_b * dx_b, (float)dot_b, y)
+ * with dot_b the exact integer dot of the block's 32 weight and 32 activation codes (|dot_b| <= 520192, so the
+ * conversion is exact too). Any tile shape that computes the integer dots exactly and applies those float
+ * steps in that order gives the same bits: prefill puts tokens in the lanes, decode puts rows in the lanes.
+ * Prefill: up to 32 tokens (two zmm of 16 lanes), their activation codes transposed once per tile into a
+ * buffer (dword j of block b of token i in lane i), so that one broadcast weight dword feeds 16 tokens per
+ * vpdpbusd. vpdpbusd wants an unsigned operand: the weights enter as w + 128 (w ^ 0x80) and the lanes start
+ * at -128 * sum(x) of their block, which takes the excess out exactly. A weight byte loaded once serves
+ * every token of the tile, and the tile's codes (20 KB at 576 columns) stay in L1 while the rows stream. */
+
+#define BW_Q8T_NB 32 /* blocks per column chunk of the transposed buffer */
+
+struct bw_q8t_buf {
+    int32_t x[BW_Q8T_NB][2][8][16]; /* [block][token vector][dword j][token lane] */
+    int32_t c[BW_Q8T_NB][2][16];    /* -128 * sum of the block's codes */
+    float dx[BW_Q8T_NB][2][16];     /* the block's activation scale (0 in lanes past the tile) */
+};
+
+/* Fills buf with blocks [b0, b0 + nbc) of tokens [t, t + nt), nt <= 32. */
+BW_AVX512_INLINE void bw_q8t_fill(struct bw_q8t_buf *buf, const uint8_t *act, size_t astride, int64_t cols,
+                                  int64_t t, int nt, int64_t b0, int nbc)
+{
+    for (int i = 0; i < 32; i++) {
+        const uint8_t *rec = act + (t + i) * astride;
+        const float *d = (const float *)(rec + cols);
+        for (int bb = 0; bb < nbc; bb++) {
+            for (int j = 0; j < 8; j++) {
+                int32_t v = 0;
+                if (i < nt) memcpy(&v, rec + (b0 + bb) * BW_QK + 4 * j, 4);
+                buf->x[bb][i >> 4][j][i & 15] = v;
+            }
+            buf->dx[bb][i >> 4][i & 15] = i < nt ? d[b0 + bb] : 0.0f;
+        }
+    }
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int bb = 0; bb < nbc; bb++)
+        for (int v = 0; v < 2; v++) {
+            __m512i s = _mm512_setzero_si512();
+            for (int j = 0; j < 8; j++) s = _mm512_dpbusd_epi32(s, ones, _mm512_load_si512(buf->x[bb][v][j]));
+            _mm512_store_si512(buf->c[bb][v], _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, 7)));
+        }
+}
+
+/* R rows (w = first row) times the V token vectors of buf over its nbc blocks; acc[r][v] holds the outputs. */
+BW_AVX512_INLINE void bw_q8t_rows(const int R, const int V, const uint8_t *w, size_t wrow,
+                                  const struct bw_q8t_buf *buf, int nbc, __m512 acc[4][2])
+{
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int bb = 0; bb < nbc; bb++) {
+        __m512i ai[4][2];
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++) ai[r][v] = _mm512_load_si512(buf->c[bb][v]);
+        for (int j = 0; j < 8; j++) {
+            __m512i xv[2];
+            for (int v = 0; v < V; v++) xv[v] = _mm512_load_si512(buf->x[bb][v][j]);
+            for (int r = 0; r < R; r++) {
+                int32_t wd;
+                memcpy(&wd, w + r * wrow + bb * sizeof(bw_block_q8_0) + 2 + 4 * j, 4);
+                __m512i u = _mm512_xor_si512(_mm512_set1_epi32(wd), flip);
+                for (int v = 0; v < V; v++) ai[r][v] = _mm512_dpbusd_epi32(ai[r][v], u, xv[v]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            uint16_t h;
+            memcpy(&h, w + r * wrow + bb * sizeof(bw_block_q8_0), 2);
+            __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)h));
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(buf->dx[bb][v])),
+                                            _mm512_cvtepi32_ps(ai[r][v]), acc[r][v]);
+        }
+    }
+}
+
+/* Rows [r0, r1) x the nt (<= 32) tokens from t, column chunk by column chunk; between chunks the running
+ * sums wait in y (stored and reloaded exactly). */
+BW_AVX512_INLINE void bw_q8t_tile(const int V, const struct bw_rows_args *a, struct bw_q8t_buf *buf, int64_t t,
+                                  int nt, int64_t r0, int64_t r1)
+{
+    const int64_t nb = a->cols / BW_QK;
+    for (int64_t b0 = 0; b0 < nb; b0 += BW_Q8T_NB) {
+        int nbc = nb - b0 < BW_Q8T_NB ? (int)(nb - b0) : BW_Q8T_NB;
+        bw_q8t_fill(buf, a->act, a->astride, a->cols, t, nt, b0, nbc);
+        for (int64_t r = r0; r < r1;) {
+            const int R = r + 4 <= r1 ? 4 : 1;
+            __m512 acc[4][2];
+            float tmp[16] __attribute__((aligned(64)));
+            for (int k = 0; k < R; k++)
+                for (int v = 0; v < V; v++) {
+                    if (b0 == 0) {
+                        acc[k][v] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    for (int i = 0; i < 16; i++) {
+                        int ti = 16 * v + i;
+                        tmp[i] = ti < nt ? a->y[(t + ti) * a->ys + r + k] : 0.0f;
+                    }
+                    acc[k][v] = _mm512_load_ps(tmp);
+                }
+            const uint8_t *w = a->w + r * a->wrow + b0 * sizeof(bw_block_q8_0);
+            if (R == 4) bw_q8t_rows(4, V, w, a->wrow, buf, nbc, acc);
+            else bw_q8t_rows(1, V, w, a->wrow, buf, nbc, acc);
+            for (int k = 0; k < R; k++)
+                for (int v = 0; v < V; v++) {
+                    _mm512_store_ps(tmp, acc[k][v]);
+                    for (int i = 0; i < 16 && 16 * v + i < nt; i++) a->y[(t + 16 * v + i) * a->ys + r + k] = tmp[i];
+                }
+            r += R;
+        }
+    }
+}
+
+/* Decode: NR (1..4) rows x one token, rows in the lanes; the same integer dots (signs moved onto the
+ * activation, |w| unsigned) and the same float steps as bw_q8t_rows. */
+BW_AVX512_INLINE void bw_q8r_tile(const int NR, const int pf, const uint8_t *w, size_t wrow, const uint8_t *rec,
+                                  int64_t cols, float *y)
+{
+    const int64_t nb = cols / BW_QK;
+    const float *dx = (const float *)(rec + cols);
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * sizeof(bw_block_q8_0);
+        if (pf) {
+            const char *ahead = (const char *)w + BW_PF_BYTES + b * 4 * sizeof(bw_block_q8_0);
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        }
+        __m256i r[4];
+        uint16_t h[4] = {0, 0, 0, 0};
+        for (int k = 0; k < 4; k++) {
+            r[k] = k < NR ? _mm256_loadu_si256((const __m256i *)(blk + k * wrow + 2)) : _mm256_setzero_si256();
+            if (k < NR) memcpy(&h[k], blk + k * wrow, 2);
+        }
+        __m512i w01 = _mm512_inserti64x4(_mm512_castsi256_si512(r[0]), r[1], 1);
+        __m512i w23 = _mm512_inserti64x4(_mm512_castsi256_si512(r[2]), r[3], 1);
+        __m512i xb = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)(rec + b * BW_QK)));
+        __m512i z = _mm512_setzero_si512();
+        __m512i x01 = _mm512_mask_sub_epi8(xb, _mm512_movepi8_mask(w01), z, xb);
+        __m512i x23 = _mm512_mask_sub_epi8(xb, _mm512_movepi8_mask(w23), z, xb);
+        __m512i d01 = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(w01), x01);
+        __m512i d23 = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(w23), x23);
+        /* 128-bit lanes: [row0 lo, row1 lo, row2 lo, row3 lo] + [row0 hi, ...], then each lane's sum */
+        __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(d01, d23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_i64x2(d01, d23, _MM_SHUFFLE(3, 1, 3, 1)));
+        s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0x4e));
+        s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0xb1));
+        __m128i dot = _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, s));
+        __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+        acc = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(dx[b])), _mm_cvtepi32_ps(dot), acc);
+    }
+    float o[4];
+    _mm_storeu_ps(o, acc);
+    for (int k = 0; k < NR; k++) y[k] = o[k];
+}
+
+static void BW_AVX512 bw_q8_0_rows512(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)
+{
+    if (n_tok < 4) {
+        int64_t r_pf = bw_last_prefetch_row(a, r1);
+        for (int64_t t = 0; t < n_tok; t++) {
+            const uint8_t *rec = a->act + t * a->astride;
+            float *y = a->y + t * a->ys;
+            int64_t r = r0;
+            for (; r + 4 <= r_pf; r += 4) bw_q8r_tile(4, 1, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
+            for (; r + 4 <= r1; r += 4) bw_q8r_tile(4, 0, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
+            for (; r < r1; r++) bw_q8r_tile(1, 0, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
+        }
+        return;
+    }
+    struct bw_q8t_buf *buf = &(struct bw_q8t_buf){0};
+    for (int64_t t = 0; t < n_tok; t += 32) {
+        int nt = n_tok - t < 32 ? (int)(n_tok - t) : 32;
+        if (nt > 16) bw_q8t_tile(2, a, buf, t, nt, r0, r1);
+        else bw_q8t_tile(1, a, buf, t, nt, r0, r1);
+    }
+}
+
 /* K types on the AVX-512 path: bw_k_tile for up to 16 tokens, with the codes and scales of two chunks per
  * zmm, vpmaddubsw on 64 bytes and vpdpwssd applying the scales and accumulating in one step. Same integers, same
  * bw_k_shares: the bits of the AVX2 and portable paths. */
@@ -1194,7 +1372,6 @@ BW_K_ROWS512_FN(bw_vnni_rows_q6_k, BW_TYPE_Q6_K)
     }
 BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0)
 BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q8_0, BW_TYPE_Q8_0)
 BW_VNNI_ROWS_FN(bw_vnni_rows_q5_0, BW_TYPE_Q5_0)
 BW_VNNI_ROWS_FN(bw_vnni_rows_q5_1, BW_TYPE_Q5_1)
 BW_VNNI_ROWS_FN(bw_vnni_rows_iq4_nl, BW_TYPE_IQ4_NL)
@@ -1209,7 +1386,7 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
     switch (W->type) {
     case BW_TYPE_Q4_0: bw_vnni_rows_q4_0(&a, n_tok, r0, r4); break;
     case BW_TYPE_Q4_1: bw_vnni_rows_q4_1(&a, n_tok, r0, r4); break;
-    case BW_TYPE_Q8_0: bw_vnni_rows_q8_0(&a, n_tok, r0, r4); break;
+    case BW_TYPE_Q8_0: bw_q8_0_rows512(&a, n_tok, r0, r1); return;
     case BW_TYPE_Q5_0: bw_vnni_rows_q5_0(&a, n_tok, r0, r4); break;
     case BW_TYPE_Q5_1: bw_vnni_rows_q5_1(&a, n_tok, r0, r4); break;
     case BW_TYPE_IQ4_NL: bw_vnni_rows_iq4_nl(&a, n_tok, r0, r4); break;
