@@ -1217,47 +1217,48 @@ BW_AVX512_INLINE void bw_q8t_tile(const int V, const struct bw_rows_args *a, str
     }
 }
 
-/* Decode: NR (1..4) rows x one token, rows in the lanes; the same integer dots (signs moved onto the
+/* Decode: NR (1..8) rows x one token, rows in the lanes; the same integer dots (signs moved onto the
  * activation, |w| unsigned) and the same float steps as bw_q8t_rows. */
 BW_AVX512_INLINE void bw_q8r_tile(const int NR, const int pf, const uint8_t *w, size_t wrow, const uint8_t *rec,
                                   int64_t cols, float *y)
 {
     const int64_t nb = cols / BW_QK;
     const float *dx = (const float *)(rec + cols);
-    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m128 acc = _mm_setzero_ps();
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * sizeof(bw_block_q8_0);
         if (pf) {
-            const char *ahead = (const char *)w + BW_PF_BYTES + b * 4 * sizeof(bw_block_q8_0);
-            _mm_prefetch(ahead, _MM_HINT_T0);
-            _mm_prefetch(ahead + 64, _MM_HINT_T0);
+            const char *ahead = (const char *)w + BW_PF_BYTES + b * 8 * sizeof(bw_block_q8_0);
+            for (int k = 0; k < 5; k++) _mm_prefetch(ahead + 64 * k, _MM_HINT_T0);
         }
-        __m256i r[4];
-        uint16_t h[4] = {0, 0, 0, 0};
-        for (int k = 0; k < 4; k++) {
+        __m256i r[8];
+        uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int k = 0; k < 8; k++) {
             r[k] = k < NR ? _mm256_loadu_si256((const __m256i *)(blk + k * wrow + 2)) : _mm256_setzero_si256();
             if (k < NR) memcpy(&h[k], blk + k * wrow, 2);
         }
-        __m512i w01 = _mm512_inserti64x4(_mm512_castsi256_si512(r[0]), r[1], 1);
-        __m512i w23 = _mm512_inserti64x4(_mm512_castsi256_si512(r[2]), r[3], 1);
-        __m512i xb = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)(rec + b * BW_QK)));
-        __m512i z = _mm512_setzero_si512();
-        __m512i x01 = _mm512_mask_sub_epi8(xb, _mm512_movepi8_mask(w01), z, xb);
-        __m512i x23 = _mm512_mask_sub_epi8(xb, _mm512_movepi8_mask(w23), z, xb);
-        __m512i d01 = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(w01), x01);
-        __m512i d23 = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(w23), x23);
-        /* 128-bit lanes: [row0 lo, row1 lo, row2 lo, row3 lo] + [row0 hi, ...], then each lane's sum */
-        __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(d01, d23, _MM_SHUFFLE(2, 0, 2, 0)),
-                                     _mm512_shuffle_i64x2(d01, d23, _MM_SHUFFLE(3, 1, 3, 1)));
-        s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0x4e));
-        s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0xb1));
-        __m128i dot = _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, s));
-        __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
-        acc = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(dx[b])), _mm_cvtepi32_ps(dot), acc);
+        const __m512i xb = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)(rec + b * BW_QK)));
+        const __m512i z = _mm512_setzero_si512();
+        __m512i d[4];
+        for (int p = 0; p < 4; p++) {
+            __m512i wp = _mm512_inserti64x4(_mm512_castsi256_si512(r[2 * p]), r[2 * p + 1], 1);
+            __m512i xp = _mm512_mask_sub_epi8(xb, _mm512_movepi8_mask(wp), z, xb);
+            d[p] = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(wp), xp);
+        }
+        /* 128-bit lanes of A: [row0 lo + hi, row1, row2, row3] (four partial sums each), B the same for rows 4-7 */
+        __m512i A = _mm512_add_epi32(_mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+        __m512i B = _mm512_add_epi32(_mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(3, 1, 3, 1)));
+        __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(A, B), _mm512_unpackhi_epi64(A, B));
+        u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xb1)); /* lane k: row k at 0, row k+4 at 2 */
+        __m256i dot = _mm512_castsi512_si256(_mm512_permutexvar_epi32(idx, u));
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx[b])), _mm256_cvtepi32_ps(dot), acc);
     }
-    float o[4];
-    _mm_storeu_ps(o, acc);
+    float o[8];
+    _mm256_storeu_ps(o, acc);
     for (int k = 0; k < NR; k++) y[k] = o[k];
 }
 
@@ -1269,8 +1270,8 @@ static void BW_AVX512 bw_q8_0_rows512(const struct bw_rows_args *a, int64_t n_to
             const uint8_t *rec = a->act + t * a->astride;
             float *y = a->y + t * a->ys;
             int64_t r = r0;
-            for (; r + 4 <= r_pf; r += 4) bw_q8r_tile(4, 1, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
-            for (; r + 4 <= r1; r += 4) bw_q8r_tile(4, 0, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
+            for (; r + 8 <= r_pf; r += 8) bw_q8r_tile(8, 1, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
+            for (; r + 8 <= r1; r += 8) bw_q8r_tile(8, 0, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
             for (; r < r1; r++) bw_q8r_tile(1, 0, a->w + r * a->wrow, a->wrow, rec, a->cols, y + r);
         }
         return;
