@@ -1328,6 +1328,154 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
     for (int t = 0; t < NT; t++) y[t * ys] = sum[t];
 }
 
+/* K-type prefill with tokens in the lanes (as bw_q8t_* for Q8_0): up to 32 tokens per tile, their Q8_K codes
+ * transposed once per tile (dword j of super-block b of token i in lane i), so that one broadcast dword of unpacked
+ * weight codes (unsigned, vpdpbusd's unsigned operand) feeds 16 tokens. Per 16-element group g the lanes hold the
+ * group's dot G_g, exactly; then
+ *   Q3_K, Q6_K (cm = off * sc):  I - C = sum_g sc_g * (G_g - off * bsum_g)  (the lanes start at -off * bsum_g)
+ *   Q2_K, Q4_K, Q5_K:            I = sum_g sc_g * G_g,  C = sum_g cm_g * bsum_g  (vpdpwssd on pairs of groups)
+ * and the float steps of bw_kq_share lane by lane: the bits of the other tilings and paths. */
+
+#define BW_KT_NB 4 /* super-blocks per column chunk of the transposed buffer */
+
+struct bw_kt_buf {
+    int32_t x[BW_KT_NB][2][64][16]; /* [super-block][token vector][dword][token lane] */
+    int32_t bs[BW_KT_NB][2][16][16]; /* no minimum: -off * bsum_g per group; else bsums of groups 2k, 2k+1 as int16 pairs */
+    float dy[BW_KT_NB][2][16];
+};
+
+BW_AVX512_INLINE void bw_kt_fill(const enum bw_type type, struct bw_kt_buf *buf, const uint8_t *act, size_t astride,
+                                 int64_t cols, int64_t t, int nt, int64_t b0, int nbc)
+{
+    const int off = bw_kq_code_offset(type), has_min = bw_kq_has_min(type);
+    for (int i = 0; i < 32; i++) {
+        const uint8_t *rec = act + (t + i) * astride;
+        const int v = i >> 4, l = i & 15;
+        for (int bb = 0; bb < nbc; bb++) {
+            const int16_t *bsums = bw_q8k_bsums(rec, cols) + 16 * (b0 + bb);
+            for (int j = 0; j < 64; j++) {
+                int32_t x = 0;
+                if (i < nt) memcpy(&x, rec + (b0 + bb) * BW_QK_K + 4 * j, 4);
+                buf->x[bb][v][j][l] = x;
+            }
+            for (int g = 0; g < 16; g++) {
+                int32_t e = 0;
+                if (i < nt) {
+                    if (!has_min) e = -off * bsums[g];
+                    else if (g < 8) memcpy(&e, bsums + 2 * g, 4);
+                }
+                buf->bs[bb][v][g][l] = e;
+            }
+            buf->dy[bb][v][l] = i < nt ? bw_q8k_d(rec, cols)[b0 + bb] : 0.0f;
+        }
+    }
+}
+
+/* R rows (w = first row) times the V token vectors of buf over its nbc super-blocks; sum[r][v] holds the outputs. */
+BW_AVX512_INLINE void bw_kt_rows(const enum bw_type type, const int R, const int V, const uint8_t *w, size_t wrow,
+                                 const struct bw_kt_buf *buf, int nbc, __m512 sum[4][2])
+{
+    const size_t bb_bytes = bw_kq_bytes(type);
+    const int has_min = bw_kq_has_min(type);
+    for (int bb = 0; bb < nbc; bb++) {
+        uint8_t u[4][BW_QK_K] __attribute__((aligned(64)));
+        int32_t sc[4][16] __attribute__((aligned(64))), cm[4][8] __attribute__((aligned(64)));
+        float d[4], dmin[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * wrow + bb * bb_bytes;
+            struct bw_kq_unpacked k;
+            bw_kq_unpack(type, blk, &k);
+            for (int c = 0; c < 8; c++) _mm256_store_si256((__m256i *)(u[r] + 32 * c), k.u[c]);
+            _mm512_store_si512(sc[r], _mm512_cvtepi16_epi32(k.sc16));
+            if (has_min) _mm256_store_si256((__m256i *)cm[r], k.corr);
+            bw_kq_dmin(type, blk, &d[r], &dmin[r]);
+        }
+        __m512i tot[4][2], cc[4][2];
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++) tot[r][v] = cc[r][v] = _mm512_setzero_si512();
+        for (int g = 0; g < 16; g++) {
+            __m512i a[4][2];
+            for (int r = 0; r < R; r++)
+                for (int v = 0; v < V; v++)
+                    a[r][v] = has_min ? _mm512_setzero_si512() : _mm512_load_si512(buf->bs[bb][v][g]);
+            for (int j = 4 * g; j < 4 * g + 4; j++) {
+                __m512i xv[2];
+                for (int v = 0; v < V; v++) xv[v] = _mm512_load_si512(buf->x[bb][v][j]);
+                for (int r = 0; r < R; r++) {
+                    int32_t wd;
+                    memcpy(&wd, u[r] + 4 * j, 4);
+                    const __m512i wb = _mm512_set1_epi32(wd);
+                    for (int v = 0; v < V; v++) a[r][v] = _mm512_dpbusd_epi32(a[r][v], wb, xv[v]);
+                }
+            }
+            for (int r = 0; r < R; r++) {
+                const __m512i s = _mm512_set1_epi32(sc[r][g]);
+                for (int v = 0; v < V; v++) tot[r][v] = _mm512_add_epi32(tot[r][v], _mm512_mullo_epi32(a[r][v], s));
+            }
+        }
+        if (has_min)
+            for (int k2 = 0; k2 < 8; k2++)
+                for (int r = 0; r < R; r++) {
+                    const __m512i m = _mm512_set1_epi32(cm[r][k2]);
+                    for (int v = 0; v < V; v++)
+                        cc[r][v] = _mm512_dpwssd_epi32(cc[r][v], _mm512_load_si512(buf->bs[bb][v][k2]), m);
+                }
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++) {
+                const __m512 dy = _mm512_load_ps(buf->dy[bb][v]);
+                __m512 share;
+                if (!has_min) {
+                    share = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(d[r]), dy), _mm512_cvtepi32_ps(tot[r][v]));
+                    BW_FP_ROUNDED(share);
+                } else {
+                    __m512 pp = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(d[r]), dy), _mm512_cvtepi32_ps(tot[r][v]));
+                    __m512 qq = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(dmin[r]), dy), _mm512_cvtepi32_ps(cc[r][v]));
+                    BW_FP_ROUNDED(pp);
+                    BW_FP_ROUNDED(qq);
+                    share = _mm512_sub_ps(pp, qq);
+                }
+                sum[r][v] = _mm512_add_ps(sum[r][v], share);
+            }
+    }
+}
+
+BW_AVX512_INLINE void bw_kt_tile(const enum bw_type type, const int V, const struct bw_rows_args *a,
+                                 struct bw_kt_buf *buf, int64_t t, int nt, int64_t r0, int64_t r1)
+{
+    const int64_t nb = a->cols / BW_QK_K;
+    const size_t bb_bytes = bw_kq_bytes(type);
+    for (int64_t b0 = 0; b0 < nb; b0 += BW_KT_NB) {
+        int nbc = nb - b0 < BW_KT_NB ? (int)(nb - b0) : BW_KT_NB;
+        bw_kt_fill(type, buf, a->act, a->astride, a->cols, t, nt, b0, nbc);
+        for (int64_t r = r0; r < r1;) {
+            const int R = r + 4 <= r1 ? 4 : 1;
+            __m512 acc[4][2];
+            float tmp[16] __attribute__((aligned(64)));
+            for (int k = 0; k < R; k++)
+                for (int v = 0; v < V; v++) {
+                    if (b0 == 0) {
+                        acc[k][v] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    for (int i = 0; i < 16; i++) {
+                        int ti = 16 * v + i;
+                        tmp[i] = ti < nt ? a->y[(t + ti) * a->ys + r + k] : 0.0f;
+                    }
+                    acc[k][v] = _mm512_load_ps(tmp);
+                }
+            const uint8_t *w = a->w + r * a->wrow + b0 * bb_bytes;
+            if (R == 4) bw_kt_rows(type, 4, V, w, a->wrow, buf, nbc, acc);
+            else bw_kt_rows(type, 1, V, w, a->wrow, buf, nbc, acc);
+            for (int k = 0; k < R; k++)
+                for (int v = 0; v < V; v++) {
+                    _mm512_store_ps(tmp, acc[k][v]);
+                    for (int i = 0; i < 16 && 16 * v + i < nt; i++) a->y[(t + 16 * v + i) * a->ys + r + k] = tmp[i];
+                }
+            r += R;
+        }
+    }
+}
+
 /* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 16 (8, 4, 1) tokens
  * over blocks of BW_TOK_TILE tokens (the AVX2 driver's order; any order gives the same bits). */
 BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
@@ -1342,15 +1490,11 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
             for (int64_t r = r0; r < r1; r++) BW_K_TILE(1, r < r_pf, r, t);
         return;
     }
-    for (int64_t t0 = 0; t0 < n_tok; t0 += BW_TOK_TILE) {
-        int64_t t1 = t0 + BW_TOK_TILE < n_tok ? t0 + BW_TOK_TILE : n_tok;
-        for (int64_t r = r0; r < r1; r++) {
-            int64_t t = t0;
-            for (; t + 16 <= t1; t += 16) BW_K_TILE(16, 0, r, t);
-            for (; t + 8 <= t1; t += 8) BW_K_TILE(8, 0, r, t);
-            for (; t + 4 <= t1; t += 4) BW_K_TILE(4, 0, r, t);
-            for (; t < t1; t++) BW_K_TILE(1, 0, r, t);
-        }
+    struct bw_kt_buf *buf = &(struct bw_kt_buf){0};
+    for (int64_t t = 0; t < n_tok; t += 32) {
+        int nt = n_tok - t < 32 ? (int)(n_tok - t) : 32;
+        if (nt > 16) bw_kt_tile(type, 2, a, buf, t, nt, r0, r1);
+        else bw_kt_tile(type, 1, a, buf, t, nt, r0, r1);
     }
 #undef BW_K_TILE
 }
