@@ -9,8 +9,9 @@
  *                      Q4_0: -8 * d * sum(q), Q5_0: -16 * d * sum(q)  (folds the weight's offset
  *                            into one term)
  *                      Q4_1, Q5_1: fp16(d_unrounded * sum(q))  (Q8_1's s)
- *                      Q8_0, IQ4_NL: -128 * d * sum(q)  (for the AVX512-VNNI path, which feeds the
- *                            signed weights to vpdpbusd as unsigned w + 128; the other paths ignore it)
+ *                      Q8_0, IQ4_NL: -128 * d * sum(q)  (for the AVX512-VNNI path's IQ4_NL kernel, which
+ *                            feeds the signed levels to vpdpbusd as unsigned w + 128; the other kernels,
+ *                            Q8_0's included, ignore it)
  * The portable path stores c as above; the SIMD paths store c / 8 because the AVX2 kernels spread the
  * term over the 8 lanes of a vector (a power of two, so no rounding). All paths produce identical qs
  * and d.

@@ -12,7 +12,8 @@
  * The K types (Q2_K ... Q6_K, "K types" below) have their own super-block kernels, exact in integers.
  * Outputs are computed in tiles: 4 rows x 1 token for decode (the activation block is loaded once for
  * four weight rows), several rows x 4 tokens for prefill (each unpacked weight block serves four
- * tokens), smaller tiles at the edges.
+ * tokens), smaller tiles at the edges. The AVX-512 path's Q8_0 and K-type prefill instead put up to 32
+ * tokens in the lanes, so that each weight dword loaded feeds 16 tokens per instruction (bw_q8t_*, bw_kt_*).
  * Batch invariance: on one path, an output's bits do not depend on the tile that computed it, so not
  * on n_tok, the token's place in the batch, or the thread count. Every tile shape of a weight type
  * gives each output the same lane layout, the same per-block operations in block order and the same
@@ -934,8 +935,8 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
  * side in one zmm: for Q4 and Q5 types 128-bit lane k holds the 16 code bytes of row k (Q5: plus 16
  * where the row's qh bit is set), split into a
  * low-nibble and a high-nibble vector that meet the two halves of the activation block broadcast to
- * every lane; vpdpbusd sums 4 products per int32 lane with no 16-bit saturation step. Q8_0 rows are 32
- * bytes (IQ4_NL: its looked-up levels), so two rows share a zmm; the signed weights enter vpdpbusd as
+ * every lane; vpdpbusd sums 4 products per int32 lane with no 16-bit saturation step. IQ4_NL rows are 32
+ * bytes of looked-up levels, so two rows share a zmm; the signed weights enter vpdpbusd as
  * w + 128, and the block's "-128 * d * sum(q)" term (c) takes the excess out again. Per block and tile,
  * the scales of the 4 rows
  * ([d, m] or [d, d]) are converted together and multiplied with [dx, c/8]; the d*dx products scale the
@@ -1476,8 +1477,8 @@ BW_AVX512_INLINE void bw_kt_tile(const enum bw_type type, const int V, const str
     }
 }
 
-/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows, prefill in tiles of 16 (8, 4, 1) tokens
- * over blocks of BW_TOK_TILE tokens (the AVX2 driver's order; any order gives the same bits). */
+/* Rows [r0, r1) of a K-type W: decode one token at a time down the rows (bw_k_tile512), prefill in tiles of up to
+ * 32 tokens in the lanes (bw_kt_tile); both give the bits of bw_kq_share. */
 BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
                                    int64_t r1)
 {
