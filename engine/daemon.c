@@ -302,6 +302,10 @@ int bw_daemon_main(const bw_engine_opts *o)
         bw_quit(1);
     }
     if (o->prefill_step_ms >= 0) bw_sched_set_prefill_step_ms(sched, o->prefill_step_ms);
+    if (bw_sched_set_spec_max(sched, o->spec_max) != 0) {
+        fprintf(stderr, "beeworker-engine: out of memory for --spec-max %d\n", o->spec_max);
+        bw_quit(1);
+    }
     snprintf(d.model_id, sizeof(d.model_id), "%s", e.model.id);
     snprintf(d.backend, sizeof(d.backend), "%s", e.backend->ops->name);
     atomic_store(&d.slots_total, (unsigned)e.n_slots);

@@ -24,6 +24,13 @@
 #define RETIRED_MAX 64  /* finished jobs whose history is kept for REPLAY */
 #define PREFILL_MIN_TOKENS 32 /* the smallest prompt chunk beside decoding jobs (and the first, unmeasured one) */
 #define PREFILL_STEP_MS 50.0  /* default target time of a step that prefills beside decoding jobs */
+#define SPEC_LOOKUP_NGRAM 3   /* prompt lookup: the shortest n-gram of the output's tail to look up */
+#define SPEC_PRED_NGRAM 1     /* the prediction is a strong hint: one token of context is enough */
+#define SPEC_MAX_NGRAM 4      /* the longest n-gram tried first */
+#define SPEC_LOOKUP_K0 4      /* first draft length from prompt lookup */
+#define SPEC_SKIP_MAX 32      /* most steps a job waits before drafting again after drafts fail */
+
+enum { SRC_NONE = 0, SRC_PRED, SRC_LOOKUP };
 
 typedef struct job {
     char id[BW_PROTO_JOB_ID_MAX + 1];
@@ -39,7 +46,18 @@ typedef struct job {
     uint64_t seq;
     uint64_t seed;
     int32_t first_index;
+    int32_t max_tokens;
     uint32_t n_published;
+    /* speculation (see draft()) */
+    int32_t *pred;    /* the client's predicted output as tokens, or NULL */
+    size_t n_pred, pred_pos; /* pred_pos: where the output is believed to be in pred */
+    int spec_k;       /* current draft length bound, adapted to how drafts fare */
+    int spec_skip;    /* steps to decode plainly before drafting again */
+    int spec_misses;  /* drafts in a row that had no token accepted */
+    int n_draft, draft_src;
+    int32_t *draft;   /* spec_max tokens */
+    size_t row0;      /* first logits row of this step */
+    uint32_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
     uint64_t t_admit, t_first;
     struct {
         uint8_t **msg;
@@ -58,6 +76,10 @@ struct bw_sched {
     int n_vocab, n_slots, n_ctx, max_batch;
     double prefill_step_ns; /* 0: whole --batch chunks even beside decoding jobs */
     double ns_per_token;    /* measured on steps of at least PREFILL_MIN_TOKENS tokens; 0 until then */
+    int spec_max;           /* most draft tokens per job and step; 0 = no speculation */
+    struct {
+        _Atomic uint64_t drafted, accepted;
+    } stats[2]; /* [0] prediction, [1] prompt lookup */
     job **slots;
     job *q_head, *q_tail;
     job *r_head, *r_tail;
@@ -79,6 +101,8 @@ static void job_free(job *j)
 {
     if (!j) return;
     bw_gen_free(j->gen);
+    free(j->pred);
+    free(j->draft);
     for (size_t i = 0; i < j->hist.n; i++) free(j->hist.msg[i]);
     free(j->hist.msg);
     free(j->hist.len);
@@ -138,6 +162,8 @@ static void retire(bw_sched *s, job *j)
 {
     bw_gen_free(j->gen);
     j->gen = NULL;
+    free(j->pred);
+    j->pred = NULL;
     j->next = NULL;
     if (s->r_tail) s->r_tail->next = j;
     else s->r_head = j;
@@ -174,6 +200,10 @@ static void finish_done(bw_sched *s, job *j, enum bw_stop_reason why, const char
         m.u.done.stop_matched = matched;
         m.u.done.stop_matched_len = (uint32_t)strnlen(matched, BW_PROTO_MAX_STOP_LEN);
     }
+    m.u.done.pred_drafted = j->pred_drafted;
+    m.u.done.pred_accepted = j->pred_accepted;
+    m.u.done.lookup_drafted = j->lookup_drafted;
+    m.u.done.lookup_accepted = j->lookup_accepted;
     emit(s, j, &m);
     free_slot(s, j);
     retire(s, j);
@@ -234,6 +264,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->max_batch = e->backend->params.max_batch > 0 ? e->backend->params.max_batch : 512;
     if (s->max_batch < s->n_slots) s->max_batch = s->n_slots; /* every running job gets its decode token */
     s->prefill_step_ns = PREFILL_STEP_MS * 1e6;
+    s->spec_max = 0;
     size_t bcap = (size_t)s->max_batch;
     s->sampler = bw_sampler_create(s->n_vocab);
     s->slots = calloc((size_t)s->n_slots, sizeof(*s->slots));
@@ -260,6 +291,20 @@ oom:
 void bw_sched_set_prefill_step_ms(bw_sched *s, double ms)
 {
     s->prefill_step_ns = ms > 0 ? ms * 1e6 : 0;
+}
+
+int bw_sched_set_spec_max(bw_sched *s, int k)
+{
+    if (k < 0 || k > BW_SCHED_SPEC_MAX) return -1;
+    /* every slot may want logits for its token and k drafts in one step */
+    float *l = malloc((size_t)s->n_slots * (size_t)(k + 1) * (size_t)s->n_vocab * sizeof(float));
+    if (!l) return -1;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i]) s->slots[i]->n_draft = 0;
+    free(s->logits);
+    s->logits = l;
+    s->spec_max = k;
+    return 0;
 }
 
 /* Prompt tokens this step may feed: all the room left, unless jobs are decoding beside them. */
@@ -399,6 +444,28 @@ static int replay_output(bw_sched *s, job *j, const bw_proto_submit *x, bw_gen_t
     return BW_STOP_NONE;
 }
 
+/* The draft buffer and the prediction as tokens (encoded as plain text, no BOS). A prediction the
+ * tokenizer refuses only leaves the job without one: it can change no token, only the speed. */
+static int spec_init(bw_sched *s, job *j, const bw_proto_submit *x)
+{
+    j->draft = malloc(BW_SCHED_SPEC_MAX * sizeof(int32_t));
+    if (!j->draft) return -1;
+    j->spec_k = SPEC_LOOKUP_K0;
+    if (!(x->flags & BW_SUBMIT_PREDICTION) || x->prediction_len == 0) return 0;
+    char *text = malloc((size_t)x->prediction_len + 1);
+    if (!text) return -1;
+    memcpy(text, x->prediction, x->prediction_len);
+    text[x->prediction_len] = '\0';
+    bw_prompt_ctx pc = {s->e->tok, s->chat_kind, s->tmpl.str, s->tmpl.len};
+    bw_prompt_req req = {.text = text, .text_len = strlen(text), .add_bos = 0, .parse_special = 0};
+    char err[256];
+    j->pred = req.text_len ? bw_prompt_encode(&pc, &req, 0, &j->n_pred, err, sizeof(err)) : NULL;
+    free(text);
+    if (!j->pred) j->n_pred = 0;
+    else j->spec_k = BW_SCHED_SPEC_MAX;
+    return 0;
+}
+
 void bw_sched_refuse(bw_sched *s, const char *job_id, uint16_t code, const char *message)
 {
     bw_proto_msg m;
@@ -468,9 +535,10 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
         memcpy(gp.stop[i], x->stop[i].s, x->stop[i].len);
         gp.stop[i][x->stop[i].len] = '\0';
     }
+    j->max_tokens = gp.max_tokens;
     j->gen = bw_gen_create(s->e->tok, &gp, ids, n, 0);
     free(ids);
-    if (!j->gen) {
+    if (!j->gen || spec_init(s, j, x) != 0) {
         finish_error(s, j, BW_PERR_GENERATION, "out of memory creating the job");
         return;
     }
@@ -541,6 +609,125 @@ static void admit(bw_sched *s)
     }
 }
 
+/* ---- speculation ----
+ *
+ * A decoding job may carry draft tokens after its next token: guesses of what it will sample next. They
+ * are fed in the same step at the following positions, each with its logits. Then the job samples its
+ * rows in order exactly as plain decoding would (its random stream depends only on seed and index, and
+ * a token's logits do not depend on the batch around it): as long as the sampled token equals the draft
+ * fed after it, the next row holds the logits plain decoding would have computed, so sampling goes on.
+ * The first sampled token that differs is the job's next token, and the cache positions of the drafts
+ * after it are simply overwritten by later steps (a token attends only to positions up to its own). */
+
+/* Where the last n tokens of h[0..nh) occur in src, ending at e (src[e - n .. e) == tail) with a token
+ * src[e] after them, e < e_max. Prefers the first e >= prefer; otherwise the last one. 0 when none. */
+static size_t ngram_find(const int32_t *src, size_t e_max, const int32_t *h, size_t nh, size_t n, size_t prefer)
+{
+    size_t best = 0;
+    for (size_t e = n; e < e_max; e++) {
+        if (memcmp(src + e - n, h + nh - n, n * sizeof(*h)) != 0) continue;
+        if (e >= prefer) return e;
+        best = e;
+    }
+    return best;
+}
+
+/* Continues h from src, trying the longest n-gram first; returns the tokens written (at most k). */
+static int draft_from(const int32_t *src, size_t n_src, size_t e_max, const int32_t *h, size_t nh, size_t min_n,
+                      size_t prefer, int32_t *out, int k, size_t *end)
+{
+    for (size_t n = SPEC_MAX_NGRAM; n >= min_n && n > 0; n--) {
+        if (nh < n) continue;
+        size_t e = ngram_find(src, e_max, h, nh, n, prefer);
+        if (e == 0) continue;
+        int d = 0;
+        while (d < k && e + (size_t)d < n_src) out[d] = src[e + (size_t)d], d++;
+        *end = e;
+        return d;
+    }
+    return 0;
+}
+
+/* Fills j->draft (at most k tokens) from the job's prediction, else from its own prompt and output. */
+static void draft(bw_sched *s, job *j, int k)
+{
+    j->n_draft = 0;
+    j->draft_src = SRC_NONE;
+    if (k <= 0) return;
+    if (j->spec_skip > 0) {
+        j->spec_skip--;
+        return;
+    }
+    size_t nh, end;
+    const int32_t *h = bw_gen_tokens(j->gen, &nh);
+    (void)s;
+    if (j->pred) {
+        int d = draft_from(j->pred, j->n_pred, j->n_pred, h, nh, SPEC_PRED_NGRAM, j->pred_pos, j->draft, k, &end);
+        if (d > 0) {
+            j->n_draft = d;
+            j->draft_src = SRC_PRED;
+            j->pred_pos = end;
+            return;
+        }
+    }
+    /* the tail itself ends at nh: only earlier occurrences count */
+    int d = draft_from(h, nh, nh, h, nh, SPEC_LOOKUP_NGRAM, nh, j->draft, k, &end);
+    if (d > 0) {
+        j->n_draft = d;
+        j->draft_src = SRC_LOOKUP;
+    }
+}
+
+/* The draft length to try next, from how the last draft fared: grow while drafts are taken whole, shrink
+ * to what was taken, and after drafts that gained nothing decode plainly for a while (longer each time),
+ * so text that cannot be guessed pays for a failed draft only now and then. */
+static void adapt(bw_sched *s, job *j, int accepted)
+{
+    if (accepted == j->n_draft) {
+        j->spec_k = j->spec_k * 2 < s->spec_max ? j->spec_k * 2 : s->spec_max;
+    } else {
+        j->spec_k = accepted + 1;
+    }
+    if (accepted == 0) {
+        if (j->spec_misses < 5) j->spec_misses++;
+        j->spec_skip = 1 << j->spec_misses;
+        if (j->spec_skip > SPEC_SKIP_MAX) j->spec_skip = SPEC_SKIP_MAX;
+    } else {
+        j->spec_misses = 0;
+    }
+    if (j->draft_src == SRC_PRED) j->pred_pos += (size_t)accepted;
+}
+
+/* Counts drafted and accepted tokens for the job and the engine, by the draft's source. */
+static void count_draft(bw_sched *s, job *j, int drafted, int accepted)
+{
+    if (drafted == 0 && accepted == 0) return;
+    const int i = j->draft_src == SRC_PRED ? 0 : 1;
+    if (i == 0) {
+        j->pred_drafted += (uint32_t)drafted;
+        j->pred_accepted += (uint32_t)accepted;
+    } else {
+        j->lookup_drafted += (uint32_t)drafted;
+        j->lookup_accepted += (uint32_t)accepted;
+    }
+    atomic_fetch_add_explicit(&s->stats[i].drafted, (uint64_t)drafted, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->stats[i].accepted, (uint64_t)accepted, memory_order_relaxed);
+}
+
+/* How many drafts job j may add: within spec_max and its adapted bound, the context (every draft takes a
+ * position), its max_tokens (a draft is worth something only if a token may still follow it), and room
+ * tokens of the batch. */
+static int draft_room(const bw_sched *s, const job *j, int room)
+{
+    int k = j->spec_k < s->spec_max ? j->spec_k : s->spec_max;
+    const int64_t ctx_left = (int64_t)s->n_ctx - 1 - (int64_t)j->n_fed;
+    const int64_t tok_left = (int64_t)j->max_tokens - bw_gen_n_generated(j->gen) - 1;
+    if (ctx_left < k) k = (int)(ctx_left > 0 ? ctx_left : 0);
+    if (tok_left < k) k = (int)(tok_left > 0 ? tok_left : 0);
+    if (room < k) k = room > 0 ? room : 0;
+    return k;
+}
+
 static int add_tok(bw_sched *s, int n, job *j, int32_t tok, size_t pos, int want)
 {
     s->b_tok[n] = tok;
@@ -550,13 +737,14 @@ static int add_tok(bw_sched *s, int n, job *j, int32_t tok, size_t pos, int want
     return n + 1;
 }
 
-/* Samples job j's next token from its logits row, publishes it, and ends the job if it is over. */
-static void sample_and_publish(bw_sched *s, job *j, float *row)
+/* Samples job j's next token from its logits row, publishes it, and ends the job if it is over.
+ * Returns the token, or -1 when sampling failed. */
+static int32_t sample_and_publish(bw_sched *s, job *j, float *row)
 {
     bw_gen_token t;
     if (bw_gen_next(j->gen, s->sampler, row, &t) != 0) {
         finish_error(s, j, BW_PERR_GENERATION, "sampling failed (out of memory)");
-        return;
+        return -1;
     }
     if (!j->t_first) j->t_first = bw_clock_mono_ns();
     /* an end-of-generation token or a matched stop string carries no text of its own */
@@ -574,6 +762,7 @@ static void sample_and_publish(bw_sched *s, job *j, float *row)
     if (t.stop != BW_STOP_NONE) finish_done(s, j, t.stop, t.stop == BW_STOP_SEQUENCE ? t.stop_matched : NULL);
     else if (j->n_fed >= (size_t)s->n_ctx) finish_done(s, j, BW_STOP_MAX_TOKENS, NULL);
     else j->next_tok = t.id;
+    return t.id;
 }
 
 int bw_sched_step(bw_sched *s)
@@ -582,11 +771,18 @@ int bw_sched_step(bw_sched *s)
         if (s->slots[i] && s->slots[i]->cancelled) finish_done(s, s->slots[i], BW_STOP_CANCELLED, NULL);
     admit(s);
 
-    int n = 0, rows = 0;
+    int n = 0, rows = 0, n_logits = 0, decoding = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i] && s->slots[i]->prefilled) decoding++;
     for (int i = 0; i < s->n_slots; i++) {
         job *j = s->slots[i];
         if (j && j->prefilled) {
+            /* the jobs after this one keep one batch token each */
+            draft(s, j, s->spec_max ? draft_room(s, j, s->max_batch - n - (decoding - rows)) : 0);
+            j->row0 = (size_t)n_logits;
             n = add_tok(s, n, j, j->next_tok, j->n_fed, 1);
+            for (int d = 0; d < j->n_draft; d++) n = add_tok(s, n, j, j->draft[d], j->n_fed + 1 + (size_t)d, 1);
+            n_logits += 1 + j->n_draft;
             s->b_rows[rows++] = j;
         }
     }
@@ -600,7 +796,11 @@ int bw_sched_step(bw_sched *s)
             size_t pos = j->n_fed + k;
             n = add_tok(s, n, j, j->toks[pos], pos, pos == j->n_prompt - 1);
         }
-        if (j->n_fed + j->chunk == j->n_prompt) s->b_rows[rows++] = j;
+        if (j->n_fed + j->chunk == j->n_prompt) {
+            j->row0 = (size_t)n_logits++;
+            j->n_draft = 0;
+            s->b_rows[rows++] = j;
+        }
     }
     if (n == 0) return (int)(bw_sched_busy(s) + bw_sched_queued(s));
 
@@ -621,17 +821,28 @@ int bw_sched_step(bw_sched *s)
         job *j = s->slots[i];
         if (!j) continue;
         if (j->prefilled) {
-            j->n_fed++;
+            j->n_fed++; /* the drafts count once they are accepted */
         } else {
             j->n_fed += j->chunk;
             j->chunk = 0;
         }
     }
-    /* rows are in batch order: decode jobs first, then jobs whose prefill completed in this step */
+    /* logits rows are in batch order: decode jobs (each its token's row, then its drafts' rows) first,
+     * then jobs whose prefill completed in this step */
     for (int r = 0; r < rows; r++) {
         job *j = s->b_rows[r];
         j->prefilled = 1;
-        sample_and_publish(s, j, s->logits + (size_t)r * (size_t)s->n_vocab);
+        const int n_draft = j->n_draft;
+        int accepted = 0;
+        count_draft(s, j, n_draft, 0);
+        for (int d = 0;; d++) {
+            int32_t t = sample_and_publish(s, j, s->logits + (j->row0 + (size_t)d) * (size_t)s->n_vocab);
+            if (j->slot < 0 || d == n_draft || t != j->draft[d]) break;
+            accepted++;
+            count_draft(s, j, 0, 1); /* before the next token, whose DONE may carry the counts */
+            j->n_fed++; /* the draft at this position is what plain decoding would have fed */
+        }
+        if (n_draft > 0 && j->slot >= 0) adapt(s, j, accepted);
     }
     return (int)(bw_sched_busy(s) + bw_sched_queued(s));
 }
@@ -645,6 +856,14 @@ void bw_sched_abort_all(bw_sched *s, uint16_t code, const char *message)
         unqueue(s, j, NULL);
         finish_error(s, j, code, message);
     }
+}
+
+void bw_sched_spec_stats(bw_sched *s, bw_sched_spec *out)
+{
+    out->pred_drafted = atomic_load_explicit(&s->stats[0].drafted, memory_order_relaxed);
+    out->pred_accepted = atomic_load_explicit(&s->stats[0].accepted, memory_order_relaxed);
+    out->lookup_drafted = atomic_load_explicit(&s->stats[1].drafted, memory_order_relaxed);
+    out->lookup_accepted = atomic_load_explicit(&s->stats[1].accepted, memory_order_relaxed);
 }
 
 unsigned bw_sched_busy(const bw_sched *s) { return atomic_load_explicit(&s->busy, memory_order_relaxed); }

@@ -30,6 +30,19 @@ void bw_sched_free(bw_sched *s);
  * result does not depend on how its prompt was chunked (the backends are batch-invariant). */
 void bw_sched_set_prefill_step_ms(bw_sched *s, double ms);
 
+/* Exact speculative decoding: each decoding job may verify up to k draft tokens (from its prediction or
+ * from n-grams of its own prompt and output) together with its next token in one step, and keeps the
+ * longest run its own sampler confirms; the tokens are exactly those of plain decoding. 0 (the default
+ * here) turns it off. Returns -1 for k outside 0..BW_SCHED_SPEC_MAX or out of memory. */
+#define BW_SCHED_SPEC_MAX 32
+int bw_sched_set_spec_max(bw_sched *s, int k);
+
+/* Draft tokens verified and accepted since the start, by source; may be read from another thread. */
+typedef struct {
+    uint64_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
+} bw_sched_spec;
+void bw_sched_spec_stats(bw_sched *s, bw_sched_spec *out);
+
 /* Takes a decoded SUBMIT / CANCEL / REPLAY. Problems are answered with ERROR messages, never crashes. */
 void bw_sched_submit(bw_sched *s, const bw_proto_msg *m);
 void bw_sched_cancel(bw_sched *s, const char *job_id);
