@@ -29,28 +29,7 @@
 /* A broken kernel fails every element of every shape: report the first few. */
 #define CHECK_MAX_REPORTS 29
 #include "check.h"
-
-/* ---- random numbers ------------------------------------------------------------------------------ */
-
-static uint64_t g_rng;
-
-static uint64_t rnd_u64(void)
-{
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rnd_unit(void) /* [0, 1) */
-{
-    return (double)(rnd_u64() >> 11) * 0x1p-53;
-}
-
-static float rnd_range(double lo, double hi)
-{
-    return (float)(lo + (hi - lo) * rnd_unit());
-}
+#include "rand.h"
 
 /* ---- reference conversions (double arithmetic, independent of the kernels' bit tricks) ------------ */
 
@@ -260,16 +239,6 @@ static void note(double *ratio, double *absmax, double err, double bound)
 {
     if (err / bound > *ratio) *ratio = err / bound;
     if (err > *absmax) *absmax = err;
-}
-
-static void *xaligned(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
 }
 
 static void check_matmul_shape(enum bw_type type, int64_t cols, int64_t rows, int64_t n_tok, bw_pool **pools,

@@ -28,31 +28,7 @@
 
 #define CHECK_MAX_REPORTS 29
 #include "check.h"
-
-static uint64_t g_rng;
-
-static uint64_t rnd_u64(void)
-{
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float rnd_range(double lo, double hi)
-{
-    return (float)(lo + (hi - lo) * (double)(rnd_u64() >> 11) * 0x1p-53);
-}
-
-static void *xaligned(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
+#include "rand.h"
 
 /* ---- the fixture --------------------------------------------------------------------------------- */
 
