@@ -35,6 +35,7 @@ static void usage(FILE *f)
           "                         then beeworker-engine beside it)\n"
           "  --model PATH           GGUF model (for --spawn-engine)\n"
           "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "  --spec-max N           forwarded: draft tokens verified per job and step (0 = no speculation)\n"
           "  --engine-max-crashes N, --engine-crash-window S\n"
           "                         stop restarting a spawned engine after N exits within S seconds\n"
           "                         (default 5 in 60; 0 = never give up); /health then says engine down\n"
@@ -115,7 +116,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
 {
     enum {
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
-        O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
+        O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX, O_SPEC_MAX,
         O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
         O_REQTIMEOUT, O_MAXCONN, O_MAXHDR,
     };
@@ -131,6 +132,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"max-body", required_argument, 0, O_MAXBODY}, {"queue-size", required_argument, 0, O_QUEUE},
         {"open-timeout", required_argument, 0, O_OPENTO}, {"retain", required_argument, 0, O_RETAIN},
         {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
+        {"spec-max", required_argument, 0, O_SPEC_MAX},
         {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
         {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
         {"reconnect-grace", required_argument, 0, O_GRACE}, {"stream-buffer", required_argument, 0, O_STREAMBUF},
@@ -141,6 +143,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"engine-crash-window", required_argument, 0, O_CRASHWIN}, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
+    o->spec_max = -1;
     o->worker_id = "beeworker";
     o->backend = "cpu";
     o->port = 8080;
@@ -199,6 +202,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_SLOTS: if (parse_long(optarg, 1, 1024, "--slots", &v)) return -1; o->slots = (int)v; break;
         case O_THREADS: if (parse_long(optarg, 1, 256, "--threads", &v)) return -1; o->threads = (int)v; break;
         case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
+        case O_SPEC_MAX: if (parse_long(optarg, 0, 32, "--spec-max", &v)) return -1; o->spec_max = (int)v; break;
         case O_HTTP2: o->http2 = 1; break;
         case O_MAXCRASH: if (parse_long(optarg, 0, 1000, "--engine-max-crashes", &v)) return -1; o->engine_max_crashes = (int)v; break;
         case O_CRASHWIN: if (parse_long(optarg, 1, 86400, "--engine-crash-window", &v)) return -1; o->engine_crash_window_s = (int)v; break;
