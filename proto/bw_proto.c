@@ -657,15 +657,12 @@ static void get_body(rbuf *r, bw_proto_msg *m)
         x->decode_ns = get_u64(r, "decode_ns");
         x->stop_matched_len = get_u32(r, "stop match length");
         x->stop_matched = get_str(r, x->stop_matched_len, BW_PROTO_MAX_STOP_LEN, "stop match");
-        if (r->status == BW_PROTO_OK && r->off < r->len) { /* absent from an older engine's DONE */
-            x->pred_drafted = get_u32(r, "prediction drafted");
-            x->pred_accepted = get_u32(r, "prediction accepted");
-            x->lookup_drafted = get_u32(r, "lookup drafted");
-            x->lookup_accepted = get_u32(r, "lookup accepted");
-            if (r->status == BW_PROTO_OK &&
-                (x->pred_accepted > x->pred_drafted || x->lookup_accepted > x->lookup_drafted))
-                fail(r, BW_PROTO_EINVAL, "more draft tokens accepted than drafted");
-        }
+        x->pred_drafted = get_u32(r, "prediction drafted");
+        x->pred_accepted = get_u32(r, "prediction accepted");
+        x->lookup_drafted = get_u32(r, "lookup drafted");
+        x->lookup_accepted = get_u32(r, "lookup accepted");
+        if (r->status == BW_PROTO_OK && (x->pred_accepted > x->pred_drafted || x->lookup_accepted > x->lookup_drafted))
+            fail(r, BW_PROTO_EINVAL, "more draft tokens accepted than drafted");
         if (r->status == BW_PROTO_OK && (x->stop == BW_PSTOP_NONE || !bw_proto_stop_name(x->stop)))
             fail(r, BW_PROTO_EINVAL, "stop reason %u is unknown", x->stop);
         break;

@@ -122,7 +122,7 @@ typedef struct {
     const char *stop_matched; /* for BW_PSTOP_SEQUENCE; not NUL-terminated */
     uint32_t stop_matched_len;
     /* speculative decoding in this run (resumed output not counted): draft tokens verified and accepted,
-     * from the client's prediction and from prompt lookup. An engine that predates them sends none. */
+     * from the client's prediction and from prompt lookup */
     uint32_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
 } bw_proto_done;
 
