@@ -306,6 +306,7 @@ int bw_daemon_main(const bw_engine_opts *o)
         fprintf(stderr, "beeworker-engine: out of memory for --spec-max %d\n", o->spec_max);
         bw_quit(1);
     }
+    bw_sched_set_spec_fixed(sched, o->spec_fixed);
     snprintf(d.model_id, sizeof(d.model_id), "%s", e.model.id);
     snprintf(d.backend, sizeof(d.backend), "%s", e.backend->ops->name);
     atomic_store(&d.slots_total, (unsigned)e.n_slots);

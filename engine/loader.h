@@ -24,6 +24,7 @@ typedef struct {
     int max_batch;         /* prefill chunk, default 512 */
     double prefill_step_ms; /* daemon: see bw_sched_set_prefill_step_ms; < 0 = the scheduler's default */
     int spec_max;          /* draft tokens per job and step (bw_sched_set_spec_max); 0 = off */
+    int spec_fixed;        /* bw_sched_set_spec_fixed */
     const char *rundir;    /* daemon mode: where the front's ipc sockets are */
     int tokenizer_only;    /* load the model's metadata and tokenizer, no backend (--tokenize) */
 } bw_engine_opts;

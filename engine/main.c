@@ -62,7 +62,10 @@ static void usage(FILE *f)
           "                        --batch chunks)\n"
           "  --spec-max N          speculative decoding: verify up to N draft tokens per job and step\n"
           "                        (prompt lookup and the job's predicted output; the tokens are exactly\n"
-          "                        those of plain decoding); 0..%d, 0 = off (default %d)\n"
+          "                        those of plain decoding); 0..%d, 0 = off (default %d). Each job sends\n"
+          "                        the part of its draft that pays, from its measured acceptance and the\n"
+          "                        measured cost of a step's tokens\n"
+          "  --spec-fixed          send every draft whole, up to --spec-max (tests, measurements)\n"
           "  --generate            generate from --prompt and print each token as it is sampled\n"
           "  --generate --prompt-file FILE\n"
           "                        run every job of FILE (JSON lines: prompt, chat, max_tokens, temperature,\n"
@@ -140,7 +143,7 @@ static int parse_args(int argc, char **argv, cli *c)
         O_MODEL = 256, O_BACKEND, O_DEVICE, O_SLOTS, O_CTX, O_BATCH, O_RUNDIR, O_GENERATE, O_TOKENIZE,
         O_DETOKENIZE, O_BENCH, O_PROMPT, O_SYSTEM, O_CHAT, O_SPECIAL, O_NOSPECIAL, O_BOS, O_NOBOS, O_MAXTOK,
         O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REPPEN, O_SEED, O_STOP, O_JSON, O_TOPLOG, O_DUMP, O_HELP, O_VERSION,
-        O_DRAIN, O_PREFILL_MS, O_SPEC_MAX, O_PROMPT_FILE,
+        O_DRAIN, O_PREFILL_MS, O_SPEC_MAX, O_PROMPT_FILE, O_SPEC_FIXED,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"backend", required_argument, 0, O_BACKEND},
@@ -161,6 +164,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION},
         {"drain", required_argument, 0, O_DRAIN}, {"prefill-step-ms", required_argument, 0, O_PREFILL_MS},
         {"spec-max", required_argument, 0, O_SPEC_MAX}, {"prompt-file", required_argument, 0, O_PROMPT_FILE},
+        {"spec-fixed", no_argument, 0, O_SPEC_FIXED},
         {0, 0, 0, 0},
     };
     long v;
@@ -194,6 +198,7 @@ static int parse_args(int argc, char **argv, cli *c)
             c->eng.spec_max = (int)v;
             break;
         case O_PROMPT_FILE: c->prompt_file = optarg; break;
+        case O_SPEC_FIXED: c->eng.spec_fixed = 1; break;
         case O_GENERATE: c->mode = MODE_GENERATE; break;
         case O_TOKENIZE: c->mode = MODE_TOKENIZE; break;
         case O_DETOKENIZE: c->mode = MODE_DETOKENIZE; break;
@@ -645,6 +650,7 @@ static int run_prompt_file(bw_engine *e, cli *c)
         fprintf(stderr, "beeworker-engine: %s\n", sched ? "out of memory" : err);
         goto out;
     }
+    bw_sched_set_spec_fixed(sched, c->eng.spec_fixed);
     if (c->eng.prefill_step_ms >= 0) bw_sched_set_prefill_step_ms(sched, c->eng.prefill_step_ms);
     for (size_t i = 0; i < r.n; i++) {
         char id[24];

@@ -27,8 +27,12 @@
 #define SPEC_LOOKUP_NGRAM 3   /* prompt lookup: the shortest n-gram of the output's tail to look up */
 #define SPEC_PRED_NGRAM 1     /* the prediction is a strong hint: one token of context is enough */
 #define SPEC_MAX_NGRAM 4      /* the longest n-gram tried first */
-#define SPEC_LOOKUP_K0 4      /* first draft length from prompt lookup */
-#define SPEC_SKIP_MAX 32      /* most steps a job waits before drafting again after drafts fail */
+#define SPEC_PRIOR_PRED 0.85  /* acceptance per draft token assumed before a job has tried any (prediction) */
+#define SPEC_PRIOR_LOOKUP 0.7 /* the same for prompt lookup */
+#define SPEC_PRIOR_WEIGHT 2.0 /* how many tried draft tokens that assumption is worth */
+#define SPEC_MEMORY 0.9       /* per verification: weight left to older evidence of a job's acceptance */
+#define SPEC_PROBE_EVERY 32   /* steps between one-token probes while drafting does not pay */
+#define STEP_COST_MEMORY 0.97 /* per decode step: weight left to older step times */
 
 enum { SRC_NONE = 0, SRC_PRED, SRC_LOOKUP };
 
@@ -51,9 +55,8 @@ typedef struct job {
     /* speculation (see draft()) */
     int32_t *pred;    /* the client's predicted output as tokens, or NULL */
     size_t n_pred, pred_pos; /* pred_pos: where the output is believed to be in pred */
-    int spec_k;       /* current draft length bound, adapted to how drafts fare */
-    int spec_skip;    /* steps to decode plainly before drafting again */
-    int spec_misses;  /* drafts in a row that had no token accepted */
+    double acc_hit[2], acc_try[2]; /* decayed draft tokens accepted / verified, by source (acceptance) */
+    int probe_in;     /* steps until a one-token probe while drafting does not pay */
     int n_draft, draft_src;
     int32_t *draft;   /* spec_max tokens */
     size_t row0;      /* first logits row of this step */
@@ -77,6 +80,10 @@ struct bw_sched {
     double prefill_step_ns; /* 0: whole --batch chunks even beside decoding jobs */
     double ns_per_token;    /* measured on steps of at least PREFILL_MIN_TOKENS tokens; 0 until then */
     int spec_max;           /* most draft tokens per job and step; 0 = no speculation */
+    int spec_fixed;         /* send every draft whole instead of choose_draft's length (tests) */
+    /* step time of decode-only steps as a + b * tokens, by least squares over decayed sums (what a
+     * draft token costs against what a token saved is worth; see choose_draft) */
+    double c_w, c_n, c_t, c_nn, c_nt;
     struct {
         _Atomic uint64_t drafted, accepted;
     } stats[2]; /* [0] prediction, [1] prompt lookup */
@@ -293,6 +300,11 @@ void bw_sched_set_prefill_step_ms(bw_sched *s, double ms)
     s->prefill_step_ns = ms > 0 ? ms * 1e6 : 0;
 }
 
+void bw_sched_set_spec_fixed(bw_sched *s, int on)
+{
+    s->spec_fixed = on != 0;
+}
+
 int bw_sched_set_spec_max(bw_sched *s, int k)
 {
     if (k < 0 || k > BW_SCHED_SPEC_MAX) return -1;
@@ -450,7 +462,6 @@ static int spec_init(bw_sched *s, job *j, const bw_proto_submit *x)
 {
     j->draft = malloc(BW_SCHED_SPEC_MAX * sizeof(int32_t));
     if (!j->draft) return -1;
-    j->spec_k = SPEC_LOOKUP_K0;
     if (!(x->flags & BW_SUBMIT_PREDICTION) || x->prediction_len == 0) return 0;
     char *text = malloc((size_t)x->prediction_len + 1);
     if (!text) return -1;
@@ -462,7 +473,6 @@ static int spec_init(bw_sched *s, job *j, const bw_proto_submit *x)
     j->pred = req.text_len ? bw_prompt_encode(&pc, &req, 0, &j->n_pred, err, sizeof(err)) : NULL;
     free(text);
     if (!j->pred) j->n_pred = 0;
-    else j->spec_k = BW_SCHED_SPEC_MAX;
     return 0;
 }
 
@@ -648,53 +658,96 @@ static int draft_from(const int32_t *src, size_t n_src, size_t e_max, const int3
     return 0;
 }
 
-/* Fills j->draft (at most k tokens) from the job's prediction, else from its own prompt and output. */
-static void draft(bw_sched *s, job *j, int k)
+/* Step time of decode-only steps: a + b * tokens (ns). Until steps of several sizes have been seen the
+ * slope comes from a prior (a token beyond the first costs 0.6 of a one-token step, about what the CPU
+ * backend measures) that real steps soon outweigh. */
+static void step_cost(const bw_sched *s, double *a, double *b)
+{
+    /* the prior: two steps on the line t1 * (0.4 + 0.6 * n), of 1 and of 2 tokens, with t1 scaled to the
+     * steps measured so far */
+    const double t1 = s->c_w > 0 ? (s->c_t / s->c_w) / (0.4 + 0.6 * s->c_n / s->c_w) : 1.0;
+    const double w = s->c_w + 2, n = s->c_n + 3, nn = s->c_nn + 5, t = s->c_t + 2.6 * t1, nt = s->c_nt + 4.2 * t1;
+    const double den = w * nn - n * n;
+    *b = den > 0 ? (w * nt - n * t) / den : 0.6 * t1;
+    if (*b < 0.02 * t1) *b = 0.02 * t1; /* noise must not make drafts look free ... */
+    *a = (t - *b * n) / w;
+    if (*a < 0) *a = 0;                 /* ... or a step cost nothing */
+}
+
+static void note_step(bw_sched *s, int n, double ns)
+{
+    s->c_w = s->c_w * STEP_COST_MEMORY + 1;
+    s->c_n = s->c_n * STEP_COST_MEMORY + n;
+    s->c_t = s->c_t * STEP_COST_MEMORY + ns;
+    s->c_nn = s->c_nn * STEP_COST_MEMORY + (double)n * n;
+    s->c_nt = s->c_nt * STEP_COST_MEMORY + n * ns;
+}
+
+/* How many of the L drafted tokens job j should send, given that the step already holds `tokens` decode
+ * tokens for `m` jobs: the d that maximizes the step's tokens per second,
+ *     (m + p + p^2 + ... + p^d) / (a + b * (tokens + d)),
+ * with p the job's acceptance per draft token (a run is accepted up to its first miss) and a + b * n the
+ * measured cost of a step. When no d > 0 pays, the job decodes plainly and sends a one-token probe now and
+ * then, so that its acceptance is measured again (text that became predictable is noticed). */
+static int choose_draft(bw_sched *s, job *j, int L, int m, int tokens)
+{
+    const int src = j->draft_src == SRC_PRED ? 0 : 1;
+    const double prior = src == 0 ? SPEC_PRIOR_PRED : SPEC_PRIOR_LOOKUP;
+    const double p = (j->acc_hit[src] + prior * SPEC_PRIOR_WEIGHT) / (j->acc_try[src] + SPEC_PRIOR_WEIGHT);
+    double a, b;
+    step_cost(s, &a, &b);
+    double best = m / (a + b * tokens), gain = 0, pk = 1;
+    int d_best = 0;
+    for (int d = 1; d <= L; d++) {
+        pk *= p;
+        gain += pk;
+        const double r = (m + gain) / (a + b * (tokens + d));
+        if (r > best) best = r, d_best = d;
+    }
+    if (d_best > 0) {
+        j->probe_in = SPEC_PROBE_EVERY;
+        return d_best;
+    }
+    if (--j->probe_in > 0) return 0;
+    j->probe_in = SPEC_PROBE_EVERY;
+    return 1;
+}
+
+/* Fills j->draft (at most k tokens) from the job's prediction, else (no match there, or a draft from it
+ * would not pay) from its own prompt and output. m and tokens: see choose_draft. */
+static void draft(bw_sched *s, job *j, int k, int m, int tokens)
 {
     j->n_draft = 0;
     j->draft_src = SRC_NONE;
     if (k <= 0) return;
-    if (j->spec_skip > 0) {
-        j->spec_skip--;
-        return;
-    }
     size_t nh, end;
     const int32_t *h = bw_gen_tokens(j->gen, &nh);
-    (void)s;
     if (j->pred) {
         int d = draft_from(j->pred, j->n_pred, j->n_pred, h, nh, SPEC_PRED_NGRAM, j->pred_pos, j->draft, k, &end);
+        j->draft_src = SRC_PRED;
+        if (d > 0 && !s->spec_fixed) d = choose_draft(s, j, d, m, tokens);
         if (d > 0) {
             j->n_draft = d;
-            j->draft_src = SRC_PRED;
             j->pred_pos = end;
             return;
         }
     }
     /* the tail itself ends at nh: only earlier occurrences count */
     int d = draft_from(h, nh, nh, h, nh, SPEC_LOOKUP_NGRAM, nh, j->draft, k, &end);
-    if (d > 0) {
-        j->n_draft = d;
-        j->draft_src = SRC_LOOKUP;
-    }
+    j->draft_src = SRC_LOOKUP;
+    if (d > 0 && !s->spec_fixed) d = choose_draft(s, j, d, m, tokens);
+    j->n_draft = d;
+    if (d == 0) j->draft_src = SRC_NONE;
 }
 
-/* The draft length to try next, from how the last draft fared: grow while drafts are taken whole, shrink
- * to what was taken, and after drafts that gained nothing decode plainly for a while (longer each time),
- * so text that cannot be guessed pays for a failed draft only now and then. */
+/* Learns from a verification: the tokens of a run up to and including its first miss were tried. */
 static void adapt(bw_sched *s, job *j, int accepted)
 {
-    if (accepted == j->n_draft) {
-        j->spec_k = j->spec_k * 2 < s->spec_max ? j->spec_k * 2 : s->spec_max;
-    } else {
-        j->spec_k = accepted + 1;
-    }
-    if (accepted == 0) {
-        if (j->spec_misses < 5) j->spec_misses++;
-        j->spec_skip = 1 << j->spec_misses;
-        if (j->spec_skip > SPEC_SKIP_MAX) j->spec_skip = SPEC_SKIP_MAX;
-    } else {
-        j->spec_misses = 0;
-    }
+    (void)s;
+    const int src = j->draft_src == SRC_PRED ? 0 : 1;
+    const int tried = accepted + (accepted < j->n_draft);
+    j->acc_hit[src] = j->acc_hit[src] * SPEC_MEMORY + accepted;
+    j->acc_try[src] = j->acc_try[src] * SPEC_MEMORY + tried;
     if (j->draft_src == SRC_PRED) j->pred_pos += (size_t)accepted;
 }
 
@@ -719,7 +772,7 @@ static void count_draft(bw_sched *s, job *j, int drafted, int accepted)
  * tokens of the batch. */
 static int draft_room(const bw_sched *s, const job *j, int room)
 {
-    int k = j->spec_k < s->spec_max ? j->spec_k : s->spec_max;
+    int k = s->spec_max;
     const int64_t ctx_left = (int64_t)s->n_ctx - 1 - (int64_t)j->n_fed;
     const int64_t tok_left = (int64_t)j->max_tokens - bw_gen_n_generated(j->gen) - 1;
     if (ctx_left < k) k = (int)(ctx_left > 0 ? ctx_left : 0);
@@ -778,7 +831,8 @@ int bw_sched_step(bw_sched *s)
         job *j = s->slots[i];
         if (j && j->prefilled) {
             /* the jobs after this one keep one batch token each */
-            draft(s, j, s->spec_max ? draft_room(s, j, s->max_batch - n - (decoding - rows)) : 0);
+            draft(s, j, s->spec_max ? draft_room(s, j, s->max_batch - n - (decoding - rows)) : 0, decoding,
+                  n + (decoding - rows));
             j->row0 = (size_t)n_logits;
             n = add_tok(s, n, j, j->next_tok, j->n_fed, 1);
             for (int d = 0; d < j->n_draft; d++) n = add_tok(s, n, j, j->draft[d], j->n_fed + 1 + (size_t)d, 1);
@@ -807,10 +861,12 @@ int bw_sched_step(bw_sched *s)
     bw_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .slot = s->b_slot, .want_logits = s->b_want};
     const uint64_t t0 = bw_clock_mono_ns();
     int rc = bw_backend_forward(s->e->backend, &b, s->logits);
+    const double took = (double)(bw_clock_mono_ns() - t0);
     if (rc == 0 && n >= PREFILL_MIN_TOKENS) { /* cost per token of a batch this size; smoothed */
-        const double per = (double)(bw_clock_mono_ns() - t0) / n;
+        const double per = took / n;
         s->ns_per_token = s->ns_per_token > 0 ? 0.75 * s->ns_per_token + 0.25 * per : per;
     }
+    if (rc == 0 && n == n_logits && s->spec_max > 0) note_step(s, n, took); /* decode tokens only */
     if (rc != 0) {
         bw_log_error("backend forward failed on a batch of %d tokens", n);
         for (int i = 0; i < s->n_slots; i++)

@@ -36,6 +36,10 @@ void bw_sched_set_prefill_step_ms(bw_sched *s, double ms);
  * here) turns it off. Returns -1 for k outside 0..BW_SCHED_SPEC_MAX or out of memory. */
 #define BW_SCHED_SPEC_MAX 32
 int bw_sched_set_spec_max(bw_sched *s, int k);
+/* By default each job sends the number of its draft tokens that maximizes the step's expected tokens per
+ * second (its measured acceptance against the measured cost of a step's tokens), so unpredictable text
+ * costs almost nothing. Fixed: every draft is sent whole, up to the maximum (tests, measurements). */
+void bw_sched_set_spec_fixed(bw_sched *s, int on);
 
 /* Draft tokens verified and accepted since the start, by source; may be read from another thread. */
 typedef struct {

@@ -1,5 +1,6 @@
 """Exact speculative decoding (issue 14): with speculation on, every job's token ids, text and stop reason
-are those of plain decoding, greedy and sampled at several temperatures, 8 jobs at a time or one, with a
+are those of plain decoding (with every draft sent whole, --spec-fixed, and with the adaptive draft
+lengths), greedy and sampled at several temperatures, 8 jobs at a time or one, with a
 predicted output that is right, partly right or wrong, and with stop strings and max_tokens falling inside
 an accepted run of drafts. Every run goes through the engine's scheduler (`--generate --prompt-file`), so
 this is the daemon's code path without the sockets; engine_bin is the sanitizer build in the suite's
@@ -59,11 +60,12 @@ def prompts():
     return jobs
 
 
-def run(engine_bin, model_path, tmp_path, jobs, spec, slots, name):
+def run(engine_bin, model_path, tmp_path, jobs, spec, slots, name, fixed=True):
     f = tmp_path / f"{name}.jsonl"
     f.write_text("".join(json.dumps(j) + "\n" for j in jobs))
     r = subprocess.run([str(engine_bin), "--model", str(model_path), "--generate", "--prompt-file", str(f),
-                        "--spec-max", str(spec), "--slots", str(slots), "--threads", "2", "--ctx", "1024"],
+                        "--spec-max", str(spec), *(["--spec-fixed"] if fixed else []), "--slots", str(slots),
+                        "--threads", "2", "--ctx", "1024"],
                        capture_output=True, timeout=TIMEOUT)
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 0, err[-3000:]
@@ -97,6 +99,15 @@ def test_speculation_gives_plain_decodings_tokens_with_8_concurrent_jobs(engine_
     # the comparison means something only if drafts were verified and many accepted
     assert total["lookup_accepted"] >= 200, total
     assert total["lookup_drafted"] > total["lookup_accepted"], total  # and some rejected
+
+
+def test_adaptive_draft_lengths_give_plain_decodings_tokens_too(engine_bin, model_path, tmp_path, reference):
+    # the default: each job sends the part of its draft that pays (fewer drafts, same tokens)
+    jobs, ref = reference
+    out, total = run(engine_bin, model_path, tmp_path, jobs, 8, 8, "adaptive", fixed=False)
+    bad = [i for i, (a, b) in enumerate(zip(ref, out)) if not same(a, b)]
+    assert not bad, [(jobs[i], ref[i]["ids"], out[i]["ids"]) for i in bad[:3]]
+    assert total["lookup_accepted"] > 0, total
 
 
 def test_speculation_one_job_at_a_time_and_a_longer_draft(engine_bin, model_path, tmp_path, reference):
