@@ -6,11 +6,16 @@ an accepted run of drafts. Every run goes through the engine's scheduler (`--gen
 this is the daemon's code path without the sockets; engine_bin is the sanitizer build in the suite's
 second pass."""
 import json
+import os
 import subprocess
 
 import pytest
 
-TIMEOUT = 80
+TIMEOUT = 85
+# The sanitizer build runs the model about ten times slower: the same 52 jobs, shorter, and smaller
+# subsets for the tests after the first, so the second pass stays within its budget.
+SANITIZED = os.environ.get("BW_SANITIZED") == "1"
+TOKENS = 12 if SANITIZED else 40
 
 PASSAGES = [
     "The hive keeps a steady temperature of about thirty-five degrees, even when the air outside is cold.",
@@ -55,7 +60,7 @@ def prompts():
     jobs += [{"prompt": "Count: 1, 2, 3, 4, 5, 6,"}, {"prompt": "a b c d e f g h i j k l m n o p"}]
     for i, j in enumerate(jobs):
         j.update(SETTINGS[i % len(SETTINGS)])
-        j["max_tokens"] = 40
+        j["max_tokens"] = TOKENS
     assert len(jobs) >= 50
     return jobs
 
@@ -97,26 +102,27 @@ def test_speculation_gives_plain_decodings_tokens_with_8_concurrent_jobs(engine_
     bad = [i for i, (a, b) in enumerate(zip(ref, out)) if not same(a, b)]
     assert not bad, [(jobs[i], ref[i]["ids"], out[i]["ids"]) for i in bad[:3]]
     # the comparison means something only if drafts were verified and many accepted
-    assert total["lookup_accepted"] >= 200, total
+    assert total["lookup_accepted"] >= (50 if SANITIZED else 200), total
     assert total["lookup_drafted"] > total["lookup_accepted"], total  # and some rejected
 
 
 def test_adaptive_draft_lengths_give_plain_decodings_tokens_too(engine_bin, model_path, tmp_path, reference):
     # the default: each job sends the part of its draft that pays (fewer drafts, same tokens)
     jobs, ref = reference
-    out, total = run(engine_bin, model_path, tmp_path, jobs, 8, 8, "adaptive", fixed=False)
-    bad = [i for i, (a, b) in enumerate(zip(ref, out)) if not same(a, b)]
-    assert not bad, [(jobs[i], ref[i]["ids"], out[i]["ids"]) for i in bad[:3]]
+    pick = list(range(0, len(jobs), 3 if SANITIZED else 1))
+    out, total = run(engine_bin, model_path, tmp_path, [jobs[i] for i in pick], 8, 8, "adaptive", fixed=False)
+    bad = [i for i, o in zip(pick, out) if not same(ref[i], o)]
+    assert not bad, [(jobs[i], ref[i]["ids"], o["ids"]) for i in bad[:3]]
     assert total["lookup_accepted"] > 0, total
 
 
 def test_speculation_one_job_at_a_time_and_a_longer_draft(engine_bin, model_path, tmp_path, reference):
     jobs, ref = reference
-    pick = list(range(0, 28, 3)) + [28, 33, 38, 44, 48, 51]
+    pick = list(range(0, 28, 6 if SANITIZED else 3)) + [28, 33, 38, 44, 48, 51]
     out, total = run(engine_bin, model_path, tmp_path, [jobs[i] for i in pick], 16, 1, "one")
     bad = [i for i, o in zip(pick, out) if not same(ref[i], o)]
     assert not bad, [(jobs[i], ref[i]["ids"]) for i in bad[:3]]
-    assert total["lookup_accepted"] >= 20, total
+    assert total["lookup_accepted"] >= (5 if SANITIZED else 20), total
 
 
 def mutate(text):
@@ -127,7 +133,7 @@ def mutate(text):
 
 def test_prediction_right_partly_right_and_wrong_changes_no_token(engine_bin, model_path, tmp_path, reference):
     jobs, ref = reference
-    pick = [i for i in range(0, len(jobs), 4)][:14]
+    pick = [i for i in range(0, len(jobs), 4)][:6 if SANITIZED else 14]
     variants = []
     for i in pick:
         text = ref[i]["text"]
@@ -152,7 +158,7 @@ def test_stop_string_and_max_tokens_inside_an_accepted_run(engine_bin, model_pat
     # and no token past it may be published.
     jobs, ref = reference
     cases = []
-    for i in (0, 4, 8, 12, 16):
+    for i in ((0, 8, 16) if SANITIZED else (0, 4, 8, 12, 16)):
         text, ids = ref[i]["text"], ref[i]["ids"]
         words = [w for w in text.split() if len(w) > 3]
         assert words, text
@@ -164,5 +170,5 @@ def test_stop_string_and_max_tokens_inside_an_accepted_run(engine_bin, model_pat
     for c, a, b in zip(cases, ref2, out):
         assert same(a, b), (c, a, b)
     assert any(o["stop_reason"] == "STOP_SEQUENCE" for o in out)
-    assert sum(o["stop_reason"] == "MAX_TOKENS" for o in out[1::2]) == 5
+    assert all(o["stop_reason"] == "MAX_TOKENS" for o in out[1::2])
     assert total["pred_accepted"] > 0
