@@ -91,7 +91,7 @@ def same(a, b):
 def reference(engine_bin, model_path, tmp_path_factory):
     jobs = prompts()
     out, _ = run(engine_bin, model_path, tmp_path_factory.mktemp("ref"), jobs, 0, 8, "ref")
-    assert sum(len(x["ids"]) for x in out) > 1000
+    assert sum(len(x["ids"]) for x in out) > 0.6 * TOKENS * len(jobs)
     assert all(x["pred_drafted"] == 0 and x["lookup_drafted"] == 0 for x in out)  # --spec-max 0 drafts nothing
     return jobs, out
 
