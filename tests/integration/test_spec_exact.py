@@ -118,11 +118,12 @@ def test_adaptive_draft_lengths_give_plain_decodings_tokens_too(engine_bin, mode
 
 def test_speculation_one_job_at_a_time_and_a_longer_draft(engine_bin, model_path, tmp_path, reference):
     jobs, ref = reference
-    pick = list(range(0, 28, 6 if SANITIZED else 3)) + [28, 33, 38, 44, 48, 51]
+    # the prompts whose output repeats text (most drafts to verify), and some that do not
+    pick = [1, 5, 11, 15, 16, 20, 21, 22, 25, 26, 35, 45] + ([] if SANITIZED else [0, 9, 28, 33, 38, 44, 48, 51])
     out, total = run(engine_bin, model_path, tmp_path, [jobs[i] for i in pick], 16, 1, "one")
     bad = [i for i, o in zip(pick, out) if not same(ref[i], o)]
     assert not bad, [(jobs[i], ref[i]["ids"]) for i in bad[:3]]
-    assert total["lookup_accepted"] >= (5 if SANITIZED else 20), total
+    assert total["lookup_accepted"] >= (10 if SANITIZED else 40), total
 
 
 def mutate(text):
