@@ -767,9 +767,9 @@ static void count_draft(bw_sched *s, job *j, int drafted, int accepted)
     atomic_fetch_add_explicit(&s->stats[i].accepted, (uint64_t)accepted, memory_order_relaxed);
 }
 
-/* How many drafts job j may add: within spec_max and its adapted bound, the context (every draft takes a
- * position), its max_tokens (a draft is worth something only if a token may still follow it), and room
- * tokens of the batch. */
+/* How many drafts job j may add: within spec_max, the context (every draft takes a position), its
+ * max_tokens (a draft is worth something only if a token may still follow it), and room tokens of the
+ * batch. */
 static int draft_room(const bw_sched *s, const job *j, int room)
 {
     int k = s->spec_max;
