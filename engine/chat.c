@@ -9,6 +9,13 @@
  *   Llama 3  <|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|> ...
  *            <|start_header_id|>assistant<|end_header_id|>\n\n (contents trimmed)
  *
+ *   Phi-3    <|system|>\n{content}<|end|>\n<|user|>\n...<|end|>\n<|assistant|>\n  (templates with a
+ *            system turn), or the early form: <s> then <|user|>\n{user}<|end|>\n<|assistant|>\n per user
+ *            message and {assistant}<|end|>\n per reply (system messages dropped, no separate
+ *            generation prompt)
+ *   Gemma    <bos><start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n...
+ *            (assistant is "model", contents trimmed, roles must alternate)
+ *
  * The BOS/EOS markers that the Llama templates take from bos_token/eos_token are written as text, as
  * Jinja renders them; encode such a prompt with parse_special and without a second BOS. */
 #ifndef _GNU_SOURCE
@@ -39,6 +46,10 @@ enum bw_chat_kind bw_chat_detect(const char *tmpl, size_t len) {
         return BW_CHAT_CHATML;
     if (find_in(tmpl, len, "[INST]"))
         return BW_CHAT_LLAMA2;
+    if (find_in(tmpl, len, "<|user|>") && find_in(tmpl, len, "<|assistant|>") && find_in(tmpl, len, "<|end|>"))
+        return BW_CHAT_PHI3;
+    if (find_in(tmpl, len, "<start_of_turn>"))
+        return BW_CHAT_GEMMA;
     return BW_CHAT_UNKNOWN;
 }
 
@@ -253,6 +264,74 @@ static void render_llama3(sbuf *b, const bw_chat_msg *msgs, size_t n) {
     puts_(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
+/* ---------------------------------------------------------------- Phi-3 */
+
+static void render_phi3(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n) {
+    if (tmpl && find_in(tmpl, tmpl_len, "<|system|>")) {
+        for (size_t i = 0; i < n; i++) {
+            const char *r = msgs[i].role;
+            if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
+                continue;
+            puts_(b, "<|");
+            puts_(b, r);
+            puts_(b, "|>\n");
+            puts_(b, msgs[i].content);
+            puts_(b, "<|end|>\n");
+        }
+        puts_(b, "<|assistant|>\n");
+        return;
+    }
+    /* the early form: each user turn carries the assistant's header */
+    if (tmpl && find_in(tmpl, tmpl_len, "bos_token"))
+        puts_(b, "<s>");
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(msgs[i].role, "user") == 0) {
+            puts_(b, "<|user|>\n");
+            puts_(b, msgs[i].content);
+            puts_(b, "<|end|>\n<|assistant|>\n");
+        } else if (strcmp(msgs[i].role, "assistant") == 0) {
+            puts_(b, msgs[i].content);
+            puts_(b, "<|end|>\n");
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- Gemma */
+
+static bool render_gemma(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, size_t errlen) {
+    if (n == 0) {
+        set_err(err, errlen, "Gemma template: the conversation has no messages");
+        return false;
+    }
+    const char *system = NULL;
+    if (strcmp(msgs[0].role, "system") == 0) {
+        system = msgs[0].content;
+        msgs++;
+        n--;
+    }
+    puts_(b, "<bos>");
+    for (size_t i = 0; i < n; i++) {
+        bool is_user = strcmp(msgs[i].role, "user") == 0;
+        if (is_user != (i % 2 == 0)) {
+            set_err(err, errlen, "Gemma template: conversation roles must alternate user/assistant/user/... "
+                                 "(message %zu is '%s')",
+                    i + (system ? 1 : 0), msgs[i].role);
+            return false;
+        }
+        puts_(b, "<start_of_turn>");
+        puts_(b, strcmp(msgs[i].role, "assistant") == 0 ? "model" : msgs[i].role);
+        puts_(b, "\n");
+        if (i == 0 && system) {
+            puts_(b, system);
+            puts_(b, "\n\n");
+        }
+        put_stripped(b, msgs[i].content);
+        puts_(b, "<end_of_turn>\n");
+    }
+    puts_(b, "<start_of_turn>model\n");
+    return true;
+}
+
 char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs,
                      size_t n_msgs, char *err, size_t errlen) {
     if (n_msgs > 0 && !msgs) {
@@ -280,8 +359,22 @@ char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, 
     case BW_CHAT_LLAMA3:
         render_llama3(&b, msgs, n_msgs);
         break;
+    case BW_CHAT_PHI3:
+        render_phi3(&b, tmpl, tmpl ? tmpl_len : 0, msgs, n_msgs);
+        break;
+    case BW_CHAT_GEMMA:
+        if (!render_gemma(&b, msgs, n_msgs, err, errlen)) {
+            free(b.p);
+            return NULL;
+        }
+        break;
     default:
-        set_err(err, errlen, "the model's chat template is not one we render (supported: ChatML, Llama 2, Llama 3)");
+        if (!tmpl || tmpl_len == 0)
+            set_err(err, errlen, "the model file has no chat template (tokenizer.chat_template) and its vocabulary "
+                                 "is not ChatML's; send a plain prompt");
+        else
+            set_err(err, errlen, "the model's chat template is not one we render (supported: ChatML, Llama 2, "
+                                 "Llama 3, Phi-3, Gemma)");
         free(b.p);
         return NULL;
     }

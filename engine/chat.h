@@ -1,6 +1,7 @@
 /* Chat templates: turns a list of messages into the prompt text a model was trained on.
  *
- * Owns: recognition of the template in tokenizer.chat_template (ChatML as in SmolLM2, Llama 2, Llama 3)
+ * Owns: recognition of the template in tokenizer.chat_template (ChatML as in SmolLM2 and Qwen, Llama 2,
+ * Llama 3, Phi-3, Gemma)
  * and rendering. It does not run Jinja: it recognises the known forms by their markers and renders them
  * natively, and reports an unknown template as an error the caller can show. */
 #ifndef BW_ENGINE_CHAT_H
@@ -8,7 +9,7 @@
 
 #include <stddef.h>
 
-enum bw_chat_kind { BW_CHAT_UNKNOWN = 0, BW_CHAT_CHATML, BW_CHAT_LLAMA2, BW_CHAT_LLAMA3 };
+enum bw_chat_kind { BW_CHAT_UNKNOWN = 0, BW_CHAT_CHATML, BW_CHAT_LLAMA2, BW_CHAT_LLAMA3, BW_CHAT_PHI3, BW_CHAT_GEMMA };
 
 typedef struct {
     const char *role;    /* "system", "user", "assistant" */

@@ -57,6 +57,8 @@ static struct {
     bw_sched *sched; /* set once loaded; busy/queued are read through atomics */
     char model_id[BW_PROTO_MAX_NAME + 1];
     char backend[BW_PROTO_MAX_NAME + 1];
+    char arch[BW_PROTO_MAX_NAME + 1];
+    char weight_types[BW_PROTO_MAX_NAME + 1];
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int sig_fds[2];
@@ -100,10 +102,12 @@ static void send_simple(uint16_t type)
         }
         snprintf(h->model_id, sizeof(h->model_id), "%s", d.model_id);
         snprintf(h->backend, sizeof(h->backend), "%s", d.backend);
+        snprintf(h->arch, sizeof(h->arch), "%s", d.arch);
+        snprintf(h->weight_types, sizeof(h->weight_types), "%s", d.weight_types);
     }
     m.h.mono_ns = bw_clock_mono_ns();
     m.h.real_ns = bw_clock_real_ns();
-    uint8_t buf[512];
+    uint8_t buf[1024]; /* a HELLO with four names of BW_PROTO_MAX_NAME is under 700 bytes */
     long n = bw_proto_encode(&m, buf, sizeof(buf));
     if (n > 0) publish(NULL, buf, (size_t)n);
 }
@@ -309,6 +313,8 @@ int bw_daemon_main(const bw_engine_opts *o)
     bw_sched_set_spec_fixed(sched, o->spec_fixed);
     snprintf(d.model_id, sizeof(d.model_id), "%s", e.model.id);
     snprintf(d.backend, sizeof(d.backend), "%s", e.backend->ops->name);
+    snprintf(d.arch, sizeof(d.arch), "%s", e.model.cfg.arch);
+    snprintf(d.weight_types, sizeof(d.weight_types), "%s", e.model.weight_types);
     atomic_store(&d.slots_total, (unsigned)e.n_slots);
     atomic_store(&d.n_ctx, (unsigned)e.n_ctx);
     d.sched = sched;

@@ -47,9 +47,9 @@ int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float
                       : bw_backend_cpu_create(&e->model, &bp, err, errlen);
     if (!e->backend) goto fail;
     report(progress, ctx, 1.0f);
-    bw_log_info("loaded %s: %d layers, width %d, vocab %d, context %d x %d slots, backend %s",
-                e->model.id, e->model.cfg.n_layer, e->model.cfg.n_embd, e->model.cfg.n_vocab, e->n_ctx,
-                e->n_slots, e->backend->ops->name);
+    bw_log_info("loaded %s (%s, %s): %d layers, width %d, vocab %d, context %d x %d slots, backend %s",
+                e->model.id, e->model.cfg.arch, e->model.weight_types, e->model.cfg.n_layer, e->model.cfg.n_embd,
+                e->model.cfg.n_vocab, e->n_ctx, e->n_slots, e->backend->ops->name);
     return 0;
 fail:
     bw_engine_unload(e);

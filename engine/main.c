@@ -385,7 +385,7 @@ static int32_t *build_prompt(const bw_engine *e, const cli *c, int32_t *n, char 
 {
     bw_gguf_str tmpl = {0, NULL};
     bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &tmpl);
-    bw_prompt_ctx pc = {e->tok, bw_chat_detect(tmpl.str, tmpl.len), tmpl.str, tmpl.len};
+    bw_prompt_ctx pc = {e->tok, bw_prompt_chat_kind(e->tok, tmpl.str, tmpl.len), tmpl.str, tmpl.len};
     bw_chat_msg msgs[2];
     size_t nm = 0;
     if (c->system) msgs[nm++] = (bw_chat_msg){"system", c->system};

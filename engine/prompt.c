@@ -14,6 +14,19 @@ static int starts_with_bos(const bw_tok *tok, const char *text)
     return n > 0 && strncmp(text, piece, (size_t)n) == 0;
 }
 
+static int is_one_special_token(const bw_tok *tok, const char *s)
+{
+    int32_t id;
+    return bw_tok_encode(tok, s, strlen(s), 0, 1, &id, 1) == 1 && bw_tok_piece(tok, id, 0, NULL, 0) == 0;
+}
+
+enum bw_chat_kind bw_prompt_chat_kind(const bw_tok *tok, const char *tmpl, size_t tmpl_len)
+{
+    if (tmpl && tmpl_len) return bw_chat_detect(tmpl, tmpl_len);
+    if (is_one_special_token(tok, "<|im_start|>") && is_one_special_token(tok, "<|im_end|>")) return BW_CHAT_CHATML;
+    return BW_CHAT_UNKNOWN;
+}
+
 int32_t *bw_prompt_encode(const bw_prompt_ctx *ctx, const bw_prompt_req *req, size_t extra, size_t *n,
                           char *err, size_t errlen)
 {

@@ -28,6 +28,11 @@ typedef struct {
     int parse_special; /* for plain text; chat text always parses special tokens */
 } bw_prompt_req;
 
+/* The chat form for a model: its template's shape (engine/chat.h). A file without a template gets ChatML
+ * only when its vocabulary has ChatML's <|im_start|> and <|im_end|> tokens; otherwise chat requests are an
+ * error rather than a prompt the model was never trained on. */
+enum bw_chat_kind bw_prompt_chat_kind(const bw_tok *tok, const char *tmpl, size_t tmpl_len);
+
 /* Returns a malloc'd array of *n ids with room for `extra` more after them (resume tokens), or NULL with
  * a one-line reason in err. An empty result is an error ("the prompt is empty"). */
 int32_t *bw_prompt_encode(const bw_prompt_ctx *ctx, const bw_prompt_req *req, size_t extra, size_t *n,

@@ -286,7 +286,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
         !s->forced)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
-    s->chat_kind = bw_chat_detect(s->tmpl.str, s->tmpl.len);
+    s->chat_kind = bw_prompt_chat_kind(e->tok, s->tmpl.str, s->tmpl.len);
     return s;
 oom:
     snprintf(err, errlen, "out of memory creating the scheduler (%d slots, vocabulary %d)", e->n_slots,

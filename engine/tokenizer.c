@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 
 enum tok_kind { KIND_BPE, KIND_SPM };
@@ -34,6 +35,7 @@ enum {
     ATTR_CONTROL = 1 << 3,
     ATTR_USER_DEFINED = 1 << 4,
     ATTR_BYTE = 1 << 5,
+    ATTR_RSTRIP = 1 << 6, /* whitespace after this special token in the text is dropped (phi-3) */
 };
 
 /* One pass of the pre-tokenizer: a regex and what happens to text it does not match. llama.cpp runs
@@ -413,6 +415,11 @@ static const char RE_LLAMA3[] =
     "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
     "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 
+/* Qwen2's: Llama 3's with single digits. */
+static const char RE_QWEN2[] =
+    "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
+    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+
 struct pre_def {
     const char *names; /* NUL-separated, double-NUL-terminated */
     const char *re[MAX_PASSES];
@@ -425,6 +432,7 @@ static const struct pre_def PRE_DEFS[] = {
     {"default\0", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, {false, true, false, false},
      false, false},
     {"llama3\0llama-v3\0llama-bpe\0falcon3\0pixtral\0", {RE_LLAMA3}, {true}, true, true},
+    {"qwen2\0deepseek-r1-qwen\0", {RE_QWEN2}, {true}, false, false},
     {"gpt-2\0gpt2\0phi-2\0mpt\0olmo\0jais\0", {RE_GPT2}, {true}, false, false},
     {"smollm\0starcoder\0refact\0command-r\0codeshell\0exaone\0minerva-7b\0", {"\\p{N}", RE_GPT2}, {false, true},
      false, false},
@@ -775,6 +783,34 @@ static bool build_special_list(bw_tok *t) {
     return true;
 }
 
+/* llama.cpp strips the whitespace after the special tokens of models whose general.name contains "phi-3"
+ * or "phi3" (case-insensitive), except after <unk>, <s> and <|endoftext|>, and also after </s>. */
+static void set_rstrip(bw_tok *t, const bw_gguf *g) {
+    bw_gguf_str name;
+    if (bw_gguf_get_str(g, "general.name", &name) != 0)
+        return;
+    char low[256];
+    size_t n = name.len < sizeof low - 1 ? name.len : sizeof low - 1;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)tolower((unsigned char)name.str[i]);
+    low[n] = 0;
+    if (!strstr(low, "phi-3") && !strstr(low, "phi3"))
+        return;
+    for (int32_t k = 0; k < t->n_special; k++)
+        t->attr[t->special[k]] |= ATTR_RSTRIP;
+    static const char *const on[] = {"</s>", NULL}, *const off[] = {"<unk>", "<s>", "<|endoftext|>", NULL};
+    for (int i = 0; on[i]; i++) {
+        int32_t id = strtab_find(&t->strs, on[i], strlen(on[i]));
+        if (id >= 0)
+            t->attr[id] |= ATTR_RSTRIP;
+    }
+    for (int i = 0; off[i]; i++) {
+        int32_t id = strtab_find(&t->strs, off[i], strlen(off[i]));
+        if (id >= 0)
+            t->attr[id] &= (uint8_t)~ATTR_RSTRIP;
+    }
+}
+
 bw_tok *bw_tok_load(const bw_gguf *g, char *err, size_t errlen) {
     bw_gguf_str model;
     if (bw_gguf_get_str(g, "tokenizer.ggml.model", &model) != 0) {
@@ -800,7 +836,8 @@ bw_tok *bw_tok_load(const bw_gguf *g, char *err, size_t errlen) {
         }
         pre = find_pre(name.str, name.len);
         if (!pre) {
-            set_err(err, errlen, "unknown pre-tokenizer '%.*s' (supported: default, smollm, llama3/llama-bpe, gpt-2)",
+            set_err(err, errlen,
+                    "unknown pre-tokenizer '%.*s' (supported: default, smollm, llama3/llama-bpe, qwen2, gpt-2)",
                     (int)(name.len < 64 ? name.len : 64), name.str);
             goto fail;
         }
@@ -846,6 +883,7 @@ bw_tok *bw_tok_load(const bw_gguf *g, char *err, size_t errlen) {
         set_err(err, errlen, "out of memory");
         goto fail;
     }
+    set_rstrip(t, g);
 
     for (int32_t i = 0; i < n; i++) {
         if (!(t->attr[i] & ATTR_BYTE))
@@ -1324,6 +1362,9 @@ static bool partition(const bw_tok *t, const char *text, size_t len, bool parse_
                     g[m++] = (frag){off, h - off, -1};
                 g[m++] = (frag){h, sl, id};
                 off = h + sl;
+                if (t->attr[id] & ATTR_RSTRIP)
+                    while (off < end && strchr(" \t\n\v\f\r", text[off]) && text[off])
+                        off++;
             }
         }
         if (any) {

@@ -92,11 +92,11 @@ enum bw_auth_result bw_auth_check(const bw_auth *a, const char *header, size_t l
 {
     if (!a->enabled) return BW_AUTH_OK;
     if (!header || len == 0) return BW_AUTH_MISSING;
+    /* the scheme is case-insensitive (RFC 9110 §11.1); the token is compared byte for byte, spaces
+     * included: "Bearer  t" or "Bearer t " is not "Bearer t" */
     if (len < 7 || strncasecmp(header, "Bearer ", 7) != 0) return BW_AUTH_INVALID;
     const char *tok = header + 7;
     size_t n = len - 7;
-    while (n && *tok == ' ') tok++, n--;
-    while (n && tok[n - 1] == ' ') n--;
     if (n == 0) return BW_AUTH_MISSING;
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)tok, n, d);

@@ -5,6 +5,7 @@
 #include "frontend/http.h"
 #include "frontend/jobs.h"
 #include "frontend/link.h"
+#include "frontend/model_id.h"
 
 /* What engine restarts cost and what the front repaired (issue 5): the same counters /metrics exports. */
 static json_t *resume_json(bw_front *f)
@@ -43,9 +44,8 @@ json_t *bw_info_json(bw_front *f)
     snprintf(device, sizeof(device), "%s:%d", have && h->backend[0] ? h->backend : f->opts->backend, f->opts->device);
     snprintf(epoch, sizeof(epoch), "%016llx", (unsigned long long)bw_link_epoch(f->link));
     unsigned epochs = bw_link_epochs_seen(f->link);
-    const char *model = have && h->model_id[0] ? h->model_id : (f->opts->model_ref ? f->opts->model_ref : "");
-    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "id", f->opts->worker_id, "model_id", model, "device",
-                          device, "port", f->port, "status", bw_link_state(f->link) == BW_LINK_READY ? "ready" : "not_ready",
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "id", f->opts->worker_id, "model_id", bw_model_id(f),
+                          "model_name", bw_model_name(f), "device", device, "port", f->port, "status", bw_link_state(f->link) == BW_LINK_READY ? "ready" : "not_ready",
                           "implementation", "beeworker", "version", BW_VERSION);
     json_t *e = json_pack("{s:s,s:s,s:{s:I,s:I},s:I,s:I,s:I}", "epoch", epoch, "state", bw_link_state_name(f->link),
                           "slots", "total", (json_int_t)h->slots_total, "busy", (json_int_t)h->slots_busy,
@@ -53,6 +53,9 @@ json_t *bw_info_json(bw_front *f)
                           "pid", (json_int_t)h->pid);
     if (o && e) {
         json_object_set_new(o, "engine", e);
+        json_t *md = bw_link_model_json(f->link);
+        if (md) json_object_update(o, md);
+        json_decref(md);
         json_t *jobs = json_pack("{s:I,s:I,s:I}", "waiting", (json_int_t)bw_jobs_queued(f->jobs), "running",
                                  (json_int_t)bw_jobs_running(f->jobs), "streams", (json_int_t)bw_jobs_streams(f->jobs));
         if (jobs) json_object_set_new(o, "jobs", jobs);

@@ -5,6 +5,7 @@
 #include "frontend/http.h"
 #include "frontend/jobs.h"
 #include "frontend/link.h"
+#include "frontend/model_id.h"
 #include "frontend/openai.h"
 #include "frontend/request.h"
 #include "frontend/sse.h"
@@ -21,8 +22,7 @@ int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat)
         return 0;
     }
     /* the model is echoed, never used for routing: a worker serves one model */
-    const bw_proto_hello *h = bw_link_hello(f->link);
-    const char *model = o.model ? o.model : h->model_id[0] ? h->model_id : f->opts->model_ref ? f->opts->model_ref : "";
+    const char *model = o.model ? o.model : bw_model_id(f);
     char *model_copy = h2o_strdup(&req->pool, model, SIZE_MAX).base;
     bw_job *j = bw_handle_submit_job(f, req, &p);
     json_decref(root);

@@ -34,6 +34,15 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
         bw_http_send_error(req, 404, "JOB_NOT_FOUND", "no such job (finished jobs are kept for --retain seconds)");
         return 0;
     }
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        /* the headers a GET would get, without attaching a reader (which would take the job) */
+        req->res.status = 200;
+        req->res.reason = "OK";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+        h2o_send_inline(req, "", 0);
+        return 0;
+    }
     uint64_t from = 0;
     int resuming = 0;
     char q[32];
@@ -53,12 +62,25 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
             return 0;
         }
     }
-    int timing = bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0;
-    if (bw_sse_open(f, req, j, from, timing) == 0) return 0;
+    if (resuming && bw_job_terminal(j, &(size_t){0}) && bw_job_all_sent(j) && from > bw_job_n_tokens(j)) {
+        /* A reconnect after the whole stream went out (an EventSource that was not closed after [DONE]):
+         * nothing is left, and 204 is what makes a browser stop reconnecting. */
+        req->res.status = 204;
+        req->res.reason = "No Content";
+        h2o_send_inline(req, "", 0);
+        return 0;
+    }
+    int flags = 0;
+    if (bw_http_query(req, "timing", q, sizeof(q)) == 0 && strcmp(q, "1") == 0) flags |= BW_SSE_TIMING;
+    /* ?ids=0 / ?ids=1 override the job's default (no ids for rbee's operation form, see jobs.h) */
+    int no_ids = bw_job_no_ids(j);
+    if (bw_http_query(req, "ids", q, sizeof(q)) == 0) no_ids = strcmp(q, "0") == 0;
+    if (no_ids) flags |= BW_SSE_NO_IDS;
+    if (bw_sse_open(f, req, j, from, flags) == 0) return 0;
     if (resuming) {
         bw_sse_stream *old = bw_job_take_reader(j);
         if (old && bw_sse_abandon(old) != 0) bw_job_attach(j, old); /* a whole response cannot be taken over */
-        else if (old && bw_sse_open(f, req, j, from, timing) == 0) return 0;
+        else if (old && bw_sse_open(f, req, j, from, flags) == 0) return 0;
     }
     bw_http_send_error(req, 409, "STREAM_ALREADY_OPEN", "this job's stream is already being read");
     return 0;

@@ -24,7 +24,8 @@ int bw_handle_info(bw_front *f, h2o_req_t *req);
 json_t *bw_info_json(bw_front *f);
 /* POST /v1/completions (chat = 0) and /v1/chat/completions (chat = 1) */
 int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat);
-int bw_handle_models(bw_front *f, h2o_req_t *req);
+/* GET /v1/models (id NULL) and GET /v1/models/<id> (OpenAI's models.retrieve; id as in the path) */
+int bw_handle_models(bw_front *f, h2o_req_t *req, const char *id, size_t id_len);
 int bw_handle_metrics(bw_front *f, h2o_req_t *req);
 
 #endif

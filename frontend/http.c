@@ -112,6 +112,11 @@ int bw_http_authorize(bw_front *f, h2o_req_t *req)
 {
     const h2o_iovec_t *v = NULL;
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i >= 0 && bw_auth_enabled(f->auth) && h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i) >= 0) {
+        /* which one would a proxy in front of us have checked? Neither may win. */
+        bw_http_send_error(req, 400, "DUPLICATE_AUTHORIZATION", "send exactly one Authorization header");
+        return -1;
+    }
     if (i >= 0) v = &req->headers.entries[i].value;
     switch (bw_auth_check(f->auth, v ? v->base : NULL, v ? v->len : 0)) {
     case BW_AUTH_OK:
@@ -125,6 +130,37 @@ int bw_http_authorize(bw_front *f, h2o_req_t *req)
         bw_http_send_error(req, 401, "INVALID_API_KEY", "the bearer token is not valid for this worker");
         return -1;
     }
+}
+
+/* Content-Length lines in the head of an HTTP/1 request with a body. h2o 2.2.5 keeps no Content-Length
+ * in req->headers, but leaves the request's head in the connection's input buffer, right in front of
+ * the body, until the request is done. */
+static int content_length_lines(h2o_req_t *req)
+{
+    if (!req->entity.base || req->version >= 0x200 || !req->conn->callbacks->get_socket) return 0;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (!sock || !sock->input) return 0;
+    const char *p = sock->input->bytes, *end = req->entity.base;
+    if (end < p || end > p + sock->input->size) return 0;
+    static const char name[] = "content-length:";
+    int n = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = (size_t)((nl ? nl : end) - p);
+        if (len >= sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) n++;
+        p = nl ? nl + 1 : end;
+    }
+    return n;
+}
+
+int bw_http_reject_ambiguous_framing(h2o_req_t *req)
+{
+    if (content_length_lines(req) < 2) return 0;
+    /* h2o 2.2.5 reads the body by the first one and parses the rest as a new request (smuggling); RFC 9112
+     * §6.3: an unrecoverable error. The connection is closed so that no byte of it is read again. */
+    req->http1_is_persistent = 0;
+    bw_http_send_error(req, 400, "AMBIGUOUS_CONTENT_LENGTH", "the request has more than one Content-Length header");
+    return -1;
 }
 
 int bw_http_query(h2o_req_t *req, const char *name, char *out, size_t cap)

@@ -25,7 +25,11 @@ void bw_http_send_error_obj(h2o_req_t *req, int status, json_t *error);
  * a body over --max-body → 413, a worker shutting down → 503. Returns -1 after answering. */
 int bw_http_check_json_body(bw_front *f, h2o_req_t *req);
 
-/* Applies the bearer-token rule; on failure it has sent the 401 and returns -1. */
+/* More than one Content-Length (RFC 9112 §6.3): answers 400, closes the connection and returns -1. */
+int bw_http_reject_ambiguous_framing(h2o_req_t *req);
+
+/* Applies the bearer-token rule (two Authorization headers: 400); on failure it has answered and
+ * returns -1. */
 int bw_http_authorize(bw_front *f, h2o_req_t *req);
 
 /* The value of query parameter `name` (not decoded; our parameters are plain numbers), or -1. */

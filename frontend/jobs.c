@@ -10,6 +10,7 @@
  * submission), so the runs of a job on different engines never mix. */
 #include "frontend/jobs.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "frontend/buf.h"
 #include "frontend/link.h"
 #include "frontend/metrics.h"
+#include "frontend/model_id.h"
 #include "frontend/sse.h"
 
 #define N_BUCKETS 4096
@@ -28,7 +30,7 @@
 #define REPLAY_RETRY_MS 100   /* a REPLAY that filled nothing is asked again after this */
 #define REPLAY_MAX_TRIES 50   /* then the gap is unrepairable: 5 s of asking without progress */
 #define PROBE_IDLE_MS 1000    /* a job silent this long gets a REPLAY probe: its last messages may be lost */
-#define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for the buffer bound */
+#define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for a job without a reader */
 
 enum job_state { JOB_QUEUED, JOB_SUBMITTED, JOB_RUNNING, JOB_FINISHED };
 
@@ -64,13 +66,16 @@ struct bw_job {
     size_t n_toks, cap_toks;
     bw_buf text;
     uint64_t decode_ns; /* summed over the job's runs */
+    uint64_t run_first_ns, run_last_ns; /* engine stamps of the current run's first and last token */
     char *terminal;
     size_t terminal_len;
 
     bw_sse_stream *reader;
     uint64_t delivered; /* SSE id of the first event the last reader had not written yet */
     int retention_over;
+    int all_sent; /* a stream handed the terminal event to its client */
     uint32_t n_prompt;
+    int32_t clamped_to; /* max_tokens as the context allowed it, when that is less than asked (else 0) */
     uint64_t created_ns;
     h2o_timeout_entry_t timer;      /* engine wait while QUEUED, retention once FINISHED */
     h2o_timeout_entry_t open_timer; /* cancels a job whose stream is not opened (or reopened) in time */
@@ -190,6 +195,7 @@ static void finish_end(bw_job *j, const char *reason, const char *matched, size_
     if (j->p.prediction_len)
         bw_buf_addf(&b, ",\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u", j->pred_accepted,
                     j->pred_drafted - j->pred_accepted);
+    if (j->clamped_to) bw_buf_addf(&b, ",\"max_tokens_clamped_to\":%d", (int)j->clamped_to);
     if (matched) {
         bw_buf_adds(&b, ",\"stop_sequence_matched\":\"");
         bw_buf_add_json_str(&b, matched, matched_len);
@@ -199,6 +205,14 @@ static void finish_end(bw_job *j, const char *reason, const char *matched, size_
     size_t len;
     char *s = bw_buf_take(&b, &len);
     finish(j, s, len);
+}
+
+/* A run that ends without its engine's DONE (cancelled here, engine lost) still decoded: its time is
+ * what its tokens' stamps span, the same measure as the engine's (first token to the end). */
+static void close_run(bw_job *j)
+{
+    if (j->run_last_ns > j->run_first_ns) j->decode_ns += j->run_last_ns - j->run_first_ns;
+    j->run_first_ns = j->run_last_ns = 0;
 }
 
 /* Tells the job's engine to stop it; best effort, the job is ended here regardless. */
@@ -378,6 +392,7 @@ static int send_submit(bw_jobs *js, bw_job *j)
 static void requeue(bw_job *j, int resume)
 {
     bw_jobs *js = j->js;
+    close_run(j);
     leave_state_list(j);
     j->state = JOB_QUEUED;
     if (resume) j->resume_pending = 1;
@@ -476,13 +491,17 @@ void bw_jobs_cancel(bw_jobs *js, bw_job *j)
 {
     if (j->state == JOB_FINISHED) return;
     send_cancel(js, j);
+    close_run(j);
     finish_end(j, "CANCELLED", NULL, 0);
 }
 
-/* Bytes the client has not taken yet: events from the first one no stream has written to its socket. */
+/* Bytes the client has not taken yet. While a stream reads the job they are its formatted events (an
+ * OpenAI chunk repeats the model name and ids, many times the token's text); without a reader, the
+ * events from the first one no stream has written, estimated from their text. */
 static size_t backlog_bytes(const bw_job *j)
 {
-    uint64_t first = j->reader ? bw_sse_delivered(j->reader) : j->delivered;
+    if (j->reader) return bw_sse_backlog(j->reader);
+    uint64_t first = j->delivered;
     size_t u = first > 0 ? (size_t)(first - 1) : 0;
     if (u >= j->n_toks) return 0;
     return (j->text.len - j->toks[u].off) + (j->n_toks - u) * EVENT_OVERHEAD;
@@ -501,7 +520,27 @@ static int add_token(bw_job *j, const bw_proto_token *t, uint64_t ts_ns)
     bw_buf_add(&j->text, t->text, t->text_len);
     if (j->text.failed || off > UINT32_MAX) return -1;
     j->toks[j->n_toks++] = (tok_rec){.off = (uint32_t)off, .len = t->text_len, .id = t->token_id, .ts_ns = ts_ns};
+    if (!j->run_first_ns) j->run_first_ns = ts_ns;
+    j->run_last_ns = ts_ns;
     return 0;
+}
+
+/* The engine generates at most n_ctx - n_prompt tokens. Returns -1 when the job has been ended. */
+static int fit_context(bw_jobs *js, bw_job *j)
+{
+    int64_t room = (int64_t)bw_link_hello(js->f->link)->n_ctx - (int64_t)j->n_prompt;
+    if (room <= 0 || j->p.max_tokens <= room) return 0;
+    if (!j->p.refuse_over_context) {
+        j->clamped_to = (int32_t)room;
+        return 0;
+    }
+    char msg[256];
+    snprintf(msg, sizeof(msg), "This model's maximum context length is %u tokens. However, you requested %lld tokens "
+             "(%u in the prompt, %d in the completion). Please reduce the length of the prompt or the completion.",
+             bw_link_hello(js->f->link)->n_ctx, (long long)j->n_prompt + j->p.max_tokens, j->n_prompt,
+             (int)j->p.max_tokens);
+    cancel_with_error(js, j, "context_length_exceeded", msg);
+    return -1;
 }
 
 static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
@@ -509,15 +548,25 @@ static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     j->state = JOB_RUNNING;
     if (j->started) return; /* a resumed run: the client saw `started` from the first one */
     j->n_prompt = m->u.accepted.n_prompt;
+    if (fit_context(js, j) != 0) return;
     bw_buf b;
     bw_buf_init(&b);
-    const char *model = bw_link_hello(js->f->link)->model_id;
+    const char *model = bw_model_id(js->f);
     bw_buf_adds(&b, "{\"type\":\"started\",\"job_id\":\"");
     bw_buf_adds(&b, j->id);
     bw_buf_adds(&b, "\",\"model\":\"");
     bw_buf_add_json_str(&b, model, strlen(model));
-    bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"}", (unsigned long long)m->u.accepted.seed,
+    bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"", (unsigned long long)m->u.accepted.seed,
                 (long long)(m->h.real_ns / 1000000000ull));
+    json_t *md = bw_link_model_json(js->f->link); /* {"architecture":…,"weight_types":[…]}: its members go here */
+    char *mds = md ? json_dumps(md, JSON_COMPACT) : NULL;
+    if (mds && strlen(mds) > 2) {
+        bw_buf_adds(&b, ",");
+        bw_buf_add(&b, mds + 1, strlen(mds) - 2);
+    }
+    free(mds);
+    json_decref(md);
+    bw_buf_adds(&b, "}");
     j->started = bw_buf_take(&b, &j->started_len);
 }
 
@@ -540,6 +589,7 @@ static int on_token(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
         return -1;
     }
     if (m->h.seq < j->gap_end) js->st.tokens_replayed++;
+    notify(j); /* formats the event, so that its bytes count */
     if (backlog_bytes(j) > js->f->opts->stream_buffer) {
         js->st.slow_client_cancels++;
         bw_log_warn("%s: the client is more than %zu bytes behind; cancelling", j->id, js->f->opts->stream_buffer);
@@ -630,6 +680,7 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
         js->st.spec_accepted[0] += d->pred_accepted;
         js->st.spec_drafted[1] += d->lookup_drafted;
         js->st.spec_accepted[1] += d->lookup_accepted;
+        j->run_first_ns = j->run_last_ns = 0; /* the engine measured this run */
         int seq = d->stop == BW_PSTOP_SEQUENCE;
         finish_end(j, bw_proto_stop_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
         return;
@@ -720,4 +771,7 @@ int bw_job_prediction(const bw_job *j, uint32_t *accepted, uint32_t *rejected)
 }
 
 uint32_t bw_job_n_prompt(const bw_job *j) { return j->n_prompt; }
+int bw_job_no_ids(const bw_job *j) { return j->p.no_ids; }
+void bw_job_set_all_sent(bw_job *j) { j->all_sent = 1; }
+int bw_job_all_sent(const bw_job *j) { return j->all_sent; }
 uint64_t bw_job_created_ns(const bw_job *j) { return j->created_ns; }

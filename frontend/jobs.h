@@ -39,6 +39,13 @@ typedef struct {
     char stop[BW_PROTO_MAX_STOP][BW_PROTO_MAX_STOP_LEN + 1];
     const char *prediction; /* predicted output (draft tokens for the engine), or NULL; copied */
     size_t prediction_len;
+    /* When the prompt (counted by the engine) and max_tokens do not fit the context together: 0 clamps
+     * max_tokens to the room left and says so in `end` (max_tokens_clamped_to); 1 ends the job before its
+     * first token with error context_length_exceeded (OpenAI's answer, a 400 on the OpenAI routes). */
+    int refuse_over_context;
+    /* The stream omits id: lines unless asked (?ids=1): set for rbee's {"operation":"infer"} form, whose
+     * job client forwards every non-empty line it does not recognise to its own clients. */
+    int no_ids;
 } bw_job_params;
 
 bw_jobs *bw_jobs_create(bw_front *f);
@@ -94,6 +101,11 @@ const char *bw_job_terminal(const bw_job *j, size_t *len); /* JSON of end/error,
  * without one). */
 int bw_job_prediction(const bw_job *j, uint32_t *accepted, uint32_t *rejected);
 uint32_t bw_job_n_prompt(const bw_job *j);   /* prompt tokens as the engine counted them (0 before ACCEPTED) */
+int bw_job_no_ids(const bw_job *j);          /* the job's stream omits id: lines by default */
+/* A stream has handed the job's terminal event to its client: every event has been sent. A reconnect
+ * that has seen every token then gets 204, which tells a browser's EventSource to stop reconnecting. */
+void bw_job_set_all_sent(bw_job *j);
+int bw_job_all_sent(const bw_job *j);
 uint64_t bw_job_created_ns(const bw_job *j); /* CLOCK_MONOTONIC at submission: time to first token starts here */
 
 #endif

@@ -6,10 +6,12 @@
  * Engines: one current engine (the one new jobs go to) and at most one draining engine, which finishes
  * the jobs it has while a replacement starts (a rolling upgrade). Each is bound to the SUB pipe its HELLO
  * came on; that pipe closing, a BYE, or (for the current engine) a new epoch loses it. A lost epoch is
- * remembered so that its late HELLOs cannot bring it back. */
+ * remembered so that its late HELLOs cannot bring it back. An engine that stops sending HELLO for
+ * --engine-hello-timeout is lost too (a process stopped or stuck keeps its pipes open). */
 #include "frontend/link.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/pubsub0/sub.h>
@@ -23,10 +25,12 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "frontend/jobs.h"
+#include "frontend/supervisor.h"
 
 #define MAX_PIPES 64
 #define BUFFER_MSGS 8192 /* SPEC §2: PUB/SUB drop silently when full; nng's defaults are 16/128 */
 #define GONE_EPOCHS 16
+#define WATCH_MS 100 /* how often HELLO silence is checked */
 
 struct bw_link {
     bw_front *f;
@@ -37,6 +41,8 @@ struct bw_link {
     pthread_mutex_t mu; /* guards the fields up to `engine_pipe_lost` */
     uint32_t live[MAX_PIPES];
     int n_live;
+    uint32_t push_live[MAX_PIPES]; /* PUSH pipes, to cut those of a hung engine */
+    int n_push;
     uint32_t engine_pipe; /* SUB pipe that delivered the current engine's HELLO; 0 = none */
     uint32_t drain_pipe;  /* the draining engine's */
     int engine_pipe_lost, drain_pipe_lost;
@@ -47,6 +53,10 @@ struct bw_link {
     uint64_t gone[GONE_EPOCHS];
     unsigned n_gone;
     bw_proto_hello hello;
+    uint64_t hello_ms, drain_hello_ms; /* when the current (draining) engine last said HELLO */
+    uint32_t drain_pid;
+    h2o_timeout_t watch_to;
+    h2o_timeout_entry_t watch;
     unsigned epochs_seen;
     unsigned long bad;
     uint64_t last_bad_log_ns;
@@ -84,6 +94,25 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
 }
 
+static void on_push_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    bw_link *l = arg;
+    uint32_t id = nng_pipe_id(p);
+    pthread_mutex_lock(&l->mu);
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        if (l->n_push < MAX_PIPES) l->push_live[l->n_push++] = id;
+    } else {
+        for (int i = 0; i < l->n_push; i++)
+            if (l->push_live[i] == id) {
+                l->push_live[i] = l->push_live[--l->n_push];
+                break;
+            }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static uint64_t now_ms(void) { return bw_clock_mono_ns() / 1000000ull; }
+
 static int is_gone(const bw_link *l, uint64_t epoch)
 {
     for (unsigned i = 0; i < l->n_gone && i < GONE_EPOCHS; i++)
@@ -119,6 +148,8 @@ static void start_drain(bw_link *l)
     if (l->drain_epoch == l->epoch) return;
     if (l->drain_epoch) lose(l, l->drain_epoch, "a second engine began to drain");
     bw_log_info("engine (epoch %016llx) is draining: new jobs wait for the next engine", (unsigned long long)l->epoch);
+    l->drain_pid = l->hello.pid;
+    l->drain_hello_ms = l->hello_ms;
     pthread_mutex_lock(&l->mu);
     l->drain_pipe = l->engine_pipe;
     pthread_mutex_unlock(&l->mu);
@@ -129,6 +160,56 @@ static void start_drain(bw_link *l)
 void bw_link_engine_stopping(bw_link *l, uint64_t epoch)
 {
     if (epoch == l->epoch && l->state == BW_LINK_READY) start_drain(l);
+}
+
+/* Closes our end of every pipe to the engine process `pid` (and the SUB pipe its HELLO came on), so
+ * that nothing more is pushed into the buffers of an engine that no longer reads them. */
+static void cut_pipes(bw_link *l, uint32_t sub_pipe, uint32_t pid)
+{
+    uint32_t ids[MAX_PIPES];
+    int n = 0;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->n_push; i++) ids[n++] = l->push_live[i];
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < n; i++) {
+        nng_pipe p = NNG_PIPE_INITIALIZER;
+        p.id = ids[i];
+        int peer;
+        if (pid && nng_pipe_get_int(p, NNG_OPT_IPC_PEER_PID, &peer) == 0 && (uint32_t)peer == pid) nng_pipe_close(p);
+    }
+    if (sub_pipe) {
+        nng_pipe p = NNG_PIPE_INITIALIZER;
+        p.id = sub_pipe;
+        nng_pipe_close(p);
+    }
+}
+
+/* An engine whose HELLO beacons (every 200 ms, from a thread of their own) stopped is stopped, stuck or
+ * starved: it is lost like a crashed one, its jobs resume elsewhere, and a spawned one is killed so that
+ * the supervisor starts a fresh one. */
+static void engine_hung(bw_link *l, uint64_t epoch, uint32_t pid, uint64_t silent_ms)
+{
+    char why[96];
+    snprintf(why, sizeof(why), "no HELLO for %.1f s (stopped or hung)", (double)silent_ms / 1000.0);
+    pthread_mutex_lock(&l->mu);
+    uint32_t sub = epoch == l->epoch ? l->engine_pipe : l->drain_pipe;
+    pthread_mutex_unlock(&l->mu);
+    lose(l, epoch, why);
+    cut_pipes(l, sub, pid);
+    if (l->f->sup && pid && bw_sup_pid(l->f->sup) == (pid_t)pid) bw_sup_kill_hung(l->f->sup);
+}
+
+static void on_watch(h2o_timeout_entry_t *e)
+{
+    bw_link *l = H2O_STRUCT_FROM_MEMBER(bw_link, watch, e);
+    uint64_t limit = (uint64_t)(l->f->opts->engine_hello_timeout_s * 1000.0), now = now_ms();
+    if (limit && !l->f->stopping) {
+        if (l->drain_epoch && l->drain_epoch != l->epoch && now - l->drain_hello_ms > limit)
+            engine_hung(l, l->drain_epoch, l->drain_pid, now - l->drain_hello_ms);
+        int up = l->state == BW_LINK_LOADING || l->state == BW_LINK_READY || l->state == BW_LINK_DRAINING;
+        if (up && now - l->hello_ms > limit) engine_hung(l, l->epoch, l->hello.pid, now - l->hello_ms);
+    }
+    h2o_timeout_link(l->f->loop, &l->watch_to, &l->watch);
 }
 
 static void on_pipe_event(h2o_socket_t *sock, const char *err)
@@ -149,8 +230,11 @@ static void on_pipe_event(h2o_socket_t *sock, const char *err)
 static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
 {
     uint32_t id = nng_pipe_id(p);
-    if (is_gone(l, m->h.epoch) || (l->drain_epoch && m->h.epoch == l->drain_epoch && m->h.epoch != l->epoch))
-        return; /* a draining engine that has been replaced only finishes its jobs */
+    if (is_gone(l, m->h.epoch)) return;
+    if (l->drain_epoch && m->h.epoch == l->drain_epoch && m->h.epoch != l->epoch) {
+        l->drain_hello_ms = now_ms(); /* a draining engine that has been replaced only finishes its jobs */
+        return;
+    }
     int alive = 0;
     pthread_mutex_lock(&l->mu);
     for (int i = 0; i < l->n_live; i++) alive |= l->live[i] == id;
@@ -168,6 +252,8 @@ static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
     pthread_mutex_lock(&l->mu);
     l->engine_pipe = id;
     pthread_mutex_unlock(&l->mu);
+    l->hello_ms = now_ms();
+    if (l->drain_epoch == l->epoch) l->drain_hello_ms = l->hello_ms;
     enum bw_link_state prev = l->state;
     l->hello = m->u.hello;
     switch (m->u.hello.state) {
@@ -237,6 +323,19 @@ static h2o_socket_t *watch_fd(bw_link *l, int fd, h2o_socket_cb cb)
     return s;
 }
 
+/* Listens on ipc://path with the socket file 0600: only our own user (the engine's) may connect. */
+static int listen_private(nng_socket sock, const char *path)
+{
+    char url[160];
+    nng_listener lst;
+    int rv;
+    snprintf(url, sizeof(url), "ipc://%s", path);
+    if ((rv = nng_listener_create(&lst, sock, url)) ||
+        (rv = nng_listener_set_int(lst, NNG_OPT_IPC_PERMISSIONS, 0600)) || (rv = nng_listener_start(lst, 0)))
+        return rv;
+    return 0;
+}
+
 bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errlen)
 {
     bw_link *l = calloc(1, sizeof(*l));
@@ -248,7 +347,6 @@ bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errle
     pthread_mutex_init(&l->mu, NULL);
     snprintf(l->jobs_path, sizeof(l->jobs_path), "%s/jobs.ipc", rundir);
     snprintf(l->tokens_path, sizeof(l->tokens_path), "%s/tokens.ipc", rundir);
-    char url[160];
     int rv, fd;
     const char *what = "opening sockets";
     if ((rv = nng_push0_open(&l->push)) || (rv = nng_sub0_open(&l->sub))) goto fail;
@@ -264,14 +362,14 @@ bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errle
         goto fail;
     what = "registering pipe callbacks";
     if ((rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_ADD_POST, on_pipe, l)) ||
-        (rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, on_pipe, l)))
+        (rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, on_pipe, l)) ||
+        (rv = nng_pipe_notify(l->push, NNG_PIPE_EV_ADD_POST, on_push_pipe, l)) ||
+        (rv = nng_pipe_notify(l->push, NNG_PIPE_EV_REM_POST, on_push_pipe, l)))
         goto fail;
     what = l->jobs_path;
-    snprintf(url, sizeof(url), "ipc://%s", l->jobs_path);
-    if ((rv = nng_listen(l->push, url, NULL, 0))) goto fail;
+    if ((rv = listen_private(l->push, l->jobs_path))) goto fail;
     what = l->tokens_path;
-    snprintf(url, sizeof(url), "ipc://%s", l->tokens_path);
-    if ((rv = nng_listen(l->sub, url, NULL, 0))) goto fail;
+    if ((rv = listen_private(l->sub, l->tokens_path))) goto fail;
     what = "getting the receive fd";
     if ((rv = nng_socket_get_int(l->sub, NNG_OPT_RECVFD, &fd))) goto fail;
     l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -281,6 +379,9 @@ bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errle
     }
     l->rx_sock = watch_fd(l, fd, on_readable);
     l->ev_sock = watch_fd(l, l->evfd, on_pipe_event);
+    h2o_timeout_init(f->loop, &l->watch_to, WATCH_MS);
+    l->watch.cb = on_watch;
+    h2o_timeout_link(f->loop, &l->watch_to, &l->watch);
     return l;
 fail:
     snprintf(err, errlen, "engine sockets: %s: %s", what, nng_strerror(rv));
@@ -327,3 +428,15 @@ uint64_t bw_link_epoch(const bw_link *l) { return l->epoch; }
 const bw_proto_hello *bw_link_hello(const bw_link *l) { return &l->hello; }
 unsigned bw_link_epochs_seen(const bw_link *l) { return l->epochs_seen; }
 unsigned long bw_link_bad_messages(const bw_link *l) { return l->bad; }
+
+struct json_t *bw_link_model_json(const bw_link *l)
+{
+    const bw_proto_hello *h = bw_link_hello(l);
+    json_t *types = json_array();
+    for (const char *p = h->weight_types; types && *p;) {
+        size_t n = strcspn(p, ",");
+        if (n) json_array_append_new(types, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return json_pack("{s:s,s:o}", "architecture", h->arch, "weight_types", types);
+}

@@ -37,6 +37,9 @@ enum bw_link_state bw_link_state(const bw_link *l);
 const char *bw_link_state_name(const bw_link *l); /* "starting|loading|ready|restarting|down|draining" */
 uint64_t bw_link_epoch(const bw_link *l);
 const bw_proto_hello *bw_link_hello(const bw_link *l); /* last HELLO (zeroed before the first) */
+/* The served model's description from the last HELLO, for /info, /v1/models and `started`:
+ * {"architecture":"gemma3","weight_types":["Q4_K","Q6_K","F32"]} (empty before the first HELLO). */
+struct json_t *bw_link_model_json(const bw_link *l);
 unsigned bw_link_epochs_seen(const bw_link *l);
 unsigned long bw_link_bad_messages(const bw_link *l);
 

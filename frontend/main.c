@@ -113,6 +113,29 @@ static void on_tick(h2o_timeout_entry_t *e)
     h2o_timeout_link(g.f.loop, &g.tick_to, e);
 }
 
+/* Whoever can write the run directory can replace jobs.ipc or tokens.ipc and have the front adopt an
+ * engine of their own: it must be a real directory (not a symlink) owned by us and writable by no one
+ * else. */
+static int check_rundir(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(dir, &st) != 0) {
+        snprintf(err, errlen, "cannot use run directory '%s': %s", dir, strerror(errno));
+        return -1;
+    }
+    const char *why = NULL;
+    if (S_ISLNK(st.st_mode)) why = "it is a symbolic link";
+    else if (!S_ISDIR(st.st_mode)) why = "it is not a directory";
+    else if (st.st_uid != geteuid()) why = "it is owned by another user";
+    else if (st.st_mode & (S_IWGRP | S_IWOTH)) why = "it is writable by group or others";
+    if (why) {
+        snprintf(err, errlen, "refusing run directory '%s': %s (it must be a directory of uid %u with mode 0700 "
+                              "or 0750)", dir, why, (unsigned)geteuid());
+        return -1;
+    }
+    return 0;
+}
+
 static int setup_rundir(const bw_front_opts *o, char *err, size_t errlen)
 {
     if (o->rundir) {
@@ -121,12 +144,12 @@ static int setup_rundir(const bw_front_opts *o, char *err, size_t errlen)
             snprintf(err, errlen, "cannot create --rundir '%s': %s", g.rundir, strerror(errno));
             return -1;
         }
-        return 0;
+        return check_rundir(g.rundir, err, errlen);
     }
     const char *base = getenv("RUNTIME_DIRECTORY"); /* systemd RuntimeDirectory= */
     if (base && base[0] && strlen(base) < 60 && !strchr(base, ':')) {
         snprintf(g.rundir, sizeof(g.rundir), "%s", base);
-        return 0;
+        return check_rundir(g.rundir, err, errlen);
     }
     snprintf(g.rundir, sizeof(g.rundir), "/tmp/beeworker-XXXXXX");
     if (!mkdtemp(g.rundir)) {

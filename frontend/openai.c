@@ -52,7 +52,7 @@ static int status_of(const char *code)
 {
     static const char *const unavailable[] = {"ENGINE_LOST", "QUEUE_TIMEOUT", "QUEUE_FULL", "SHUTTING_DOWN",
                                               "ENGINE_SHUTDOWN"};
-    static const char *const bad_input[] = {"BAD_REQUEST", "TOKENIZE_ERROR"};
+    static const char *const bad_input[] = {"BAD_REQUEST", "TOKENIZE_ERROR", "context_length_exceeded"};
     for (size_t i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++)
         if (strcmp(code, unavailable[i]) == 0) return 503;
     for (size_t i = 0; i < sizeof(bad_input) / sizeof(bad_input[0]); i++)
@@ -192,8 +192,10 @@ static void whole_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *r
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
 }
 
-const bw_sse_format bw_openai_stream_format = {0, stream_started, stream_token, stream_terminal};
-const bw_sse_format bw_openai_whole_format = {1, NULL, NULL, whole_terminal};
+/* A stream answers 200 only once the engine has accepted the job: a request it refuses (a prompt and
+ * max_tokens over the context) gets OpenAI's 400 instead of an error inside a 200 stream. */
+const bw_sse_format bw_openai_stream_format = {0, stream_started, stream_token, stream_terminal, whole_terminal};
+const bw_sse_format bw_openai_whole_format = {1, NULL, NULL, whole_terminal, NULL};
 
 void bw_openai_send_invalid(h2o_req_t *req, json_t *bad)
 {

@@ -24,6 +24,8 @@ static void usage(FILE *f)
           "                         fix for the HTTP/2 rapid-reset attack (CVE-2023-44487); enable only behind\n"
           "                         a proxy that terminates HTTP/2\n"
           "  --metrics-auth         require the token for /metrics too\n"
+          "  --cors-origin ORIGIN   let web pages from ORIGIN (scheme://host[:port], or * for any) call this\n"
+          "                         worker from a browser; repeatable, up to 16 (default: none)\n"
           "\n"
           "Identity (as passed by a hive):\n"
           "  --worker-id ID  --model-ref REF  --hive-url URL (alias --queen-url)  --heartbeat-interval S\n"
@@ -36,6 +38,10 @@ static void usage(FILE *f)
           "  --model PATH           GGUF model (for --spawn-engine)\n"
           "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
           "  --spec-max N           forwarded: draft tokens verified per job and step (0 = no speculation)\n"
+          "  --engine-hello-timeout S\n"
+          "                         an engine that sends no HELLO beacon (every 200 ms) for S seconds is stopped\n"
+          "                         or hung: it is treated as lost, its jobs resume on the next engine, and a\n"
+          "                         spawned one is killed and restarted (default 10; 0 = never)\n"
           "  --engine-max-crashes N, --engine-crash-window S\n"
           "                         stop restarting a spawned engine after N exits within S seconds\n"
           "                         (default 5 in 60; 0 = never give up); /health then says engine down\n"
@@ -49,7 +55,8 @@ static void usage(FILE *f)
           "  --open-timeout S       cancel a job whose stream is not opened in S seconds (default 60)\n"
           "  --retain S             keep a finished job S seconds for resume (default 60)\n"
           "  --reconnect-grace S    a running job whose client disconnected goes on S seconds for a\n"
-          "                         Last-Event-ID reconnect before it is cancelled (default 1; 0 = cancel at once)\n"
+          "                         Last-Event-ID reconnect before it is cancelled (default 3; 0 = cancel at once);\n"
+          "                         streams tell browsers to reconnect within a third of it (SSE retry:)\n"
           "  --stream-buffer BYTES  events a client may leave unread before its job is cancelled with\n"
           "                         SLOW_CLIENT (default 1048576)\n"
           "  --client-sndbuf BYTES  kernel send buffer of each client connection (default: autotuned, up to\n"
@@ -103,6 +110,20 @@ static int check_url(const char *u, const char *flag)
     return 0;
 }
 
+/* An origin as browsers send it: scheme://host[:port], no path, no trailing slash; or "*". */
+static int check_origin(const char *o)
+{
+    const char *host = strstr(o, "://");
+    int ok = strcmp(o, "*") == 0;
+    if (!ok && host && host > o && host[3] && !strchr(host + 3, '/')) {
+        ok = 1;
+        for (const char *c = o; *c; c++)
+            if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || *c == ',') ok = 0;
+    }
+    if (!ok) fprintf(stderr, "beeworker-front: --cors-origin wants scheme://host[:port] or *, got '%s'\n", o);
+    return ok ? 0 : -1;
+}
+
 static int check_readable(const char *path, const char *what)
 {
     if (access(path, R_OK) != 0) {
@@ -118,7 +139,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
         O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX, O_SPEC_MAX,
         O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
-        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR,
+        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS,
     };
     static const struct option opts[] = {
         {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
@@ -140,7 +161,9 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"request-timeout", required_argument, 0, O_REQTIMEOUT},
         {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
         {"version", no_argument, 0, O_VERSION}, {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
-        {"engine-crash-window", required_argument, 0, O_CRASHWIN}, {0, 0, 0, 0},
+        {"engine-crash-window", required_argument, 0, O_CRASHWIN},
+        {"engine-hello-timeout", required_argument, 0, O_HELLOTO}, {"cors-origin", required_argument, 0, O_CORS},
+        {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
     o->spec_max = -1;
@@ -149,6 +172,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->port = 8080;
     o->heartbeat_s = 30;
     o->engine_wait_s = 30;
+    o->engine_hello_timeout_s = 10;
     o->max_body = 1 << 20;
     o->queue_size = 256;
     o->request_timeout_s = 10;
@@ -156,7 +180,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->max_header_bytes = 16384;
     o->open_timeout_s = 60;
     o->retain_s = 60;
-    o->reconnect_grace_s = 1;
+    o->reconnect_grace_s = 3;
     o->stream_buffer = 1 << 20;
     o->engine_max_crashes = 5;
     o->engine_crash_window_s = 60;
@@ -204,6 +228,22 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
         case O_SPEC_MAX: if (parse_long(optarg, 0, 32, "--spec-max", &v)) return -1; o->spec_max = (int)v; break;
         case O_HTTP2: o->http2 = 1; break;
+        case O_CORS:
+            if (check_origin(optarg) != 0) return -1;
+            if (o->n_cors_origins == BW_MAX_CORS_ORIGINS) {
+                fprintf(stderr, "beeworker-front: at most %d --cors-origin flags\n", BW_MAX_CORS_ORIGINS);
+                return -1;
+            }
+            o->cors_origins[o->n_cors_origins++] = optarg;
+            break;
+        case O_HELLOTO:
+            if (parse_double(optarg, 0, 3600, "--engine-hello-timeout", &d)) return -1;
+            if (d > 0 && d < 0.5) { /* HELLO comes every 200 ms: less would lose healthy engines */
+                fprintf(stderr, "beeworker-front: --engine-hello-timeout is 0 (off) or at least 0.5 s, got '%s'\n", optarg);
+                return -1;
+            }
+            o->engine_hello_timeout_s = d;
+            break;
         case O_MAXCRASH: if (parse_long(optarg, 0, 1000, "--engine-max-crashes", &v)) return -1; o->engine_max_crashes = (int)v; break;
         case O_CRASHWIN: if (parse_long(optarg, 1, 86400, "--engine-crash-window", &v)) return -1; o->engine_crash_window_s = (int)v; break;
         case O_METRICSAUTH: o->metrics_auth = 1; break;

@@ -24,6 +24,7 @@ typedef struct {
     const char *engine_bin; /* NULL: next to this binary */
     const char *rundir;     /* NULL: a private directory made at start */
     double engine_wait_s;
+    double engine_hello_timeout_s; /* an engine silent this long is lost (0 = never) */
     size_t max_body;
     int queue_size;
     int open_timeout_s; /* cancel a job whose stream is never opened */
@@ -41,6 +42,9 @@ typedef struct {
     int request_timeout_s;   /* slow headers, slow bodies, idle keep-alive connections */
     int max_connections;     /* beyond it a connection gets 503 and is closed */
     size_t max_header_bytes; /* request line and headers together; beyond it 431 */
+#define BW_MAX_CORS_ORIGINS 16
+    const char *cors_origins[BW_MAX_CORS_ORIGINS]; /* --cors-origin, repeatable; none = no CORS */
+    int n_cors_origins;
 } bw_front_opts;
 
 /* Returns 0 to run, 1 when --help/--version printed and the process should exit 0, -1 after printing a

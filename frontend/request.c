@@ -2,6 +2,7 @@
  * client learns about all its mistakes in one round trip. */
 #include "frontend/request.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #define MAX_TOKENS_LIMIT 2048
 #define COMPLETIONS_DEFAULT_MAX_TOKENS 16 /* OpenAI's documented default for /v1/completions */
 #define MAX_MESSAGE_ERRORS 8              /* per-message failures listed before the rest are summarised */
+#define MODEL_MAX_BYTES 256               /* the echoed model name: it is repeated in every streamed chunk */
 
 static void add_err(json_t *errs, const char *field, const char *constraint, const char *message, json_t *value)
 {
@@ -187,8 +189,45 @@ static void get_prediction(json_t *root, json_t *errs, bw_job_params *p)
     }
 }
 
+/* jansson keeps integers in 64 signed bits and refuses a larger literal as malformed JSON, but a seed is
+ * a u64 (SPEC §3.2). load_object puts this placeholder where the top-level seed's literal was and parses
+ * the literal itself; a client cannot mean it (a negative seed is out of range). */
+#define BIG_SEED_PLACEHOLDER "-9223372036854775807"
+#define BIG_SEED_PLACEHOLDER_VALUE (-INT64_MAX)
+#define SEED_RANGE_MESSAGE "seed must be an integer from 0 to 18446744073709551615"
+
+typedef struct {
+    int present;  /* the body held a seed literal beyond INT64_MAX */
+    int overflow; /* ... and beyond UINT64_MAX */
+    uint64_t value;
+} big_seed;
+
+static void get_seed(json_t *root, json_t *errs, int null_ok, const big_seed *big, bw_job_params *p)
+{
+    json_t *v = json_object_get(root, "seed");
+    if (big->present) {
+        if (!json_is_integer(v) || json_integer_value(v) != BIG_SEED_PLACEHOLDER_VALUE)
+            add_err(errs, "seed", "type", "an integer beyond 64 bits is only read as the top-level seed", NULL);
+        else if (big->overflow)
+            add_err(errs, "seed", "range", SEED_RANGE_MESSAGE, NULL);
+        else
+            p->seed = big->value;
+        return;
+    }
+    if (v && !(null_ok && json_is_null(v))) {
+        if (!json_is_integer(v)) add_err(errs, "seed", "type", "seed must be an integer", v);
+        else if (json_integer_value(v) < 0) add_err(errs, "seed", "range", SEED_RANGE_MESSAGE, v);
+        else p->seed = (uint64_t)json_integer_value(v);
+        return;
+    }
+    /* 53 bits: the seed reported in `started` survives a round trip through any JSON client */
+    if (getrandom(&p->seed, sizeof(p->seed), 0) != (ssize_t)sizeof(p->seed))
+        p->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull;
+    p->seed &= (1ull << 53) - 1;
+}
+
 /* The sampling fields both body kinds share. */
-static void get_sampling(json_t *root, json_t *errs, int null_ok, bw_job_params *p)
+static void get_sampling(json_t *root, json_t *errs, int null_ok, const big_seed *big, bw_job_params *p)
 {
     long long v;
     get_number(root, errs, "temperature", 0, 2, null_ok, &p->temperature);
@@ -196,14 +235,7 @@ static void get_sampling(json_t *root, json_t *errs, int null_ok, bw_job_params 
     get_number(root, errs, "min_p", 0, 1, null_ok, &p->min_p);
     get_number(root, errs, "repetition_penalty", 0, 2, null_ok, &p->repetition_penalty);
     if (get_int(root, errs, "top_k", 0, 1 << 20, null_ok, &v)) p->top_k = (int32_t)v;
-    if (get_int(root, errs, "seed", 0, INT64_MAX, null_ok, &v)) {
-        p->seed = (uint64_t)v;
-    } else {
-        /* 53 bits: the seed reported in `started` survives a round trip through any JSON client */
-        if (getrandom(&p->seed, sizeof(p->seed), 0) != (ssize_t)sizeof(p->seed))
-            p->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull;
-        p->seed &= (1ull << 53) - 1;
-    }
+    get_seed(root, errs, null_ok, big, p);
     get_stop(root, errs, p);
     get_prediction(root, errs, p);
 }
@@ -228,11 +260,59 @@ static void init_params(bw_job_params *p)
     p->repetition_penalty = 1.0f;
 }
 
+/* When jansson refused the literal that ends at `end` as too big: if it is the value of a "seed" member
+ * and a u64, its value and where it starts. Whether that member is the top-level one is decided after
+ * the reparse (get_seed finds the placeholder there, or the body is refused after all). */
+static int find_big_seed(const char *body, size_t end, size_t *start, big_seed *big)
+{
+    size_t i = end;
+    while (i > 0 && body[i - 1] >= '0' && body[i - 1] <= '9') i--;
+    if (i == end || end - i > 64) return 0;
+    *start = i;
+    while (i > 0 && (body[i - 1] == ' ' || body[i - 1] == '\t' || body[i - 1] == '\n' || body[i - 1] == '\r')) i--;
+    if (i == 0 || body[--i] != ':') return 0;
+    while (i > 0 && (body[i - 1] == ' ' || body[i - 1] == '\t' || body[i - 1] == '\n' || body[i - 1] == '\r')) i--;
+    if (i < 6 || memcmp(body + i - 6, "\"seed\"", 6) != 0) return 0;
+    char digits[65];
+    memcpy(digits, body + *start, end - *start);
+    digits[end - *start] = '\0';
+    errno = 0;
+    unsigned long long v = strtoull(digits, NULL, 10);
+    big->overflow = errno == ERANGE;
+    big->value = v;
+    return 1;
+}
+
+static json_t *parse(const char *body, size_t len, json_error_t *jerr)
+{
+    return json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, jerr);
+}
+
+/* A body whose seed literal exceeds jansson's integers, parsed again with the placeholder instead. */
+static json_t *reparse_big_seed(const char *body, size_t len, const json_error_t *jerr, big_seed *big)
+{
+    size_t end = (size_t)jerr->position, start;
+    if (!body || strncmp(jerr->text, "too big integer", 15) != 0 || end > len || !find_big_seed(body, end, &start, big))
+        return NULL;
+    bw_buf b;
+    bw_buf_init(&b);
+    bw_buf_add(&b, body, start);
+    bw_buf_adds(&b, BIG_SEED_PLACEHOLDER);
+    bw_buf_add(&b, body + end, len - end);
+    json_error_t again;
+    json_t *root = b.failed ? NULL : parse(b.p, b.len, &again);
+    bw_buf_free(&b);
+    big->present = root != NULL;
+    return root;
+}
+
 /* The body as a JSON object, or NULL with the error object in *bad. */
-static json_t *load_object(const char *body, size_t len, json_t **bad)
+static json_t *load_object(const char *body, size_t len, big_seed *big, json_t **bad)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    memset(big, 0, sizeof(*big));
+    json_t *root = parse(body, len, &jerr);
+    if (!root) root = reparse_big_seed(body, len, &jerr, big);
     if (!root) {
         /* jansson quotes the offending input in its text, which may be invalid UTF-8 or a control
          * character: only printable ASCII of it goes into our (JSON) answer */
@@ -267,18 +347,20 @@ json_t *bw_request_parse_infer(const char *body, size_t len, unsigned n_ctx, bw_
 {
     *root_out = NULL;
     init_params(p);
-    json_t *bad = NULL, *root = load_object(body, len, &bad);
+    big_seed big;
+    json_t *bad = NULL, *root = load_object(body, len, &big, &bad);
     if (!root) return bad;
     json_t *errs = json_array();
     json_t *op = json_object_get(root, "operation");
     if (op && !(json_is_string(op) && strcmp(json_string_value(op), "infer") == 0))
         add_err(errs, "operation", "enum", "operation must be \"infer\"", op);
+    p->no_ids = op != NULL;
 
     get_prompt(root, errs, 0, p);
     long long v;
     if (!json_object_get(root, "max_tokens")) add_err(errs, "max_tokens", "required", "max_tokens is required", NULL);
     else if (get_int(root, errs, "max_tokens", 1, max_tokens_limit(n_ctx), 0, &v)) p->max_tokens = (int32_t)v;
-    get_sampling(root, errs, 0, p);
+    get_sampling(root, errs, 0, &big, p);
     return conclude(root, errs, root_out);
 }
 
@@ -440,17 +522,26 @@ json_t *bw_request_parse_openai(const char *body, size_t len, unsigned n_ctx, bw
     int chat = o->chat;
     memset(o, 0, sizeof(*o));
     o->chat = chat;
-    json_t *bad = NULL, *root = load_object(body, len, &bad);
+    big_seed big;
+    json_t *bad = NULL, *root = load_object(body, len, &big, &bad);
     if (!root) return bad;
     json_t *errs = json_array();
 
     json_t *model = json_object_get(root, "model");
-    if (json_is_string(model)) o->model = json_string_value(model);
+    if (json_is_string(model) && json_string_length(model) > MODEL_MAX_BYTES)
+        add_err(errs, "model", "length", "model must be at most 256 bytes", NULL);
+    else if (json_is_string(model)) o->model = json_string_value(model);
     else if (model && !json_is_null(model)) add_err(errs, "model", "type", "model must be a string", model);
     long long v, limit = max_tokens_limit(n_ctx);
     p->max_tokens = chat ? (int32_t)limit : COMPLETIONS_DEFAULT_MAX_TOKENS;
     const char *mt = chat && json_object_get(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    if (get_int(root, errs, mt, 1, limit, 1, &v)) p->max_tokens = (int32_t)v;
+    /* OpenAI answers 400 when the prompt and max_tokens exceed the context, but a chat request without
+     * max_tokens generates to the end of the context */
+    p->refuse_over_context = !chat;
+    if (get_int(root, errs, mt, 1, limit, 1, &v)) {
+        p->max_tokens = (int32_t)v;
+        p->refuse_over_context = 1;
+    }
     json_t *n = json_object_get(root, "n");
     if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1))
         add_err(errs, "n", json_is_integer(n) ? "range" : "type", "n must be 1: this worker returns one choice", n);
@@ -462,7 +553,7 @@ json_t *bw_request_parse_openai(const char *body, size_t len, unsigned n_ctx, bw
     json_t *user = json_object_get(root, "user");
     if (user && !json_is_null(user) && !json_is_string(user)) add_err(errs, "user", "type", "user must be a string", user);
     refuse_unsupported(root, errs);
-    get_sampling(root, errs, 1, p);
+    get_sampling(root, errs, 1, &big, p);
     if (chat) get_messages(root, errs, p, o);
     else get_prompt(root, errs, 1, p);
     json_t *res = conclude(root, errs, root_out);

@@ -8,10 +8,14 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/log.h"
+
 #include "frontend/accesslog.h"
+#include "frontend/cors.h"
 #include "frontend/handlers.h"
 #include "frontend/http.h"
 
@@ -20,8 +24,14 @@ typedef struct {
     bw_front *f;
 } router;
 
+#define FD_RESERVE 64        /* descriptors kept for what is not a client: engine pipes, logs, the hive */
+#define ACCEPT_BACKOFF_MS 100 /* out of descriptors: stop accepting this long instead of spinning */
+
 static h2o_socket_t *listener;
-static int n_conns; /* open client connections, against --max-connections */
+static int n_conns;   /* open client connections, against max_conns */
+static int max_conns; /* --max-connections, clamped below the descriptor limit */
+static h2o_timeout_t accept_backoff_to;
+static h2o_timeout_entry_t accept_resume;
 
 static int path_is(const h2o_iovec_t *p, const char *s)
 {
@@ -31,6 +41,12 @@ static int path_is(const h2o_iovec_t *p, const char *s)
 static int method_is(h2o_req_t *req, const char *m)
 {
     return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+/* RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET is allowed. */
+static int method_is_get(h2o_req_t *req)
+{
+    return method_is(req, "GET") || method_is(req, "HEAD");
 }
 
 static int not_allowed(h2o_req_t *req, const char *allow)
@@ -73,22 +89,26 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
     bw_front *f = ((router *)self)->f;
     const h2o_iovec_t *p = &req->path_normalized;
 
+    if (bw_http_reject_ambiguous_framing(req) != 0) return 0;
     if (head_bytes(req) > f->opts->max_header_bytes) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONNECTION, NULL, H2O_STRLIT("close"));
         bw_http_send_error(req, 431, "HEADERS_TOO_LARGE", "the request line and headers exceed --max-header-bytes");
         return 0;
     }
 
-    if (path_is(p, "/health")) return method_is(req, "GET") ? bw_handle_health(f, req) : not_allowed(req, "GET");
+    if (bw_cors_apply(f, req)) return 0;
+    if (path_is(p, "/health")) return method_is_get(req) ? bw_handle_health(f, req) : not_allowed(req, "GET, HEAD");
     int metrics = path_is(p, "/metrics");
     if (!(metrics && !f->opts->metrics_auth) && bw_http_authorize(f, req) != 0) return 0;
-    if (metrics) return method_is(req, "GET") ? bw_handle_metrics(f, req) : not_allowed(req, "GET");
+    if (metrics) return method_is_get(req) ? bw_handle_metrics(f, req) : not_allowed(req, "GET, HEAD");
 
-    if (path_is(p, "/info")) return method_is(req, "GET") ? bw_handle_info(f, req) : not_allowed(req, "GET");
+    if (path_is(p, "/info")) return method_is_get(req) ? bw_handle_info(f, req) : not_allowed(req, "GET, HEAD");
     int chat = path_is(p, "/v1/chat/completions");
     if (chat || path_is(p, "/v1/completions"))
         return method_is(req, "POST") ? bw_handle_openai(f, req, chat) : not_allowed(req, "POST");
-    if (path_is(p, "/v1/models")) return method_is(req, "GET") ? bw_handle_models(f, req) : not_allowed(req, "GET");
+    if (path_is(p, "/v1/models")) return method_is_get(req) ? bw_handle_models(f, req, NULL, 0) : not_allowed(req, "GET, HEAD");
+    if (p->len > 11 && memcmp(p->base, "/v1/models/", 11) == 0)
+        return method_is_get(req) ? bw_handle_models(f, req, p->base + 11, p->len - 11) : not_allowed(req, "GET, HEAD");
     int jobs_form = path_is(p, "/v1/jobs");
     if (jobs_form || path_is(p, "/v1/inference"))
         return method_is(req, "POST") ? bw_handle_submit(f, req, jobs_form) : not_allowed(req, "POST");
@@ -96,7 +116,7 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
     size_t id_len;
     int stream;
     if (job_path(p, &id, &id_len, &stream)) {
-        if (stream) return method_is(req, "GET") ? bw_handle_stream(f, req, id, id_len) : not_allowed(req, "GET");
+        if (stream) return method_is_get(req) ? bw_handle_stream(f, req, id, id_len) : not_allowed(req, "GET, HEAD");
         return method_is(req, "DELETE") ? bw_handle_cancel(f, req, id, id_len) : not_allowed(req, "DELETE");
     }
     bw_http_send_error(req, 404, "NOT_FOUND", "no such endpoint");
@@ -120,13 +140,35 @@ static void refuse_busy(h2o_socket_t *sock)
     h2o_socket_close(sock);
 }
 
+static void on_accept(h2o_socket_t *l, const char *err);
+
+static void on_accept_resume(h2o_timeout_entry_t *e)
+{
+    (void)e;
+    if (listener) h2o_socket_read_start(listener, on_accept);
+}
+
 static void on_accept(h2o_socket_t *l, const char *err)
 {
     bw_front *f = l->data;
     if (err) return;
     h2o_socket_t *sock = h2o_evloop_socket_accept(l);
-    if (!sock) return;
-    if (n_conns >= f->opts->max_connections) {
+    if (!sock) {
+        /* The listener stays readable while the backlog holds connections we cannot take: without a pause
+         * a process out of descriptors would retry accept() at full speed and starve every other socket. */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            static uint64_t last_log_ms;
+            uint64_t now = h2o_now(f->loop);
+            if (now - last_log_ms >= 10000) {
+                bw_log_warn("accept: %s; pausing new connections for %d ms", strerror(errno), ACCEPT_BACKOFF_MS);
+                last_log_ms = now;
+            }
+            h2o_socket_read_stop(l);
+            if (!h2o_timeout_is_linked(&accept_resume)) h2o_timeout_link(f->loop, &accept_backoff_to, &accept_resume);
+        }
+        return;
+    }
+    if (n_conns >= max_conns) {
         refuse_busy(sock);
         return;
     }
@@ -170,8 +212,35 @@ static int open_listener(bw_front *f, char *err, size_t errlen)
     return 0;
 }
 
+/* Every connection takes a descriptor: raise the soft limit as far as the hard one allows, and keep the
+ * connection cap below it with a reserve, so that the cap (a 503) is met before accept() runs out. */
+static void fit_connection_limit(bw_front *f)
+{
+    struct rlimit rl;
+    max_conns = f->opts->max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+        else bw_log_warn("cannot raise the descriptor limit from %llu to %llu: %s", (unsigned long long)rl.rlim_cur,
+                         (unsigned long long)rl.rlim_max, strerror(errno));
+    }
+    if (rl.rlim_cur == RLIM_INFINITY) return;
+    long room = (long)rl.rlim_cur - FD_RESERVE;
+    if (room < 1) room = 1;
+    if (max_conns > room) {
+        bw_log_warn("--max-connections %d does not fit the descriptor limit %llu: serving at most %ld connections "
+                    "(raise LimitNOFILE / ulimit -n)",
+                    max_conns, (unsigned long long)rl.rlim_cur, room);
+        max_conns = (int)room;
+    }
+}
+
 int bw_server_start(bw_front *f, char *err, size_t errlen)
 {
+    fit_connection_limit(f);
+    h2o_timeout_init(f->loop, &accept_backoff_to, ACCEPT_BACKOFF_MS);
+    accept_resume.cb = on_accept_resume;
     h2o_config_init(&f->config);
     /* h2o's own limit sits above ours so that oversized bodies get our JSON 413, up to twice the limit */
     f->config.max_request_entity_size = f->opts->max_body * 2;
@@ -193,6 +262,7 @@ int bw_server_start(bw_front *f, char *err, size_t errlen)
 void bw_server_stop_listening(bw_front *f)
 {
     (void)f;
+    if (h2o_timeout_is_linked(&accept_resume)) h2o_timeout_unlink(&accept_resume);
     if (listener) {
         h2o_socket_read_stop(listener);
         h2o_socket_close(listener);

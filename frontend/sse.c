@@ -16,14 +16,23 @@ struct bw_sse_stream {
     bw_front *f;
     h2o_req_t *req;
     bw_job *job;     /* NULL once detached */
-    uint64_t next;   /* SSE id of the next event to send */
+    uint64_t next;   /* SSE id of the next event to format */
+    uint64_t out_end;   /* SSE id after the last event of the outstanding send */
     uint64_t delivered; /* SSE id of the first event not in a completed send (the job's buffer bound) */
     const bw_sse_format *fmt;
     void *fmt_ctx;
+    int no_ids;      /* ?ids=0: no id: lines, keep-alives as bare blank lines */
     uint64_t last_token_write_ns; /* for inter-token latency; 0 before the first */
+    int started;     /* the response has begun (a deferred start waits for the job's first event) */
     int sending;     /* an h2o_send is outstanding: wait for proceed */
     int final_sent;
+    int pend_final;  /* pend ends the response */
+    size_t pend_first, pend_tokens; /* token events in pend, for the latency metrics */
+    /* Events are formatted as they arrive, into pend, and handed to h2o from out, one send at a time.
+     * Their formatted size (not the token text) is what a slow client costs, so it is what --stream-buffer
+     * bounds (bw_sse_backlog). */
     bw_buf out;      /* the bytes of the outstanding send; h2o reads them until proceed */
+    bw_buf pend;
     h2o_timeout_entry_t keepalive;
 };
 
@@ -44,27 +53,33 @@ static void send_out(bw_sse_stream *s, int final)
     h2o_send(s->req, &v, s->out.len ? 1 : 0, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
-/* ---- the native format (SPEC §3.3); ctx is non-NULL when token events carry ts_ns ---- */
+/* ---- the native format (SPEC §3.3); ctx says whether token events carry ts_ns and events their id ---- */
+
+typedef struct {
+    int timing, ids;
+} native_opts;
 
 static void native_started(void *ctx, bw_buf *out, const bw_job *j)
 {
-    (void)ctx;
+    const native_opts *o = ctx;
     size_t len;
     const char *started = bw_job_started(j, &len);
-    bw_buf_adds(out, "id: 0\ndata: ");
+    bw_buf_adds(out, o->ids ? "id: 0\ndata: " : "data: ");
     bw_buf_add(out, started, len);
     bw_buf_adds(out, "\n\n");
 }
 
 static void native_token(void *ctx, bw_buf *out, const bw_job *j, size_t i)
 {
+    const native_opts *o = ctx;
     const char *text;
     size_t len;
     uint64_t ts;
     bw_job_token(j, i, &text, &len, &ts);
-    bw_buf_addf(out, "id: %zu\ndata: {\"type\":\"token\",\"t\":\"", i + 1);
+    if (o->ids) bw_buf_addf(out, "id: %zu\n", i + 1);
+    bw_buf_adds(out, "data: {\"type\":\"token\",\"t\":\"");
     bw_buf_add_json_str(out, text, len);
-    if (ctx) bw_buf_addf(out, "\",\"i\":%zu,\"ts_ns\":%llu}\n\n", i, (unsigned long long)ts);
+    if (o->timing) bw_buf_addf(out, "\",\"i\":%zu,\"ts_ns\":%llu}\n\n", i, (unsigned long long)ts);
     else bw_buf_addf(out, "\",\"i\":%zu}\n\n", i);
 }
 
@@ -78,59 +93,94 @@ static void native_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *
     bw_buf_adds(out, "\n\ndata: [DONE]\n\n");
 }
 
-static const bw_sse_format native = {0, native_started, native_token, native_terminal};
+static const bw_sse_format native = {0, native_started, native_token, native_terminal, NULL};
 
-/* A whole (non-streamed) response: one send once the job has ended. */
-static void flush_whole(bw_sse_stream *s)
+/* A whole response (a whole format, or a deferred stream refused before it started): one send once the
+ * job has ended, written by `write`. */
+static void flush_whole(bw_sse_stream *s, void (*write)(void *, bw_buf *, const bw_job *, h2o_req_t *))
 {
-    size_t len;
-    if (!bw_job_terminal(s->job, &len)) return;
     bw_buf_reset(&s->out);
-    s->fmt->terminal(s->fmt_ctx, &s->out, s->job, s->req);
+    write(s->fmt_ctx, &s->out, s->job, s->req);
     if (s->out.failed) {
         bw_buf_reset(&s->out);
         s->req->res.status = 500;
         s->req->res.reason = "Internal Server Error";
     }
+    s->started = 1;
     h2o_start_response(s->req, &s->gen);
     send_out(s, 1);
 }
 
-/* Everything the client has not seen yet, in one send. */
-static void flush(bw_sse_stream *s)
+static void start_event_stream(bw_sse_stream *s)
 {
-    if (s->sending || s->final_sent || !s->job) return;
-    if (s->fmt->whole) {
-        flush_whole(s);
-        return;
-    }
-    bw_buf_reset(&s->out);
-    size_t len;
-    const char *started = bw_job_started(s->job, &len);
-    if (s->next == 0 && started) {
-        s->fmt->started(s->fmt_ctx, &s->out, s->job);
+    h2o_req_t *req = s->req;
+    s->started = 1;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
+    h2o_start_response(req, &s->gen);
+}
+
+/* Formats every event of the job that is not formatted yet into pend. */
+static void format_new(bw_sse_stream *s)
+{
+    if (s->pend_final) return;
+    size_t len, n = bw_job_n_tokens(s->job);
+    if (s->next == 0 && bw_job_started(s->job, &len)) {
+        s->fmt->started(s->fmt_ctx, &s->pend, s->job);
         s->next = 1;
     }
-    size_t n = bw_job_n_tokens(s->job), first = s->next >= 1 ? (size_t)(s->next - 1) : n;
-    if (s->next >= 1)
-        for (; s->next - 1 < n; s->next++) s->fmt->token(s->fmt_ctx, &s->out, s->job, (size_t)(s->next - 1));
-    const char *terminal = bw_job_terminal(s->job, &len);
-    int final = terminal && (s->next == 0 ? n == 0 : s->next - 1 >= n);
-    if (final) s->fmt->terminal(s->fmt_ctx, &s->out, s->job, s->req);
-    size_t written = s->next >= 1 ? (size_t)(s->next - 1) - first : 0;
-    if (s->out.failed) {
+    if (s->next >= 1 && s->next - 1 < n) {
+        if (!s->pend_tokens) s->pend_first = (size_t)(s->next - 1);
+        s->pend_tokens += n - (size_t)(s->next - 1);
+        for (; s->next - 1 < n; s->next++) s->fmt->token(s->fmt_ctx, &s->pend, s->job, (size_t)(s->next - 1));
+    }
+    if (bw_job_terminal(s->job, &len) && (s->next == 0 ? n == 0 : s->next - 1 >= n)) {
+        s->fmt->terminal(s->fmt_ctx, &s->pend, s->job, s->req);
+        s->pend_final = 1;
+    }
+    if (s->pend.failed) {
         /* cannot format: end the response rather than send a partial event */
-        bw_buf_reset(&s->out);
-        final = 1;
-        written = 0;
+        bw_buf_reset(&s->pend);
+        s->pend_tokens = 0;
+        s->pend_final = 1;
     }
-    if (s->out.len || final) {
-        /* measured as the bytes are handed to the socket: h2o writes at once when no send is pending */
-        uint64_t now = bw_clock_mono_ns(), prev = s->last_token_write_ns;
-        if (written) s->last_token_write_ns = now;
-        bw_metrics_tokens_written(s->f->metrics, s->job, first, written, prev, now);
-        send_out(s, final);
+}
+
+/* Hands what is formatted to h2o, unless a send is in flight. */
+static void flush(bw_sse_stream *s)
+{
+    if (s->final_sent || !s->job) return;
+    size_t len;
+    if (s->fmt->whole) {
+        if (!s->sending && bw_job_terminal(s->job, &len)) flush_whole(s, s->fmt->terminal);
+        return;
     }
+    if (!s->started) {
+        /* a deferred start: the status waits for the job's first event; an end before it is a refusal */
+        if (bw_job_started(s->job, &len)) {
+            start_event_stream(s);
+        } else {
+            if (bw_job_terminal(s->job, &len)) flush_whole(s, s->fmt->refuse);
+            return;
+        }
+    }
+    format_new(s);
+    if (s->sending || !(s->pend.len || s->pend_final)) return;
+    bw_buf tmp = s->out;
+    s->out = s->pend;
+    s->pend = tmp;
+    bw_buf_reset(&s->pend);
+    s->out_end = s->next;
+    if (s->pend_final) bw_job_set_all_sent(s->job);
+    /* measured as the bytes are handed to the socket: h2o writes at once when no send is pending */
+    uint64_t now = bw_clock_mono_ns(), prev = s->last_token_write_ns;
+    if (s->pend_tokens) s->last_token_write_ns = now;
+    bw_metrics_tokens_written(s->f->metrics, s->job, s->pend_first, s->pend_tokens, prev, now);
+    s->pend_tokens = 0;
+    send_out(s, s->pend_final);
 }
 
 static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
@@ -138,7 +188,7 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
     bw_sse_stream *s = H2O_STRUCT_FROM_MEMBER(bw_sse_stream, gen, g);
     (void)req;
     s->sending = 0;
-    s->delivered = s->next;
+    s->delivered = s->out_end;
     if (!s->job && !s->final_sent) { /* abandoned while a send was in flight */
         bw_buf_reset(&s->out);
         send_out(s, 1);
@@ -150,12 +200,14 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
 static void on_keepalive(h2o_timeout_entry_t *e)
 {
     bw_sse_stream *s = H2O_STRUCT_FROM_MEMBER(bw_sse_stream, keepalive, e);
-    if (s->sending || s->final_sent) {
+    if (s->sending || s->final_sent || !s->started) {
         arm_keepalive(s);
         return;
     }
     bw_buf_reset(&s->out);
-    bw_buf_adds(&s->out, ": keep-alive\n\n");
+    /* a bare blank line is a valid SSE no-op too, for clients that forward every non-empty line (?ids=0) */
+    bw_buf_adds(&s->out, s->no_ids ? "\n" : ": keep-alive\n\n");
+    s->out_end = s->delivered;
     send_out(s, 0);
 }
 
@@ -169,6 +221,7 @@ static void on_dispose(void *p)
         bw_job_detach(j, s);
     }
     bw_buf_free(&s->out);
+    bw_buf_free(&s->pend);
 }
 
 void bw_sse_init(bw_front *f)
@@ -183,10 +236,16 @@ void bw_sse_notify(bw_sse_stream *s)
 
 uint64_t bw_sse_delivered(const bw_sse_stream *s) { return s->delivered; }
 
+size_t bw_sse_backlog(const bw_sse_stream *s)
+{
+    return (s->sending ? s->out.len : 0) + s->pend.len;
+}
+
 int bw_sse_abandon(bw_sse_stream *s)
 {
-    if (s->fmt->whole) return -1;
+    if (s->fmt->whole || !s->started) return -1;
     s->job = NULL;
+    bw_buf_free(&s->pend);
     if (!s->sending && !s->final_sent) {
         bw_buf_reset(&s->out);
         send_out(s, 1);
@@ -194,44 +253,51 @@ int bw_sse_abandon(bw_sse_stream *s)
     return 0;
 }
 
-static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, const bw_sse_format *fmt, void *ctx)
+static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, const bw_sse_format *fmt, void *ctx,
+                       int no_ids)
 {
     bw_sse_stream *s = h2o_mem_alloc_shared(&req->pool, sizeof(*s), on_dispose);
     memset(s, 0, sizeof(*s));
     s->f = f;
     s->req = req;
     s->next = from;
+    s->out_end = from;
     s->delivered = from;
     s->fmt = fmt;
     s->fmt_ctx = ctx;
+    s->no_ids = no_ids;
     s->keepalive.cb = on_keepalive;
     bw_buf_init(&s->out);
+    bw_buf_init(&s->pend);
     if (bw_job_attach(j, s) != 0) return -1;
     s->job = j;
     s->gen.proceed = on_proceed;
     s->gen.stop = NULL;
-    if (fmt->whole) {
-        flush(s); /* the job may have ended already */
+    if (fmt->whole || fmt->refuse) {
+        flush(s); /* the job may have ended (or started) already */
         return 0;
     }
-    req->res.status = 200;
-    req->res.reason = "OK";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
-    h2o_start_response(req, &s->gen);
+    start_event_stream(s);
+    if (!no_ids) {
+        /* A browser's EventSource reconnects after its retry time (3 s by default) with Last-Event-ID;
+         * the job waits --reconnect-grace for that: ask for a reconnect well within it. */
+        double grace_ms = f->opts->reconnect_grace_s * 1000.0;
+        long retry_ms = grace_ms >= 3000 ? 1000 : (long)(grace_ms / 3);
+        if (retry_ms > 0) bw_buf_addf(&s->pend, "retry: %ld\n\n", retry_ms);
+    }
     flush(s);
     if (!s->sending) send_out(s, 0); /* nothing buffered yet: send the headers now */
     return 0;
 }
 
-int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int timing)
+int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int flags)
 {
-    static int with_timing = 1;
-    return open_stream(f, req, j, from, &native, timing ? &with_timing : NULL);
+    static native_opts opts[4] = {{0, 1}, {1, 1}, {0, 0}, {1, 0}};
+    int no_ids = (flags & BW_SSE_NO_IDS) != 0;
+    return open_stream(f, req, j, from, &native, &opts[((flags & BW_SSE_TIMING) ? 1 : 0) + (no_ids ? 2 : 0)], no_ids);
 }
 
 int bw_sse_open_as(bw_front *f, h2o_req_t *req, bw_job *j, const bw_sse_format *fmt, void *ctx)
 {
-    return open_stream(f, req, j, 0, fmt, ctx);
+    return open_stream(f, req, j, 0, fmt, ctx, 0);
 }

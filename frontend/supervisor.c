@@ -228,6 +228,13 @@ void bw_sup_kill(bw_sup *s)
     s->pid = 0;
 }
 
+void bw_sup_kill_hung(bw_sup *s)
+{
+    if (!s->pid) return;
+    bw_log_warn("killing the unresponsive engine pid %d; it will be restarted", (int)s->pid);
+    kill(s->pid, SIGKILL); /* reaped (and restarted) through SIGCHLD like any other exit */
+}
+
 pid_t bw_sup_pid(const bw_sup *s) { return s->pid; }
 unsigned bw_sup_restarts(const bw_sup *s) { return s->restarts; }
 int bw_sup_gave_up(const bw_sup *s) { return s->gave_up; }

@@ -141,7 +141,7 @@ static const char *get_str(rbuf *r, uint32_t len, uint32_t max, const char *what
     return (const char *)get_bytes(r, len, what);
 }
 
-/* A fixed NUL-terminated name copied out (model id, backend). */
+/* A fixed NUL-terminated name copied out (model id, backend, architecture, weight types). */
 static void get_name(rbuf *r, char *dst, size_t dstcap, const char *what)
 {
     uint8_t n = get_u8(r, what);
@@ -259,7 +259,9 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
     case BW_MSG_HELLO: {
         const bw_proto_hello *x = &m->u.hello;
         size_t ml = strnlen(x->model_id, sizeof(x->model_id)), bl = strnlen(x->backend, sizeof(x->backend));
-        if (ml > BW_PROTO_MAX_NAME || bl > BW_PROTO_MAX_NAME) return BW_PROTO_ELIMIT;
+        size_t al = strnlen(x->arch, sizeof(x->arch)), wl = strnlen(x->weight_types, sizeof(x->weight_types));
+        if (ml > BW_PROTO_MAX_NAME || bl > BW_PROTO_MAX_NAME || al > BW_PROTO_MAX_NAME || wl > BW_PROTO_MAX_NAME)
+            return BW_PROTO_ELIMIT;
         put_u8(w, x->state);
         put_u8(w, 0), put_u8(w, 0), put_u8(w, 0);
         put_f32(w, x->progress);
@@ -272,6 +274,10 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
         put_bytes(w, x->model_id, ml);
         put_u8(w, (uint8_t)bl);
         put_bytes(w, x->backend, bl);
+        put_u8(w, (uint8_t)al);
+        put_bytes(w, x->arch, al);
+        put_u8(w, (uint8_t)wl);
+        put_bytes(w, x->weight_types, wl);
         return 0;
     }
     case BW_MSG_ACCEPTED:
@@ -376,7 +382,9 @@ size_t bw_proto_encoded_size(const bw_proto_msg *m)
     switch (m->h.type) {
     case BW_MSG_HELLO:
         n += 1 + 3 + 4 + 5 * 4 + 1 + strnlen(m->u.hello.model_id, sizeof(m->u.hello.model_id)) + 1 +
-             strnlen(m->u.hello.backend, sizeof(m->u.hello.backend));
+             strnlen(m->u.hello.backend, sizeof(m->u.hello.backend)) + 1 +
+             strnlen(m->u.hello.arch, sizeof(m->u.hello.arch)) + 1 +
+             strnlen(m->u.hello.weight_types, sizeof(m->u.hello.weight_types));
         break;
     case BW_MSG_ACCEPTED: n += 16; break;
     case BW_MSG_TOKEN: n += 12 + (size_t)m->u.token.text_len; break;
@@ -626,6 +634,8 @@ static void get_body(rbuf *r, bw_proto_msg *m)
         x->pid = get_u32(r, "pid");
         get_name(r, x->model_id, sizeof(x->model_id), "model id");
         get_name(r, x->backend, sizeof(x->backend), "backend");
+        get_name(r, x->arch, sizeof(x->arch), "architecture");
+        get_name(r, x->weight_types, sizeof(x->weight_types), "weight types");
         if (r->status == BW_PROTO_OK && x->state > BW_ENGINE_DRAINING)
             fail(r, BW_PROTO_EINVAL, "engine state %u is unknown", x->state);
         check_range(r, x->progress, 0, 1, "progress");

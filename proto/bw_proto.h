@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BW_PROTO_VERSION 1u
+#define BW_PROTO_VERSION 2u /* 2: HELLO carries the model's architecture and weight types */
 #define BW_PROTO_MAGIC 0x31505742u /* "BWP1" read as little-endian */
 #define BW_PROTO_HEADER_SIZE 96u
 
@@ -98,6 +98,8 @@ typedef struct {
     uint32_t pid;
     char model_id[BW_PROTO_MAX_NAME + 1];
     char backend[BW_PROTO_MAX_NAME + 1];
+    char arch[BW_PROTO_MAX_NAME + 1];         /* general.architecture: "llama", "qwen2", "gemma3", ... */
+    char weight_types[BW_PROTO_MAX_NAME + 1]; /* the file's tensor types, most bytes first: "Q4_1,Q8_0,F32" */
 } bw_proto_hello;
 
 typedef struct {

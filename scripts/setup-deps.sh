@@ -10,7 +10,8 @@ DEBS=(meson ninja-build pkg-config gcc libc6-dev python3 python3-pip unzip
       valgrind                 # tests/memcheck: memcheck on a short engine generation
       cmake g++                # pip builds llama-cpp-python (the tests' llama.cpp reference) from source
       libsystemd-dev systemd   # sd_notify for the units; systemd-analyze for the deploy tests
-      libcurl4-openssl-dev)    # the front's heartbeat to the hive
+      libcurl4-openssl-dev     # the front's heartbeat to the hive
+      chromium)                # a real browser against the front's CORS and EventSource handling
 
 missing=()
 for p in "${DEBS[@]}"; do

@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
 scripts/fetch-model.sh
 tests/tools/fetch_vocab_files.sh
-# The default model re-quantized by llama.cpp into each K type, Q5_0 and Q5_1, with llama.cpp's outputs
-# for them (tests/.cache/models/; kept between runs): what the reference-parity tests compare against.
+scripts/fetch-gemma3.sh
+# Reference models and llama.cpp's outputs on them (tests/.cache/models/, reused while up to date): the
+# default model re-quantized by llama.cpp into each K type, Q5_0 and Q5_1, and tiny models of every
+# architecture. setup-deps.sh installed llama-cpp-python, the reference.
 python3 tests/tools/make_kquant_models.py
+python3 tests/tools/make_arch_models.py
 scripts/build.sh build
 scripts/build.sh build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dcuda=disabled
 export BW_BUILD_DIR=build BW_ASAN_BUILD_DIR=build-asan

@@ -1,9 +1,13 @@
-/* The CPU backend: the llama forward pass over a batch of tokens from any number of slots.
+/* The CPU backend: the transformer forward pass over a batch of tokens from any number of slots.
  *
  * Reads top to bottom like the paper. For each layer, every token of the batch goes through
- *   h = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))      n = RMSNorm
- *   x = h + Wdown · (silu(Wgate·n(h)) ⊙ Wup·n(h))
- * and the tokens that want logits go through the final norm and the output matrix. The products run the
+ *   q, k, v = Wq·n(x) + bq, Wk·n(x) + bk, Wv·n(x) + bv               n = RMSNorm, biases optional
+ *   h = x + p(Wo · attention(rope(nq(q)), rope(nk(k)), v))            nq, nk: optional per-head norms
+ *   x = h + p(Wdown · (act(Wgate·n(h)) ⊙ Wup·n(h)))                   p: optional post-norm, act silu|gelu
+ * and the tokens that want logits go through the final norm and the output matrix (then an optional
+ * soft cap). Which of the optional parts a model has, its rope style and scales, and which layers attend
+ * through a sliding window, come from the model description (engine/model.h): llama, qwen2, qwen3, phi3
+ * and gemma3 all run through this one function. The products run the
  * whole batch at once (prefill is a matrix-matrix product). Attention runs in parallel over (token, KV
  * head, span of ATTN_SPAN positions): the query heads that share a KV head read its cache rows once,
  * and a long context splits into spans that are merged in order, so its cost spreads over the threads.
@@ -44,26 +48,47 @@ static size_t cache_index(const cpu_backend *c, int slot, int layer, int pos)
     return (((size_t)slot * cfg->n_layer + layer) * c->base.params.n_ctx + pos) * c->kv_dim;
 }
 
-/* Rotates pairs (v[2i], v[2i+1]) of each head by pos·base^(-2i/n_rot), the GGUF llama ("normal") RoPE.
- * The angle is built by repeated multiplication in float, as the reference implementation does, so the
- * rounding matches it. */
-static void rope(const bw_model *m, float *v, int n_heads, int pos)
+/* Rotates pairs of each head's first n_rot values by pos·base^(-2i/n_rot): the pairs (2i, 2i+1) in the
+ * llama ("normal") style, (i, i + n_rot/2) in the NEOX style. The angle is built by repeated
+ * multiplication in float, as the reference implementation does, so the rounding matches it. */
+static void rope(const bw_model *m, const bw_layer_weights *w, float *v, int n_heads, int pos)
 {
     const bw_model_config *cfg = &m->cfg;
-    const float theta_scale = powf(cfg->rope_base, -2.0f / (float)cfg->n_rot);
-    const float freq_scale = 1.0f / cfg->rope_scale;
+    const float theta_scale = powf(w->rope_base, -2.0f / (float)cfg->n_rot);
+    const float freq_scale = 1.0f / w->rope_scale;
+    const int half = cfg->n_rot / 2, neox = cfg->rope_style == BW_ROPE_NEOX;
     for (int h = 0; h < n_heads; h++) {
         float *hv = v + (size_t)h * cfg->head_dim;
         float theta = (float)pos;
-        for (int i = 0; i < cfg->n_rot; i += 2) {
+        for (int i = 0; i < half; i++) {
             float t = freq_scale * theta;
-            if (m->rope_freqs) t /= m->rope_freqs[i / 2];
-            float c = cosf(t), s = sinf(t);
-            float a = hv[i], b = hv[i + 1];
-            hv[i] = a * c - b * s;
-            hv[i + 1] = a * s + b * c;
+            if (m->rope_freqs) t /= m->rope_freqs[i];
+            const float c = cosf(t), s = sinf(t);
+            const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+            const float a = hv[ia], b = hv[ib];
+            hv[ia] = a * c - b * s;
+            hv[ib] = a * s + b * c;
             theta *= theta_scale;
         }
+    }
+}
+
+/* GeGLU over n values in place: gate = gelu(gate) * up, GELU's tanh approximation (gemma's FFN). A tanhf
+ * per value is worth spreading over the threads in a prefill. */
+typedef struct {
+    float *gate;
+    const float *up;
+    size_t n;
+} geglu_job;
+
+static void geglu_task(void *ctx, int ith, int nth)
+{
+    const geglu_job *j = ctx;
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    const size_t lo = j->n * (size_t)ith / (size_t)nth, hi = j->n * (size_t)(ith + 1) / (size_t)nth;
+    for (size_t i = lo; i < hi; i++) {
+        const float x = j->gate[i];
+        j->gate[i] = 0.5f * x * (1.0f + tanhf(k * x * (1.0f + 0.044715f * x * x))) * j->up[i];
     }
 }
 
@@ -112,8 +137,10 @@ static void attention_task(void *ctx, int ith, int nth)
     cpu_backend *c = j->c;
     const bw_model_config *cfg = &c->base.model->cfg;
     const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = cfg->attn_scale;
     const size_t st = (size_t)hd + 2;
+    /* a sliding-window layer sees positions pos - n_swa + 1 .. pos; spans below that are empty */
+    const int window = c->base.model->layers[j->layer].swa ? cfg->n_swa : 0;
     float *scores = c->scores + (size_t)ith * cfg->n_head * (ATTN_SPAN + hd + 2);
     float *o = scores + (size_t)cfg->n_head * ATTN_SPAN, *m = o + (size_t)cfg->n_head * hd, *l = m + cfg->n_head;
     for (int w; (w = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_items;) {
@@ -126,11 +153,22 @@ static void attention_task(void *ctx, int ith, int nth)
         const int t = lo, bt = j->first + t, pos = j->batch->pos[bt], n_spans = attn_spans(pos);
         const int row = j->t0 + t; /* in c->q and c->att */
         const int g = (w - c->attn_item0[t]) / n_spans, s = (w - c->attn_item0[t]) % n_spans;
-        const int p0 = s * ATTN_SPAN, np = (s + 1 == n_spans ? pos + 1 : p0 + ATTN_SPAN) - p0;
-        const size_t at = cache_index(c, j->batch->slot[bt], j->layer, p0) + (size_t)g * hd;
-        const float *q = c->q + (size_t)row * cfg->n_embd + (size_t)g * group * hd;
-        float *att = c->att + (size_t)row * cfg->n_embd + (size_t)g * group * hd;
-        bw_attend(q, group, hd, c->k_cache + at, c->v_cache + at, c->kv_dim, np, scale, scores, m, l, o);
+        const int end = s + 1 == n_spans ? pos + 1 : (s + 1) * ATTN_SPAN;
+        int p0 = s * ATTN_SPAN;
+        if (window > 0 && p0 < pos + 1 - window) p0 = pos + 1 - window;
+        const int np = end > p0 ? end - p0 : 0;
+        const size_t at = cache_index(c, j->batch->slot[bt], j->layer, p0 < end ? p0 : 0) + (size_t)g * hd;
+        const float *q = c->q + (size_t)row * cfg->q_dim + (size_t)g * group * hd;
+        float *att = c->att + (size_t)row * cfg->q_dim + (size_t)g * group * hd;
+        if (np > 0) {
+            bw_attend(q, group, hd, c->k_cache + at, c->v_cache + at, c->kv_dim, np, scale, scores, m, l, o);
+        } else { /* a span wholly outside the window: weight zero in the merge */
+            for (int h = 0; h < group; h++) {
+                m[h] = -INFINITY;
+                l[h] = 0.0f;
+            }
+            memset(o, 0, (size_t)group * hd * sizeof *o);
+        }
         if (n_spans == 1) {
             for (int h = 0; h < group; h++) {
                 const float inv = 1.0f / l[h];
@@ -185,42 +223,70 @@ static void matmul(cpu_backend *c, const bw_tensor *w, const float *in, int n, f
     bw_matmul(c->pool, w, in, w->cols, n, out, w->rows, c->scratch);
 }
 
+/* n rows of width `width` from x: each row normalised in place by weight (rows of `width` floats). */
+static void norm_rows(float *out, const float *x, const bw_tensor *w, int n, int width, float eps)
+{
+    for (int t = 0; t < n; t++) bw_rmsnorm(out + (size_t)t * width, x + (size_t)t * width, w->data, width, eps);
+}
+
+/* y = W·x (+ bias when the layer has one) for n tokens. */
+static void linear(cpu_backend *c, const bw_tensor *w, const bw_tensor *bias, const float *in, int n, float *out)
+{
+    matmul(c, w, in, n, out);
+    if (bias->data)
+        for (int t = 0; t < n; t++) bw_axpy_f32(out + (size_t)t * w->rows, 1.0f, bias->data, w->rows);
+}
+
+/* x += f, where f is first normalised by post_norm when the layer has one (gemma3). */
+static void residual(const bw_model_config *cfg, float *x, float *f, const bw_tensor *post_norm, int n)
+{
+    const int E = cfg->n_embd;
+    if (post_norm->data) norm_rows(f, f, post_norm, n, E, cfg->rms_eps);
+    for (int t = 0; t < n; t++) bw_axpy_f32(x + (size_t)t * E, 1.0f, f + (size_t)t * E, E);
+}
+
 /* Runs tokens [first, first+n) of the batch through every layer; writes logits of the ones that want
  * them, starting at logits row *n_out. */
 static void forward_chunk(cpu_backend *c, const bw_batch *b, int first, int n, float *logits, int *n_out)
 {
     const bw_model *m = c->base.model;
     const bw_model_config *cfg = &m->cfg;
-    const int E = cfg->n_embd, KV = c->kv_dim, FF = cfg->n_ff;
+    const int E = cfg->n_embd, Q = cfg->q_dim, KV = c->kv_dim, FF = cfg->n_ff, HD = cfg->head_dim;
 
     for (int t = 0; t < n; t++) bw_model_embed(m, b->token[first + t], c->x + (size_t)t * E);
 
     for (int l = 0; l < cfg->n_layer; l++) {
         const bw_layer_weights *w = &m->layers[l];
-        for (int t = 0; t < n; t++)
-            bw_rmsnorm(c->xn + (size_t)t * E, c->x + (size_t)t * E, w->attn_norm.data, E, cfg->rms_eps);
-        matmul(c, &w->wq, c->xn, n, c->q);
-        matmul(c, &w->wk, c->xn, n, c->k);
-        matmul(c, &w->wv, c->xn, n, c->v);
+        norm_rows(c->xn, c->x, &w->attn_norm, n, E, cfg->rms_eps);
+        linear(c, &w->wq, &w->bq, c->xn, n, c->q);
+        linear(c, &w->wk, &w->bk, c->xn, n, c->k);
+        linear(c, &w->wv, &w->bv, c->xn, n, c->v);
+        if (w->q_norm.data) norm_rows(c->q, c->q, &w->q_norm, n * cfg->n_head, HD, cfg->rms_eps);
+        if (w->k_norm.data) norm_rows(c->k, c->k, &w->k_norm, n * cfg->n_head_kv, HD, cfg->rms_eps);
         for (int t = 0; t < n; t++) {
             int slot = b->slot[first + t], pos = b->pos[first + t];
-            rope(m, c->q + (size_t)t * E, cfg->n_head, pos);
-            rope(m, c->k + (size_t)t * KV, cfg->n_head_kv, pos);
+            rope(m, w, c->q + (size_t)t * Q, cfg->n_head, pos);
+            rope(m, w, c->k + (size_t)t * KV, cfg->n_head_kv, pos);
             size_t at = cache_index(c, slot, l, pos);
             memcpy(c->k_cache + at, c->k + (size_t)t * KV, (size_t)KV * sizeof(float));
             memcpy(c->v_cache + at, c->v + (size_t)t * KV, (size_t)KV * sizeof(float));
         }
         attention(c, b, first, n, l);
         matmul(c, &w->wo, c->att, n, c->xn);
-        for (int t = 0; t < n; t++) bw_axpy_f32(c->x + (size_t)t * E, 1.0f, c->xn + (size_t)t * E, E);
+        residual(cfg, c->x, c->xn, &w->attn_post_norm, n);
 
-        for (int t = 0; t < n; t++)
-            bw_rmsnorm(c->xn + (size_t)t * E, c->x + (size_t)t * E, w->ffn_norm.data, E, cfg->rms_eps);
+        norm_rows(c->xn, c->x, &w->ffn_norm, n, E, cfg->rms_eps);
         matmul(c, &w->w_gate, c->xn, n, c->hb);
         matmul(c, &w->w_up, c->xn, n, c->hb2);
-        for (int t = 0; t < n; t++) bw_swiglu(c->hb + (size_t)t * FF, c->hb + (size_t)t * FF, c->hb2 + (size_t)t * FF, FF);
+        if (cfg->act == BW_ACT_GELU) {
+            geglu_job gj = {c->hb, c->hb2, (size_t)n * FF};
+            bw_pool_run(c->pool, geglu_task, &gj);
+        } else {
+            for (int t = 0; t < n; t++)
+                bw_swiglu(c->hb + (size_t)t * FF, c->hb + (size_t)t * FF, c->hb2 + (size_t)t * FF, FF);
+        }
         matmul(c, &w->w_down, c->hb, n, c->xn);
-        for (int t = 0; t < n; t++) bw_axpy_f32(c->x + (size_t)t * E, 1.0f, c->xn + (size_t)t * E, E);
+        residual(cfg, c->x, c->xn, &w->ffn_post_norm, n);
     }
 
     /* Only the tokens that want logits pay for the output matrix (in a prefill, usually just the last). */
@@ -231,7 +297,12 @@ static void forward_chunk(cpu_backend *c, const bw_batch *b, int first, int n, f
         k++;
     }
     if (k > 0) {
-        matmul(c, &m->output, c->xn, k, logits + (size_t)*n_out * cfg->n_vocab);
+        float *out = logits + (size_t)*n_out * cfg->n_vocab;
+        matmul(c, &m->output, c->xn, k, out);
+        if (cfg->logit_softcap > 0.0f) {
+            const float cap = cfg->logit_softcap;
+            for (size_t i = 0; i < (size_t)k * cfg->n_vocab; i++) out[i] = cap * tanhf(out[i] / cap);
+        }
         *n_out += k;
     }
 }
@@ -320,10 +391,10 @@ bw_backend *bw_backend_cpu_create(const bw_model *m, const bw_backend_params *p,
     c->v_cache = calloc(cache, sizeof(float));
     c->x = malloc(B * cfg->n_embd * sizeof(float));
     c->xn = malloc(B * cfg->n_embd * sizeof(float));
-    c->q = malloc(B * cfg->n_embd * sizeof(float));
+    c->q = malloc(B * cfg->q_dim * sizeof(float));
     c->k = malloc(B * c->kv_dim * sizeof(float));
     c->v = malloc(B * c->kv_dim * sizeof(float));
-    c->att = malloc(B * cfg->n_embd * sizeof(float));
+    c->att = malloc(B * cfg->q_dim * sizeof(float));
     c->hb = malloc(B * cfg->n_ff * sizeof(float));
     c->hb2 = malloc(B * cfg->n_ff * sizeof(float));
     c->scores = malloc((size_t)p->n_threads * cfg->n_head * (ATTN_SPAN + cfg->head_dim + 2) * sizeof(float));

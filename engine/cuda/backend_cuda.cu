@@ -344,6 +344,13 @@ extern "C" int bw_backend_cuda_forward_top2(bw_backend *b, const bw_batch *batch
 static int check_model(const bw_model *m, char *err, size_t errlen)
 {
     const bw_model_config &c = m->cfg;
+    if (!bw_model_is_plain_llama(m)) {
+        snprintf(err, errlen,
+                 "CUDA backend: only plain llama models run on the GPU; this %s model (its biases, Q/K norms, "
+                 "post-norms, window or head size) runs with --backend cpu",
+                 c.arch);
+        return -1;
+    }
     if (c.n_embd % 32 || c.n_ff % 32 || c.head_dim % 8 || c.head_dim > 256 || c.n_rot % 2 || c.n_rot > c.head_dim ||
         c.n_head_kv <= 0 || c.n_head % c.n_head_kv || (c.n_head * c.head_dim) % 32) {
         snprintf(err, errlen,

@@ -75,9 +75,10 @@ def main():
     from gguf import GGUFReader  # pip install gguf
 
     r = GGUFReader(a.model)
-    f = lambda k: int(r.fields[k].contents())
-    kv_bytes = f("llama.block_count") * (a.p + a.n) * 2 * 4 * (
-        f("llama.embedding_length") // f("llama.attention.head_count") * f("llama.attention.head_count_kv"))
+    arch = r.fields["general.architecture"].contents()
+    f = lambda k, d=None: int(r.fields[f"{arch}.{k}"].contents()) if f"{arch}.{k}" in r.fields else d
+    head = f("attention.key_length", f("embedding_length") // f("attention.head_count"))
+    kv_bytes = f("block_count") * (a.p + a.n) * 2 * 4 * head * f("attention.head_count_kv", f("attention.head_count"))
     budget = os.path.getsize(a.model) + kv_bytes + (64 << 20)
 
     print(f"model {pathlib.Path(a.model).name}, {a.threads} threads, {a.r} repetitions")

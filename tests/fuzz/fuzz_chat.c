@@ -51,12 +51,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* the template may hold NUL bytes (it is a length-counted GGUF string); contents are C strings */
     enum bw_chat_kind detected = bw_chat_detect(seg[0], seg_len[0]);
-    FUZZ_CHECK(detected >= BW_CHAT_UNKNOWN && detected <= BW_CHAT_LLAMA3, "kind %d", (int)detected);
+    FUZZ_CHECK(detected >= BW_CHAT_UNKNOWN && detected <= BW_CHAT_GEMMA, "kind %d", (int)detected);
     bw_chat_msg msgs[MAX_MSGS];
     size_t n = 0;
     for (size_t i = 1; i + 1 < n_seg; i += 2) msgs[n++] = (bw_chat_msg){role_of(seg[i]), seg[i + 1]};
 
-    enum bw_chat_kind kinds[] = {detected, (enum bw_chat_kind)(data[0] % 4)};
+    enum bw_chat_kind kinds[] = {detected, (enum bw_chat_kind)(data[0] % (BW_CHAT_GEMMA + 1))};
     for (size_t k = 0; k < 2; k++) {
         char err[256] = "";
         char *out = bw_chat_render(kinds[k], seg[0], seg_len[0], msgs, n, err, sizeof(err));

@@ -1,10 +1,13 @@
 /* The GGUF reader on hostile bytes: bw_gguf_open_mem either refuses with a reason or returns a reader
- * whose every key, string, array element and tensor lies inside the input. The tokenizer and the chat
- * template detector then read that metadata, as the engine does right after opening a model. */
+ * whose every key, string, array element and tensor lies inside the input. The tokenizer, the chat
+ * template detector and the model loader (every architecture's keys and tensors) then read that metadata,
+ * as the engine does right after opening a model. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/chat.h"
 #include "engine/gguf.h"
+#include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "fuzz.h"
 
@@ -89,6 +92,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bw_tok_free(t);
     } else {
         FUZZ_CHECK(err[0], "tokenizer refused without a reason");
+    }
+    bw_model *m = malloc(sizeof *m);
+    if (m) {
+        if (bw_model_load(m, g, "fuzz.gguf", err, sizeof(err)) == 0) {
+            const bw_model_config *c = &m->cfg;
+            FUZZ_CHECK(c->n_layer >= 1 && c->head_dim >= 2 && c->q_dim == c->n_head * c->head_dim, "config");
+            float row[64];
+            if (c->n_embd <= 64) bw_model_embed(m, 0, row); /* reads the embedding row inside the input */
+            for (int l = 0; l < c->n_layer; l++) acc ^= touch(m->layers[l].w_down.data, m->layers[l].w_down.row_bytes);
+        } else {
+            FUZZ_CHECK(err[0], "model refused without a reason");
+        }
+        free(m);
     }
     bw_gguf_str tmpl;
     if (bw_gguf_get_str(g, "tokenizer.chat_template", &tmpl) == 0)

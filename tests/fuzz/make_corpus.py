@@ -69,7 +69,54 @@ SPM = [("tokenizer.ggml.model", STR, "llama"), ("tokenizer.ggml.tokens", ARR, (S
 CHATML = "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
 
 
+def arch_model(arch, vocab):
+    """A complete model of `arch` at widths 8 (2 heads of 4, 1 KV head, FFN 8, 2 layers), zero weights:
+    reaches bw_model_load's per-architecture keys and tensors."""
+    E, H, KV, HD, FF, L = 8, 2, 1, 4, 8, 2
+    n_vocab = len(next(v for k, _, v in vocab if k == "tokenizer.ggml.tokens")[1])
+    kvs = [("general.architecture", STR, arch), (f"{arch}.block_count", U32, L), (f"{arch}.context_length", U32, 64),
+           (f"{arch}.embedding_length", U32, E), (f"{arch}.feed_forward_length", U32, FF),
+           (f"{arch}.attention.head_count", U32, H), (f"{arch}.attention.head_count_kv", U32, KV),
+           (f"{arch}.attention.layer_norm_rms_epsilon", F32, 1e-6)]
+    if arch == "gemma3":
+        kvs += [(f"{arch}.attention.sliding_window", U32, 4), (f"{arch}.attention.sliding_window_pattern", U32, 2),
+                (f"{arch}.final_logit_softcapping", F32, 30.0)]
+    zeros = lambda n: b"\0" * 4 * n
+    ts = [("token_embd.weight", [E, n_vocab], 0, zeros(E * n_vocab)), ("output_norm.weight", [E], 0, zeros(E))]
+    if arch == "llama":
+        ts.append(("rope_freqs.weight", [HD // 2], 0, struct.pack("<2f", 1.0, 4.0)))
+    for i in range(L):
+        b = f"blk.{i}."
+        ts += [(b + "attn_norm.weight", [E], 0, zeros(E)), (b + "ffn_norm.weight", [E], 0, zeros(E)),
+               (b + "attn_output.weight", [H * HD, E], 0, zeros(H * HD * E)),
+               (b + "ffn_down.weight", [FF, E], 0, zeros(FF * E))]
+        if arch == "phi3":
+            ts += [(b + "attn_qkv.weight", [E, (H + 2 * KV) * HD], 0, zeros(E * (H + 2 * KV) * HD)),
+                   (b + "ffn_up.weight", [E, 2 * FF], 0, zeros(E * 2 * FF))]
+        else:
+            ts += [(b + "attn_q.weight", [E, H * HD], 0, zeros(E * H * HD)),
+                   (b + "attn_k.weight", [E, KV * HD], 0, zeros(E * KV * HD)),
+                   (b + "attn_v.weight", [E, KV * HD], 0, zeros(E * KV * HD)),
+                   (b + "ffn_gate.weight", [E, FF], 0, zeros(E * FF)), (b + "ffn_up.weight", [E, FF], 0, zeros(E * FF))]
+        if arch == "qwen2":
+            ts += [(b + "attn_q.bias", [H * HD], 0, zeros(H * HD)), (b + "attn_k.bias", [KV * HD], 0, zeros(KV * HD)),
+                   (b + "attn_v.bias", [KV * HD], 0, zeros(KV * HD))]
+        if arch in ("qwen3", "gemma3"):
+            ts += [(b + "attn_q_norm.weight", [HD], 0, zeros(HD)), (b + "attn_k_norm.weight", [HD], 0, zeros(HD))]
+        if arch == "gemma3":
+            ts += [(b + "post_attention_norm.weight", [E], 0, zeros(E)), (b + "post_ffw_norm.weight", [E], 0, zeros(E))]
+    return gguf(kvs + vocab, ts)
+
+
 def gguf_seeds():
+    for arch, vocab in (("llama", BPE + [("tokenizer.ggml.pre", STR, "llama-bpe")]),
+                        ("qwen2", BPE + [("tokenizer.ggml.pre", STR, "qwen2")]),
+                        ("qwen3", BPE + [("tokenizer.ggml.pre", STR, "qwen2")]),
+                        ("phi3", SPM + [("general.name", STR, "Phi3"),
+                                        ("tokenizer.chat_template", STR, "<|user|>\n<|end|>\n<|assistant|>")]),
+                        ("gemma3", SPM + [("tokenizer.ggml.add_space_prefix", BOOL, 0),
+                                          ("tokenizer.chat_template", STR, "<start_of_turn>user\n")])):
+        write("gguf", f"model_{arch}", arch_model(arch, vocab))
     write("gguf", "empty_v3", gguf([]))
     write("gguf", "empty_v2", gguf([], version=2))
     write("gguf", "scalars", gguf([("u8", U8, 1), ("i8", I8, -1), ("u16", U16, 2), ("i16", I16, -2),
@@ -183,6 +230,13 @@ def chat_seeds():
         "empty_tmpl": (0, "", [("user", "x")]),
         "odd_role": (1, CHATML, [("tool", "result"), ("user", "<|im_end|>injected")]),
         "no_messages": (1, CHATML, []),
+        "phi3_system": (4, "<|system|>\n' + message['content'] + '<|end|>\n<|user|>\n<|assistant|>\n",
+                        [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Bye")]),
+        "phi3_early": (4, "{{ bos_token }}<|user|>' + '\n' + message['content'] + '<|end|>' + '\n' + '<|assistant|>",
+                       [("user", "Hi"), ("assistant", "Hello.")]),
+        "gemma_sys": (5, "{{ bos_token }}<start_of_turn>' + role + '\n'", [("system", "S"), ("user", " trim me "),
+                                                                            ("assistant", "ok"), ("user", "again")]),
+        "gemma_bad_order": (5, "<start_of_turn>", [("assistant", "first")]),
     }
     for name, (kind, tmpl, msgs) in cases.items():
         parts = [tmpl] + [x for r, c in msgs for x in (r, c)]

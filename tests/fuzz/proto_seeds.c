@@ -36,6 +36,8 @@ int main(int argc, char **argv)
                                  .queue_depth = 2, .n_ctx = 2048, .pid = 4242};
     strcpy(m.u.hello.model_id, "SmolLM2-135M-Instruct");
     strcpy(m.u.hello.backend, "cpu");
+    strcpy(m.u.hello.arch, "llama");
+    strcpy(m.u.hello.weight_types, "Q4_1,Q8_0,F32");
     rc |= put(d, "hello", &m);
     bw_proto_init(&m, BW_MSG_ACCEPTED, 1, job, 0);
     m.u.accepted = (bw_proto_accepted){.seed = 42, .n_prompt = 5, .first_index = 0};

@@ -41,6 +41,13 @@ def rss_kb(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pid_alive(pid):
     """True while pid exists and is not a zombie (a reparented child may stay a zombie in a container)."""
     try:
@@ -85,7 +92,7 @@ class Worker(Closing):
     """A front with a supervised engine (or none). Use as a context manager or call close()."""
 
     def __init__(self, build_dir, model=None, local_mode=True, token=None, spawn=True, slots=4, extra=(),
-                 log_dir=None):
+                 log_dir=None, preexec_fn=None):
         self.port = free_port()
         self.rundir = pathlib.Path(tempfile.mkdtemp(prefix="bwt-", dir="/tmp"))
         self.token = token
@@ -105,7 +112,7 @@ class Worker(Closing):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"front-{self.port}.log"
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
         self.front_pid = self.proc.pid
         if not wait_until(lambda: port_listening(self.port) or self.proc.poll() is not None, START_DEADLINE_S):
             self.close()

@@ -45,7 +45,7 @@ def test_token_matrix(secured, method, path, body):
         assert status == 401 and resp["error"]["code"] == "MISSING_API_KEY", resp
         assert headers.get("WWW-Authenticate", headers.get("www-authenticate")) == "Bearer"
         for wrong in ["Bearer nope", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", TOKEN,
-                      f"Bearer {TOKEN.upper()}"]:
+                      f"Bearer {TOKEN.upper()}", f"Bearer  {TOKEN}", f"Bearer {TOKEN} ", f"Bearer {TOKEN}  "]:
             status, resp, _ = secured.request(method, path, body, headers={"Authorization": wrong})
             assert status == 401 and resp["error"]["code"] == "INVALID_API_KEY", (wrong, resp)
             assert TOKEN not in str(resp)
@@ -53,7 +53,7 @@ def test_token_matrix(secured, method, path, body):
         assert status == 401 and resp["error"]["code"] == "MISSING_API_KEY"
     finally:
         secured.token = TOKEN
-    status, resp, _ = secured.request(method, path, body, headers={"Authorization": f"bearer  {TOKEN}"})
+    status, resp, _ = secured.request(method, path, body, headers={"Authorization": f"bearer {TOKEN}"})
     assert status not in (401, 403), resp
 
 

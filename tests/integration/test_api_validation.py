@@ -171,9 +171,9 @@ def test_out_of_range_value_is_echoed_and_huge_strings_are_not(front):
 
 def test_wrong_methods_get_405_with_allow(front):
     for method, path, allow in [("GET", "/v1/inference", "POST"), ("PUT", "/v1/jobs", "POST"),
-                                ("DELETE", "/health", "GET"), ("POST", "/v1/models", "GET"),
-                                ("GET", "/v1/completions", "POST"), ("POST", "/metrics", "GET"),
-                                ("POST", "/v1/jobs/job-x/stream", "GET"), ("GET", "/v1/jobs/job-x", "DELETE")]:
+                                ("DELETE", "/health", "GET, HEAD"), ("POST", "/v1/models", "GET, HEAD"),
+                                ("GET", "/v1/completions", "POST"), ("POST", "/metrics", "GET, HEAD"),
+                                ("POST", "/v1/jobs/job-x/stream", "GET, HEAD"), ("GET", "/v1/jobs/job-x", "DELETE")]:
         conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
         conn.request(method, path, body=b"{}" if method != "GET" else None)
         r = conn.getresponse()

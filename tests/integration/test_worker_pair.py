@@ -100,8 +100,9 @@ def test_client_disconnect_frees_the_slot(pair):
     assert wait_until(lambda: pair.info()["engine"]["slots"]["busy"] >= 1, 1.0, 0.02)
     s.close()
     t0 = time.monotonic()
-    assert wait_until(lambda: pair.info()["engine"]["slots"]["busy"] == 0, 2.0, 0.05), "slot still busy after 2 s"
-    assert time.monotonic() - t0 < 2.0
+    # the job waits --reconnect-grace (3 s by default) for a reconnect, then its slot is free within a step
+    assert wait_until(lambda: pair.info()["engine"]["slots"]["busy"] == 0, 5.0, 0.05), "slot still busy after 5 s"
+    assert time.monotonic() - t0 < 5.0
 
 
 def test_http_errors(pair, build_dir):

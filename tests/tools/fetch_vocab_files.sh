@@ -1,11 +1,11 @@
 #!/bin/sh
-# Puts llama.cpp's vocab-only test files that are too large to commit (ggml-vocab-llama-bpe.gguf, 7.8 MB)
+# Puts llama.cpp's vocab-only test files that are too large to commit (ggml-vocab-llama-bpe.gguf 7.8 MB, ggml-vocab-qwen2.gguf 5.9 MB, ggml-vocab-phi-3.gguf)
 # into tests/.cache/vocab/ (git-ignored). They ship in llama.cpp's models/ folder, inside the
 # llama-cpp-python source distribution; the version is the one the golden files were made with.
 # test_tokenizer_golden skips a vocabulary whose file is absent.
 set -eu
 VERSION=0.3.36
-FILES="ggml-vocab-llama-bpe.gguf"
+FILES="ggml-vocab-llama-bpe.gguf ggml-vocab-qwen2.gguf ggml-vocab-phi-3.gguf"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dest="$root/tests/.cache/vocab"
 mkdir -p "$dest"

@@ -124,17 +124,45 @@ def bad_variants(src):
     }
 
 
-def make_bad_models(src, outdir):
-    """Writes OUTDIR/<case>.gguf for every defect; returns {case: path}."""
+# Per architecture: a tensor only that architecture requires (None: none beyond llama's).
+ARCH_TENSOR = {"llama": None, "qwen2": None, "qwen3": "blk.0.attn_k_norm.weight", "phi3": "blk.1.attn_qkv.weight",
+               "gemma3": "blk.0.post_ffw_norm.weight"}
+
+
+def arch_variants(src):
+    """{case name: byte chunks} of one model file of any architecture: each required hyper-parameter key of
+    the architecture dropped in turn, and the tensor only that architecture requires."""
+    with open(src, "rb") as f:
+        data = f.read()
+    g = Gguf(data)
+    arch = next(raw for k, raw in g.kvs if k == "general.architecture")[4 + 8:].decode()  # type, length, text
+    out = {}
+    for key in ("block_count", "embedding_length", "feed_forward_length", "attention.head_count", "context_length",
+                "attention.layer_norm_rms_epsilon"):
+        kvs = [kv for kv in g.kvs if kv[0] != f"{arch}.{key}"]
+        assert len(kvs) == len(g.kvs) - 1, key
+        out[f"no_{key}"] = g.rebuilt(kvs, g.tensors)
+    if ARCH_TENSOR[arch]:
+        out["no_" + ARCH_TENSOR[arch]] = g.rebuilt(g.kvs, [t for t in g.tensors if t["name"] != ARCH_TENSOR[arch]])
+    return out
+
+
+def write_variants(variants, outdir):
+    """Writes OUTDIR/<case>.gguf for every {case: chunks}; returns {case: path}."""
     os.makedirs(outdir, exist_ok=True)
     paths = {}
-    for name, chunks in bad_variants(src).items():
+    for name, chunks in variants.items():
         path = os.path.join(outdir, name + ".gguf")
         with open(path, "wb") as f:
             for c in chunks:
                 f.write(c)
         paths[name] = path
     return paths
+
+
+def make_bad_models(src, outdir):
+    """Writes OUTDIR/<case>.gguf for every defect; returns {case: path}."""
+    return write_variants(bad_variants(src), outdir)
 
 
 def main():

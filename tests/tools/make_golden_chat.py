@@ -5,7 +5,8 @@ reference that tests/unit/test_chat.c compares engine/chat.c against.
     python3 tests/tools/make_golden_chat.py [model.gguf]
 
 The SmolLM2 template is read from the GGUF (default: models/SmolLM2-135M-Instruct.Q4_1.gguf); the
-Llama 2 and Llama 3 templates are the ones their instruct models publish in tokenizer_config.json.
+Llama 2, Llama 3, Phi-3 and Gemma 3 templates are the ones their instruct models publish in
+tokenizer_config.json (and the early Phi-3 form that llama.cpp's ggml-vocab-phi-3.gguf carries).
 Rendering follows transformers' apply_chat_template: a sandboxed environment with trim_blocks and
 lstrip_blocks, add_generation_prompt=True, bos_token/eos_token of the family, and raise_exception."""
 import json
@@ -41,6 +42,64 @@ LLAMA3 = (
     " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
+
+# Phi-3-mini-4k-instruct's template (with a system turn), and the early form that llama.cpp's
+# ggml-vocab-phi-3.gguf carries (no system turn; each user turn opens the assistant's).
+PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + "
+    "'<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+PHI3_EARLY = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') %}{{'<|user|>' + '\\n' + "
+    "message['content'] + '<|end|>' + '\\n' + '<|assistant|>' + '\\n'}}{% elif (message['role'] == 'assistant') %}"
+    "{{message['content'] + '<|end|>' + '\\n'}}{% endif %}{% endfor %}"
+)
+
+# Gemma 3 instruct's template (google/gemma-3-*-it, tokenizer_config.json).
+GEMMA = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello!"}],
@@ -88,6 +147,9 @@ def main(argv):
         ("chatml", CHATML_PLAIN, "<|im_start|>", "<|im_end|>"),
         ("llama2", LLAMA2, "<s>", "</s>"),
         ("llama3", LLAMA3, "<|begin_of_text|>", "<|eot_id|>"),
+        ("phi3", PHI3, "<s>", "<|endoftext|>"),
+        ("phi3-early", PHI3_EARLY, "<s>", "<|endoftext|>"),
+        ("gemma", GEMMA, "<bos>", "<eos>"),
     ]
     cases = []
     for name, tmpl, bos, eos in templates:

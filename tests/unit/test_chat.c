@@ -18,6 +18,10 @@ static enum bw_chat_kind kind_of(const char *name) {
         return BW_CHAT_LLAMA2;
     if (strcmp(name, "llama3") == 0)
         return BW_CHAT_LLAMA3;
+    if (strncmp(name, "phi3", 4) == 0)
+        return BW_CHAT_PHI3;
+    if (strcmp(name, "gemma") == 0)
+        return BW_CHAT_GEMMA;
     return BW_CHAT_CHATML;
 }
 

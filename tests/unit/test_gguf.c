@@ -529,7 +529,8 @@ static void test_tiny_models(void)
 
     o = base;
     o.arch = "gpt9";
-    expect_model_refused("architecture gpt9", &o, "architecture 'gpt9' is not supported (llama family only)");
+    expect_model_refused("architecture gpt9", &o,
+                         "architecture 'gpt9' is not supported (supported: llama, qwen2, qwen3, phi3, gemma3)");
     o = base;
     o.scaling = "yarn";
     o.scaling_factor = 2;

@@ -49,6 +49,8 @@ static void sample_messages(bw_proto_msg *ms, int *n)
                                      .queue_depth = 3, .n_ctx = 4096, .pid = 4242};
     strcpy(ms[k].u.hello.model_id, "SmolLM2-135M-Instruct");
     strcpy(ms[k].u.hello.backend, "cpu");
+    strcpy(ms[k].u.hello.arch, "gemma3");
+    strcpy(ms[k].u.hello.weight_types, "Q4_K,Q6_K,Q8_0,F32");
     k++;
     bw_proto_init(&ms[k], BW_MSG_ACCEPTED, 9, "job-0f8fad5b-d9cb-469f-a165-70867728950e", 0);
     ms[k].u.accepted = (bw_proto_accepted){.seed = 123456789012345ull, .n_prompt = 17, .first_index = 0};
@@ -119,6 +121,8 @@ static void check_equal(const bw_proto_msg *a, const bw_proto_msg *b)
         CHECK(a->u.hello.pid == b->u.hello.pid);
         CHECK(strcmp(a->u.hello.model_id, b->u.hello.model_id) == 0);
         CHECK(strcmp(a->u.hello.backend, b->u.hello.backend) == 0);
+        CHECK(strcmp(a->u.hello.arch, b->u.hello.arch) == 0);
+        CHECK(strcmp(a->u.hello.weight_types, b->u.hello.weight_types) == 0);
         break;
     case BW_MSG_ACCEPTED:
         CHECK(memcmp(&a->u.accepted, &b->u.accepted, sizeof(a->u.accepted)) == 0);
@@ -237,10 +241,10 @@ static void test_hostile_headers(void)
     long len = bw_proto_encode(&m, buf, sizeof(buf));
     CHECK(len == BW_PROTO_HEADER_SIZE);
 
-    buf[4] = 2; /* version */
+    buf[4] = BW_PROTO_VERSION + 1; /* version */
     CHECK(bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_EVERSION);
     CHECK(strstr(err, "version") != NULL);
-    buf[4] = 1;
+    buf[4] = BW_PROTO_VERSION;
 
     buf[6] = 99; /* type */
     CHECK(bw_proto_decode(buf, (size_t)len, &out, err, sizeof(err)) == BW_PROTO_ETYPE);
