@@ -137,9 +137,9 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
 {
     enum {
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
-        O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX, O_SPEC_MAX,
+        O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
         O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
-        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS,
+        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS, O_SPEC_MAX,
     };
     static const struct option opts[] = {
         {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
