@@ -2,7 +2,8 @@
  *
  * Owns: the wait queue, slot assignment, building ONE batch per step from every active job (a decode
  * token for each running job plus prefill chunks of newly admitted ones), the per-job message sequence,
- * and the bounded per-job history that REPLAY serves. Every message is encoded here and handed to the
+ * the bounded per-job history that REPLAY serves, and speculative decoding (draft tokens verified in the
+ * step, see bw_sched_set_spec_max). Every message is encoded here and handed to the
  * publish callback the moment it exists, so a token leaves the engine right after it is sampled.
  * It does not know about sockets or signals (engine/daemon.c does). Single-threaded; the counters read
  * by bw_sched_busy/queued may be read from another thread. */
