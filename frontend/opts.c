@@ -34,7 +34,8 @@ static void usage(FILE *f)
           "  --engine-bin PATH      engine binary (default: ../engine/beeworker-engine next to this one,\n"
           "                         then beeworker-engine beside it)\n"
           "  --model PATH           GGUF model (for --spawn-engine)\n"
-          "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "  --backend auto|cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "                         (--backend auto, the default: cuda when built in and a GPU is visible)\n"
           "  --engine-max-crashes N, --engine-crash-window S\n"
           "                         stop restarting a spawned engine after N exits within S seconds\n"
           "                         (default 5 in 60; 0 = never give up); /health then says engine down\n"
@@ -142,7 +143,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     };
     memset(o, 0, sizeof(*o));
     o->worker_id = "beeworker";
-    o->backend = "cpu";
+    o->backend = "auto";
     o->port = 8080;
     o->heartbeat_s = 30;
     o->engine_wait_s = 30;
@@ -175,8 +176,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_MODEL: o->model = optarg; break;
         case O_MODELREF: o->model_ref = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-front: --backend is cpu or cuda, got '%s'\n", optarg);
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-front: --backend is auto, cpu or cuda, got '%s'\n", optarg);
                 return -1;
             }
             o->backend = optarg;

@@ -408,7 +408,7 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
     }
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
-        snprintf(err, errlen, "no CUDA device found (driver missing or no GPU visible); use --backend cpu");
+        snprintf(err, errlen, "no CUDA device found (driver missing or no GPU visible); use --backend cpu or auto");
         return NULL;
     }
     if (p->device < 0 || p->device >= n_dev) {

@@ -13,7 +13,7 @@ bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backend_params *p
 {
     (void)m;
     (void)p;
-    snprintf(err, errlen, "this beeworker-engine was built without CUDA (rebuild with nvcc installed, -Dcuda=enabled)");
+    snprintf(err, errlen, "this beeworker-engine was built without CUDA (use --backend cpu or auto, or rebuild with nvcc installed, -Dcuda=enabled)");
     return NULL;
 }
 
