@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #ifdef __CUDACC__
-#define BW_NM_FN __host__ __device__ static inline
+#define BW_NM_FN static inline __host__ __device__
 #else
 #define BW_NM_FN static inline
 #endif
