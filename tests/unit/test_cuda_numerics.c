@@ -299,7 +299,7 @@ static void test_pinned_case(void)
         h = (h ^ fbits(y)) * 1099511628211ull;
         h = (h ^ fbits(rs)) * 1099511628211ull;
     }
-    /* Recorded from this mirror when the contract was written; a GPU run prints the same hash. */
+    /* Recorded from this mirror when the contract was written (a change here is a change of contract). */
     const uint64_t pinned = BW_NM_PINNED_HASH;
     CHECK(h == pinned, "pinned case hash %016llx, recorded %016llx: the contract's arithmetic changed",
           (unsigned long long)h, (unsigned long long)pinned);
