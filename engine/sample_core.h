@@ -153,24 +153,56 @@ typedef struct {
     float min_p;       /* 0 = off */
 } bw_sc_params;
 
-/* The choice among n >= 1 candidates sorted by bw_sc_before, logits v[] (overwritten with their
- * unnormalised probabilities), maxl the largest logit, u the draw in [0,1). Steps, in this order:
- * top-k cut; p_i = exp((v_i - maxl) / T), summed in double in order; min-p keeps the leading
- * candidates with p >= p_0 * min_p; top-p keeps the shortest prefix whose sum reaches top_p of the
- * total; the token whose running sum first exceeds u * total. */
-BW_SC_FN int32_t bw_sc_pick(const int32_t *id, float *v, int32_t n, float maxl, const bw_sc_params *p, double u)
+/* The argmax the samplers agree on: the largest logit, the smallest id among equals. A parallel
+ * reduction merges partial results with this (associative and commutative: any tree gives the same). */
+BW_SC_FN void bw_sc_argmax_merge(float *v, int32_t *i, float v2, int32_t i2)
 {
-    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        v[i] = bw_sc_expf(bw_sc_fdiv(bw_sc_fsub(v[i], maxl), p->temperature));
-        sum = bw_sc_dadd(sum, (double)v[i]);
+    if (v2 > *v || (v2 == *v && i2 < *i)) *v = v2, *i = i2;
+}
+
+/* One compare-exchange of a bitonic sorting network over n (a power of two) candidates, for element
+ * i at stage (k, j): afterwards the candidates are in bw_sc_before order. A thread per i on the device,
+ * a loop on the host; the result is the unique sorted order whoever runs it. */
+BW_SC_FN void bw_sc_bitonic_step(int32_t *id, float *v, int32_t i, int32_t j, int32_t k)
+{
+    const int32_t l = i ^ j;
+    if (l <= i) return;
+    const int first_half = (i & k) == 0;
+    const int swap = first_half ? bw_sc_before(v[l], id[l], v[i], id[i]) : bw_sc_before(v[i], id[i], v[l], id[l]);
+    if (swap) {
+        const float tv = v[i];
+        const int32_t ti = id[i];
+        v[i] = v[l], id[i] = id[l];
+        v[l] = tv, id[l] = ti;
     }
+}
+
+/* How many sorted candidates top-k leaves. */
+BW_SC_FN int32_t bw_sc_top_k(int32_t n, const bw_sc_params *p)
+{
+    return p->top_k > 0 && p->top_k < n ? p->top_k : n;
+}
+
+/* A candidate's unnormalised probability at the temperature: exp((v - maxl) / T). Element-wise, so
+ * the device computes them in parallel. */
+BW_SC_FN float bw_sc_prob(float v, float maxl, float temperature)
+{
+    return bw_sc_expf(bw_sc_fdiv(bw_sc_fsub(v, maxl), temperature));
+}
+
+/* The choice among the n >= 1 leading sorted candidates (after top-k) with probabilities pr[] (as
+ * bw_sc_prob gives them), u the draw in [0,1). Sums run in double, in order: the total; min-p keeps the
+ * leading candidates with pr >= pr_0 * min_p; top-p keeps the shortest prefix whose sum reaches top_p
+ * of the total; the token whose running sum first exceeds u * total. Sequential by nature: one thread. */
+BW_SC_FN int32_t bw_sc_choose(const int32_t *id, const float *pr, int32_t n, const bw_sc_params *p, double u)
+{
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) sum = bw_sc_dadd(sum, (double)pr[i]);
     if (p->min_p > 0.0f) {
-        const float floor_p = bw_sc_fmul(v[0], p->min_p);
+        const float floor_p = bw_sc_fmul(pr[0], p->min_p);
         int32_t keep = 1;
-        while (keep < n && v[keep] >= floor_p) keep++;
-        for (int32_t i = keep; i < n; i++) sum = bw_sc_dadd(sum, -(double)v[i]);
+        while (keep < n && pr[keep] >= floor_p) keep++;
+        for (int32_t i = keep; i < n; i++) sum = bw_sc_dadd(sum, -(double)pr[i]);
         n = keep;
     }
     if (p->top_p < 1.0f) {
@@ -178,7 +210,7 @@ BW_SC_FN int32_t bw_sc_pick(const int32_t *id, float *v, int32_t n, float maxl, 
         double acc = 0.0;
         int32_t keep = 0;
         while (keep < n) {
-            acc = bw_sc_dadd(acc, (double)v[keep]);
+            acc = bw_sc_dadd(acc, (double)pr[keep]);
             keep++;
             if (acc >= target) break;
         }
@@ -188,10 +220,18 @@ BW_SC_FN int32_t bw_sc_pick(const int32_t *id, float *v, int32_t n, float maxl, 
     const double r = bw_sc_dmul(u, sum);
     double acc = 0.0;
     for (int32_t i = 0; i < n; i++) {
-        acc = bw_sc_dadd(acc, (double)v[i]);
+        acc = bw_sc_dadd(acc, (double)pr[i]);
         if (r < acc) return id[i];
     }
     return id[n - 1];
+}
+
+/* The whole choice, sequentially (the CPU sampler): top-k, probabilities (v[] is overwritten), choice. */
+BW_SC_FN int32_t bw_sc_pick(const int32_t *id, float *v, int32_t n, float maxl, const bw_sc_params *p, double u)
+{
+    n = bw_sc_top_k(n, p);
+    for (int32_t i = 0; i < n; i++) v[i] = bw_sc_prob(v[i], maxl, p->temperature);
+    return bw_sc_choose(id, v, n, p, u);
 }
 
 #endif

@@ -14,6 +14,7 @@
  *  - attention vs a double reference on the same f16 cache: 1e-4 * max|v| + 1e-6.
  *  - RoPE / KV write: the f16 rounding of the cache, 2^-10 relative; queries 1e-5 relative.
  *  - embedding and top-2: exact.
+ *  - the device sampler (sample.cu) against bw_sample on copies of the same logits: the same ids.
  *  - the contract kernels (contract.cu) against the scalar mirror (numerics.h on the host): the same
  *    bits (memcmp), prepared activations and products alike.
  * Without a CUDA device the program prints "no CUDA device: skipped" and exits 0. */
@@ -26,9 +27,11 @@
 #include <vector>
 
 #include "engine/cuda/contract.cuh"
+#include "engine/cuda/sample.cuh"
 #include "engine/cuda/ops.cuh"
 
 extern "C" {
+#include "engine/sampler.h"
 #include "engine/cuda/repack.h"
 #include "engine/tensor.h"
 }
@@ -661,6 +664,76 @@ static void test_contract(int type, int rows, int K, int n_tok, int use_norm)
         CK(cudaFree(p));
 }
 
+/* ---- the device sampler: the same ids as bw_sample from the same logits ---- */
+
+static void test_sampler(int nv, int n_rows)
+{
+    std::vector<float> lg((size_t)nv * n_rows);
+    std::vector<bw_cu_sample_row> rows(n_rows);
+    std::vector<bw_sampler_params> ps(n_rows);
+    std::vector<int32_t> hist((size_t)n_rows * BW_CU_SAMPLE_HIST), hn(n_rows);
+    for (int r = 0; r < n_rows; r++) {
+        const float scale = frand(0.5f, 10.0f);
+        for (int i = 0; i < nv; i++) {
+            float v = (frand(-1.0f, 1.0f) + frand(-1.0f, 1.0f) + frand(-1.0f, 1.0f)) * scale;
+            if (r % 4 == 0) v = roundf(v * 4.0f) / 4.0f; /* ties */
+            lg[(size_t)r * nv + i] = v;
+        }
+        bw_sampler_params &p = ps[r];
+        bw_sampler_defaults(&p);
+        const float temps[] = {0.0f, 0.5f, 1.0f, 1.0f, 2.0f};
+        const int32_t ks[] = {0, 1, 10, 100, 0};
+        p.temperature = temps[rnd() % 5];
+        p.top_k = ks[rnd() % 5];
+        p.top_p = rnd() % 2 ? 1.0f : frand(0.1f, 0.99f);
+        p.min_p = rnd() % 2 ? 0.0f : frand(0.0f, 0.3f);
+        p.repetition_penalty = rnd() % 2 ? 1.0f : frand(0.8f, 1.5f);
+        p.repeat_last_n = 64;
+        p.seed = ((uint64_t)rnd() << 32) | rnd();
+        hn[r] = (int32_t)(rnd() % 64);
+        for (int i = 0; i < hn[r]; i++) hist[(size_t)r * BW_CU_SAMPLE_HIST + i] = (int32_t)(rnd() % (i % 2 ? nv : 50));
+        rows[r] = {p.temperature, p.top_p, p.min_p, p.repetition_penalty, p.top_k, hn[r], p.seed, (uint64_t)r * 3};
+    }
+    float *dl;
+    bw_cu_sample_row *dr;
+    int32_t *dh, *dout;
+    CK(cudaMalloc(&dl, lg.size() * 4));
+    CK(cudaMalloc(&dr, rows.size() * sizeof(bw_cu_sample_row)));
+    CK(cudaMalloc(&dh, hist.size() * 4));
+    CK(cudaMalloc(&dout, (size_t)n_rows * 4));
+    CK(cudaMemcpy(dl, lg.data(), lg.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dr, rows.data(), rows.size() * sizeof(bw_cu_sample_row), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dh, hist.data(), hist.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(dout, 0x7f, (size_t)n_rows * 4));
+    CK(bw_cu_sample(0, dl, nv, (size_t)nv, n_rows, dr, dh, dout));
+    CK(cudaDeviceSynchronize());
+    std::vector<int32_t> got(n_rows);
+    std::vector<float> pen(lg.size());
+    CK(cudaMemcpy(got.data(), dout, (size_t)n_rows * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(pen.data(), dl, pen.size() * 4, cudaMemcpyDeviceToHost));
+    bw_sampler *s = bw_sampler_create(nv);
+    int bad = 0, fallback = 0;
+    for (int r = 0; r < n_rows; r++) {
+        std::vector<float> a(lg.begin() + (size_t)r * nv, lg.begin() + (size_t)(r + 1) * nv);
+        const int32_t want = bw_sample(s, &ps[r], a.data(), &hist[(size_t)r * BW_CU_SAMPLE_HIST], (size_t)hn[r],
+                                       (uint64_t)r * 3);
+        int32_t g = got[r];
+        if (g == -1) { /* the host path: the device-penalised row, no history */
+            fallback++;
+            std::vector<float> b(pen.begin() + (size_t)r * nv, pen.begin() + (size_t)(r + 1) * nv);
+            g = bw_sample(s, &ps[r], b.data(), NULL, 0, (uint64_t)r * 3);
+        }
+        if (g != want) {
+            if (bad++ < 3) printf("  row %d: device %d, bw_sample %d\n", r, got[r], want);
+        }
+    }
+    bw_sampler_free(s);
+    char what[96];
+    snprintf(what, sizeof what, "vocab %d, %d rows (%d via host): ids as bw_sample", nv, n_rows, fallback);
+    report("sample", what, (double)bad, bad == 0);
+    for (void *p : {(void *)dl, (void *)dr, (void *)dh, (void *)dout}) CK(cudaFree(p));
+}
+
 int main(void)
 {
     int n_dev = 0;
@@ -716,6 +789,9 @@ int main(void)
     test_attention(2, 1, 8, 3, 70);
     test_top2(5, 49152);
     test_top2(3, 1000);
+    test_sampler(49152, 64);
+    test_sampler(1000, 200);
+    test_sampler(128256, 8);
     /* The contract: the default model's widths (576, 1536), Llama-3-8B's (4096, 14336: 56 groups, a fold
      * of width 64 with in-lane steps), one token, a few, a 64-slot step. */
     for (int type : qtypes) {
