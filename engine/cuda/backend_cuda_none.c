@@ -31,3 +31,14 @@ int bw_backend_cuda_forward_top2(bw_backend *b, const bw_batch *batch, int32_t *
     (void)vals;
     return -1;
 }
+
+int bw_backend_cuda_forward_sample(bw_backend *b, const bw_batch *batch, const bw_cuda_sample_req *req, int32_t *ids,
+                                   float *fallback_logits)
+{
+    (void)b;
+    (void)batch;
+    (void)req;
+    (void)ids;
+    (void)fallback_logits;
+    return -1;
+}

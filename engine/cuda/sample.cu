@@ -1,6 +1,4 @@
 /* The device sampler (sample.cuh). Every decision goes through engine/sample_core.h. */
-#include <float.h>
-
 #include "engine/cuda/sample.cuh"
 extern "C" {
 #include "engine/sample_core.h"
@@ -21,6 +19,10 @@ __global__ void __launch_bounds__(SM_THREADS)
     const bw_cu_sample_row R = rows[row];
     float *l = logits + (size_t)row * ld;
 
+    if (R.n_hist < 0) { /* a penalty window longer than the device holds: the host samples the raw row */
+        if (tid == 0) out[row] = -2;
+        return;
+    }
     /* repetition penalty: each distinct id of the window once, as the CPU does */
     if (tid == 0) {
         n_cand = 0;

@@ -8,7 +8,9 @@
  * <= 0 or top_k == 1), then the candidates within the logit window, sorted by a bitonic network in
  * shared memory, their probabilities in parallel, and the sequential choice by one thread. A row with
  * more than BW_CU_SAMPLE_CAP candidates gets id -1: the caller copies that row's (penalised) logits
- * back and samples it on the host with bw_sample and no history (the penalty is already applied). */
+ * back and samples it on the host with bw_sample and no history (the penalty is already applied). A row
+ * with n_hist < 0 (a window longer than BW_CU_SAMPLE_HIST) gets -2 and its logits untouched: the host
+ * samples it as usual. */
 #ifndef BW_ENGINE_CUDA_SAMPLE_CUH
 #define BW_ENGINE_CUDA_SAMPLE_CUH
 
@@ -21,7 +23,7 @@
 struct bw_cu_sample_row {
     float temperature, top_p, min_p, repetition_penalty;
     int32_t top_k;
-    int32_t n_hist; /* ids in this row's history window, <= BW_CU_SAMPLE_HIST */
+    int32_t n_hist; /* ids in this row's history window, <= BW_CU_SAMPLE_HIST; < 0: sample on the host */
     uint64_t seed, index;
 };
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the CPU machine (no GPU needed) before the GPU host's one call (tests/gpu/run.sh):
 #  - builds build-gpu/ with CUDA for sm_90 only (H100/H200);
-#  - packs the binaries run.sh needs (engine, kernel tests, parity, benchmark, hand-off benchmark,
+#  - packs the binaries run.sh needs (engine, front, kernel tests, parity, benchmark, hand-off benchmark,
 #    synthetic-model writer) into .gpucarry/bin/bins.tar.gz with the commit in .gpucarry/bin/COMMIT,
 #    and copies the shared libraries they link (minus the C runtime every host has) into .devlibs/;
 #  - BW_BUILD_LLAMA=1: builds llama.cpp's llama-bench with CUDA for sm_90 from the llama-cpp-python
@@ -20,10 +20,11 @@ model=${BW_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 nice scripts/build.sh build-gpu -Dcuda=enabled -Dgpu_archs=90 -Dbuildtype=release
 
 rm -rf .gpucarry/bin .gpucarry/m1 .gpucarry/m2 .devlibs && mkdir -p .gpucarry/bin .devlibs
-bins="build-gpu/engine/beeworker-engine build-gpu/tests/test_cuda_kernels build-gpu/tests/cuda_parity
-      build-gpu/tests/cuda_bench build-gpu/tests/handoff_bench build-gpu/tests/synth_model"
+bins="build-gpu/engine/beeworker-engine build-gpu/frontend/beeworker-front build-gpu/tests/test_cuda_kernels
+      build-gpu/tests/cuda_parity build-gpu/tests/cuda_bench build-gpu/tests/handoff_bench build-gpu/tests/synth_model"
 stage=$(mktemp -d)
-for b in $bins; do strip -o "$stage/$(basename "$b")" "$b"; done
+# the build tree's layout (engine/, frontend/, tests/): the front finds ../engine/beeworker-engine
+for b in $bins; do mkdir -p "$stage/$(basename "$(dirname "$b")")" && strip -o "$stage/${b#build-gpu/}" "$b"; done
 tar -czf .gpucarry/bin/bins.tar.gz -C "$stage" .
 rm -rf "$stage"
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine tests/gpu common || echo -dirty)" >.gpucarry/bin/COMMIT

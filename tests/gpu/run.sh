@@ -8,7 +8,8 @@
 #   3. synthetic models written here (synth_model): the default model's shape and types, and a
 #      Llama-3-8B-shaped Q4_0 file; both benchmarked (TTFT 512, pp512, tg128 batch 1, 64 slots / 16 for
 #      the 8B file), with and without the tensor-core product; llama.cpp's llama-bench on the same files
-#   4. parity on the real model (only when its parts were carried): CPU-vs-CUDA greedy, batching
+#   4. parity on the real model (only when its parts were carried): CPU-vs-CUDA greedy, batching;
+#      device sampling in the serving path against host sampling (a worker pair, synthetic model)
 #   5. ncu per-kernel times (--clock-control none --cache-control none) of decode and prefill
 #   6. compute-sanitizer memcheck and racecheck on a short parity run
 # Every result goes into one tarball, $OUT/bw-gpu-results.tar.gz, with tags.json (commit, card, clocks)
@@ -115,6 +116,14 @@ else
     R[parity]=${R[parity]:-"skipped (the real model was not carried, or no time)"}
 fi
 
+# ---- 4b. sampling on the device in the serving path: the same text as host sampling (synthetic model)
+if [ -x "$BIN/frontend/beeworker-front" ] && [ -s "$SYN/smollm2-135m.gguf" ] && [ "$(left)" -gt 100 ]; then
+    timeout 90 python3 tests/gpu/serve_sampling.py "$BIN" "$SYN/smollm2-135m.gguf" \
+        >"$LOG/serve-sampling.log" 2>&1; rc=$?
+    tail -3 "$LOG/serve-sampling.log"
+    R[serve-sampling]="$([ $rc = 0 ] && echo PASS || echo "FAIL rc=$rc") ($(tail -1 "$LOG/serve-sampling.log" | cut -c1-120))"
+fi
+
 # ---- 5. per-kernel profile, clocks and caches left as they are
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 R[profile]="skipped (no ncu or no time)"
@@ -145,7 +154,7 @@ done
 # ---- summary, tagged, and the tarball
 nvidia-smi -q -d CLOCK,PERFORMANCE >"$LOG/clocks-end.txt" 2>&1
 say "== summary ($(elapsed) s)"
-for k in kernels handoff parity memcheck racecheck profile llama llama-smollm2-135m llama-llama3-8b-q4_0; do
+for k in kernels handoff parity serve-sampling memcheck racecheck profile llama llama-smollm2-135m llama-llama3-8b-q4_0; do
     [ -n "${R[$k]:-}" ] && say "$(printf '%-22s %s' "$k" "${R[$k]}")"
 done
 python3 - "$LOG" <<'PY' | tee -a "$LOG/summary.txt"
@@ -174,4 +183,4 @@ PY
 tar -czf "$OUTDIR/bw-gpu-results.tar.gz" -C "$(dirname "$LOG")" "$(basename "$LOG")"
 cp "$LOG/summary.txt" "$OUTDIR/summary.txt"
 echo "results: $OUTDIR/bw-gpu-results.tar.gz ($(elapsed) s)"
-[[ "${R[kernels]:-}" == PASS* && "${R[parity]:-PASS}" != FAIL* && "${R[memcheck]:-PASS}" != FAIL* && "${R[racecheck]:-PASS}" != FAIL* ]]
+[[ "${R[kernels]:-}" == PASS* && "${R[parity]:-PASS}" != FAIL* && "${R[serve-sampling]:-PASS}" != FAIL* && "${R[memcheck]:-PASS}" != FAIL* && "${R[racecheck]:-PASS}" != FAIL* ]]
