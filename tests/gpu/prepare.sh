@@ -4,7 +4,7 @@
 #  - packs the binaries run.sh needs (engine, front, kernel tests, parity, benchmark, hand-off benchmark,
 #    synthetic-model writer) into .gpucarry/bin/bins.tar.gz with the commit in .gpucarry/bin/COMMIT,
 #    and copies the shared libraries they link (minus the C runtime every host has) into .devlibs/;
-#  - BW_BUILD_LLAMA=1: builds llama.cpp's llama-bench with CUDA for sm_90 from the llama-cpp-python
+#  - BW_BUILD_LLAMA=1: builds llama.cpp's llama-bench and llama-batched-bench with CUDA for sm_90 from the llama-cpp-python
 #    source (pip download; LLAMA_SRC=DIR uses a source tree already here) into .gpucarry/llama/.
 #    Slow on a small machine (the CUDA kernels of ggml: tens of minutes on 2 cores), hence optional;
 #  - BW_CARRY_MODEL=1: splits the real model (94 MiB, over one call's 64 MiB carry) into
@@ -42,9 +42,9 @@ if [ "${BW_BUILD_LLAMA:-0}" = 1 ]; then
     fi
     nice cmake -S "$src" -B build-llama -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
         -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-    nice cmake --build build-llama --target llama-bench -j "$(nproc)" >/dev/null
+    nice cmake --build build-llama --target llama-bench llama-batched-bench -j "$(nproc)" >/dev/null
     rm -rf .gpucarry/llama && mkdir -p .gpucarry/llama/bin .gpucarry/llama/lib
-    strip -o .gpucarry/llama/bin/llama-bench build-llama/bin/llama-bench
+    for t in llama-bench llama-batched-bench; do strip -o ".gpucarry/llama/bin/$t" "build-llama/bin/$t"; done
     find build-llama -name '*.so*' -exec cp -L {} .gpucarry/llama/lib/ \;
 fi
 

@@ -93,6 +93,14 @@ if [ -x "$LLAMA_BENCH" ]; then
             2>"$LOG/llama-bench-$m.err"
         R[llama-$m]="rc=$?"
     done
+    # 64 sequences decoding together, as cuda_bench -s 64 (32-token prompts, 128 tokens each)
+    LBB=$(dirname "$LLAMA_BENCH")/llama-batched-bench
+    if [ -x "$LBB" ] && [ -s "$SYN/smollm2-135m.gguf" ] && [ "$(left)" -gt 120 ]; then
+        timeout 60 "$LBB" -m "$SYN/smollm2-135m.gguf" -c 16384 -b 2048 -ub 512 -npp 32 -ntg 128 -npl 1,64 -ngl 99 \
+            >"$LOG/llama-batched-bench.log" 2>&1
+        R[llama-batched]="rc=$? (llama-batched-bench.log)"
+        grep -E "^\|" "$LOG/llama-batched-bench.log" | tail -3
+    fi
 else
     R[llama]="not carried (prepare.sh BW_BUILD_LLAMA=1 builds it)"
 fi
@@ -154,7 +162,8 @@ done
 # ---- summary, tagged, and the tarball
 nvidia-smi -q -d CLOCK,PERFORMANCE >"$LOG/clocks-end.txt" 2>&1
 say "== summary ($(elapsed) s)"
-for k in kernels handoff parity serve-sampling memcheck racecheck profile llama llama-smollm2-135m llama-llama3-8b-q4_0; do
+for k in kernels handoff parity serve-sampling memcheck racecheck profile llama llama-smollm2-135m llama-llama3-8b-q4_0 \
+    llama-batched; do
     [ -n "${R[$k]:-}" ] && say "$(printf '%-22s %s' "$k" "${R[$k]}")"
 done
 python3 - "$LOG" <<'PY' | tee -a "$LOG/summary.txt"
