@@ -29,7 +29,7 @@ tar -czf .gpucarry/bin/bins.tar.gz -C "$stage" .
 rm -rf "$stage"
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine tests/gpu common || echo -dirty)" >.gpucarry/bin/COMMIT
 for b in $bins; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u |
-    grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so' |
+    grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so' |
     while read -r lib; do cp -L "$lib" .devlibs/; done
 
 if [ "${BW_BUILD_LLAMA:-0}" = 1 ]; then

@@ -32,11 +32,11 @@ def run_all(build, model, host_sampling):
         os.environ.pop("BW_CUDA_HOST_SAMPLING", None)
     w = Worker(build, model, slots=8, extra=["--backend", "cuda"])
     try:
-        w.wait_ready(timeout=120)
+        w.wait_ready(timeout=40)
         out = [None] * len(JOBS)
 
         def one(i):
-            out[i] = w.run(PROMPT, 48, timeout=120, **JOBS[i])[0]
+            out[i] = w.run(PROMPT, 48, timeout=30, **JOBS[i])[0]
 
         ts = [threading.Thread(target=one, args=(i,)) for i in range(len(JOBS))]
         for t in ts:
