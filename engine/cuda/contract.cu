@@ -63,20 +63,21 @@ __global__ void __launch_bounds__(128)
     const uint8_t *wr = w + (size_t)r * nb * bw_nm_block_bytes(kind);
     const int8_t *q = a.q + (size_t)t * K;
     const uint16_t *d = a.d + (size_t)t * nb, *s = a.s + (size_t)t * nb;
+    /* lane j owns the adjacent groups j*per .. j*per+per-1: the fold's lowest levels stay in the lane */
     float h[NM_MAX_GROUPS / 32];
 #pragma unroll
     for (int k = 0; k < NM_MAX_GROUPS / 32; k++) {
-        const int grp = lane + 32 * k;
+        const int grp = lane * per + k;
         h[k] = k < per && grp < ng ? nm_group(kind, wr, nb, grp, q, d, s) : 0.0f;
     }
-    /* the fold's steps wider than 32 groups, inside the lane */
 #pragma unroll
-    for (int o = NM_MAX_GROUPS / 64; o > 0; o >>= 1)
-        if (o < per)
+    for (int w = 1; w < NM_MAX_GROUPS / 32; w <<= 1)
+        if (w < per)
 #pragma unroll
-            for (int k = 0; k < o; k++) h[k] = bw_nm_add(h[k], h[k + o]);
+            for (int k = 0; k + w < NM_MAX_GROUPS / 32; k += 2 * w) h[k] = bw_nm_add(h[k], h[k + w]);
     float v = h[0];
-    for (int o = (P < 32 ? P : 32) / 2; o > 0; o >>= 1) {
+    const int lanes = P < 32 ? P : 32;
+    for (int o = 1; o < lanes; o <<= 1) {
         const float other = __shfl_down_sync(0xffffffffu, v, o);
         v = bw_nm_add(v, other);
     }

@@ -3,7 +3,7 @@
  *    block of 32, once for every product that reads them. Output per token t: q[t*K ..] int8,
  *    d[t*nb ..], s[t*nb ..] halves (as uint16 bits).
  *  - bw_cu_nm_matvec: y[t*ldy + r] = the contract's product of GGUF weight row r with prepared row t.
- *    One warp per (row, token); lane j owns groups j, j+32, ... A token's result does not depend on
+ *    One warp per (row, token); lane j owns a run of adjacent groups. A token's result does not depend on
  *    n_tok or on the grid. This is the reference implementation on the device, the one the faster
  *    kernels must match bit for bit; it reads the weights in their GGUF layout.
  * Both return cudaErrorInvalidValue for shapes outside the contract (K not a multiple of 32, more than

@@ -251,15 +251,18 @@ BW_NM_FN int bw_nm_fold_width(int n)
     return p;
 }
 
-/* Folds the group sums g[0..n-1] (g has room for bw_nm_fold_width(n); the rest is set to +0.0f):
- * while the width P > 1, g[j] += g[j + P/2] for j < P/2. Destroys g. A warp does it with lane j
- * holding groups j, j+32, ...: first the in-lane steps (P > 32), then shuffles 16, 8, 4, 2, 1 apart. */
+/* Folds the group sums g[0..n-1] (g has room for bw_nm_fold_width(n); the rest is set to +0.0f) as a
+ * balanced tree of adjacent pairs: for w = 1, 2, 4, ... < P, g[j] = g[j] + g[j + w] for j = 0, 2w, 4w, ...
+ * Destroys g. Three schedules give these bits: a warp with lane j holding groups j*per .. j*per+per-1
+ * (per = P/32 when P > 32, else 1) folds in-lane, then shuffles down 1, 2, 4, 8, 16; a kernel that
+ * streams the groups in order keeps a stack of subtree sums and merges the top two while they have the
+ * same height (left + right), padding with +0.0f to P leaves; and this loop. */
 BW_NM_FN float bw_nm_fold(float *g, int n)
 {
     const int P = bw_nm_fold_width(n);
     for (int j = n; j < P; j++) g[j] = 0.0f;
-    for (int o = P / 2; o > 0; o >>= 1)
-        for (int j = 0; j < o; j++) g[j] = bw_nm_add(g[j], g[j + o]);
+    for (int w = 1; w < P; w <<= 1)
+        for (int j = 0; j + w < P; j += 2 * w) g[j] = bw_nm_add(g[j], g[j + w]);
     return g[0];
 }
 
