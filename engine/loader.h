@@ -16,7 +16,7 @@
 
 typedef struct {
     const char *model_path;
-    const char *backend;   /* "cpu" or "cuda" */
+    const char *backend;   /* "auto" (default: cuda when built and a device is visible), "cpu" or "cuda" */
     int device;
     int n_slots;           /* 0 = backend default (4 on the CPU, 64 on a GPU) */
     int n_threads;         /* 0 = number of online CPUs */

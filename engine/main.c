@@ -77,7 +77,7 @@ static void usage(FILE *f)
           "\n"
           "Engine:\n"
           "  --model PATH          GGUF model file (llama family)\n"
-          "  --backend cpu|cuda    compute backend (default cpu)\n"
+          "  --backend auto|cpu|cuda  compute backend (default auto: cuda if built in and a GPU is visible)\n"
           "  --device N            GPU ordinal (default 0)\n"
           "  --threads N, -t N     CPU threads (default: all online CPUs)\n"
           "  --slots N             concurrent sequences (default 4 on the CPU, 64 on a GPU)\n"
@@ -174,8 +174,8 @@ static int parse_args(int argc, char **argv, cli *c)
         switch (o) {
         case O_MODEL: c->eng.model_path = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-engine: --backend is cpu or cuda, got '%s'\n", optarg);
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-engine: --backend is auto, cpu or cuda, got '%s'\n", optarg);
                 return -1;
             }
             c->eng.backend = optarg;
@@ -791,7 +791,7 @@ int main(int argc, char **argv)
     bw_log_init("engine");
     cli c;
     memset(&c, 0, sizeof c);
-    c.eng.backend = "cpu";
+    c.eng.backend = "auto";
     c.eng.prefill_step_ms = -1;
     c.eng.spec_max = SPEC_MAX_DEFAULT;
     c.add_bos = -1;

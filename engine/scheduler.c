@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/chat.h"
+#include "engine/cuda/backend_cuda.h"
 #include "engine/prompt.h"
 #include "engine/generate.h"
 #include "engine/sampler.h"
@@ -98,6 +99,9 @@ struct bw_sched {
     job **b_rows;
     float *logits;
     float *forced; /* one logits row that leaves the sampler a single choice (resume replay) */
+    int device_sampling;          /* CUDA backend: rows are sampled on the device, only ids come back */
+    bw_cuda_sample_req *req;      /* per logits row, for the device sampler */
+    int32_t *ids;                 /* per logits row: the device's choice */
     enum bw_chat_kind chat_kind;
     bw_gguf_str tmpl;
 };
@@ -282,8 +286,15 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->b_rows = malloc((size_t)s->n_slots * sizeof(job *));
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
     s->forced = malloc((size_t)s->n_vocab * sizeof(float));
+    /* BW_CUDA_SAMPLING=device samples on the GPU and copies only ids back. Until a GPU run has shown it
+     * choosing what the host sampler chooses (tests/gpu/serve_sampling.py), the default stays on the host:
+     * logits copied, bw_sample here. */
+    const char *cs = getenv("BW_CUDA_SAMPLING");
+    s->device_sampling = bw_backend_is_cuda(e->backend) && cs && strcmp(cs, "device") == 0;
+    s->req = malloc((size_t)s->n_slots * sizeof(*s->req));
+    s->ids = malloc((size_t)s->n_slots * sizeof(*s->ids));
     if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->logits ||
-        !s->forced)
+        !s->forced || !s->req || !s->ids)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
     s->chat_kind = bw_prompt_chat_kind(e->tok, s->tmpl.str, s->tmpl.len);
@@ -343,6 +354,8 @@ void bw_sched_free(bw_sched *s)
     free(s->b_rows);
     free(s->logits);
     free(s->forced);
+    free(s->req);
+    free(s->ids);
     free(s);
 }
 
@@ -790,12 +803,23 @@ static int add_tok(bw_sched *s, int n, job *j, int32_t tok, size_t pos, int want
     return n + 1;
 }
 
-/* Samples job j's next token from its logits row, publishes it, and ends the job if it is over.
- * Returns the token, or -1 when sampling failed. */
-static int32_t sample_and_publish(bw_sched *s, job *j, float *row)
+/* Takes job j's next token, publishes it, and ends the job if it is over. The token is id when the
+ * device sampled it; otherwise it is drawn here from the logits row (for BW_CUDA_SAMPLE_HOST_PENALISED
+ * the device already applied the repetition penalty to that row). Returns the token, or -1 when sampling
+ * failed. */
+static int32_t publish_next(bw_sched *s, job *j, int32_t id, float *row)
 {
     bw_gen_token t;
-    if (bw_gen_next(j->gen, s->sampler, row, &t) != 0) {
+    int rc;
+    if (id >= 0) {
+        rc = bw_gen_accept(j->gen, id, &t);
+    } else if (id == BW_CUDA_SAMPLE_HOST_PENALISED) {
+        const bw_sampler_params *p = bw_gen_sampling(j->gen);
+        rc = bw_gen_accept(j->gen, bw_sample(s->sampler, p, row, NULL, 0, bw_gen_draw_index(j->gen)), &t);
+    } else {
+        rc = bw_gen_next(j->gen, s->sampler, row, &t);
+    }
+    if (rc != 0) {
         finish_error(s, j, BW_PERR_GENERATION, "sampling failed (out of memory)");
         return -1;
     }
@@ -831,7 +855,9 @@ int bw_sched_step(bw_sched *s)
         job *j = s->slots[i];
         if (j && j->prefilled) {
             /* the jobs after this one keep one batch token each */
-            draft(s, j, s->spec_max ? draft_room(s, j, s->max_batch - n - (decoding - rows)) : 0, decoding,
+            /* device sampling returns one id per job: no drafts to verify there */
+            const int spec = s->spec_max && !s->device_sampling;
+            draft(s, j, spec ? draft_room(s, j, s->max_batch - n - (decoding - rows)) : 0, decoding,
                   n + (decoding - rows));
             j->row0 = (size_t)n_logits;
             n = add_tok(s, n, j, j->next_tok, j->n_fed, 1);
@@ -859,8 +885,15 @@ int bw_sched_step(bw_sched *s)
     if (n == 0) return (int)(bw_sched_busy(s) + bw_sched_queued(s));
 
     bw_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .slot = s->b_slot, .want_logits = s->b_want};
+    for (int r = 0; s->device_sampling && r < rows; r++) {
+        bw_cuda_sample_req *q = &s->req[r];
+        q->p = *bw_gen_sampling(s->b_rows[r]->gen);
+        q->history = bw_gen_history(s->b_rows[r]->gen, &q->n_history);
+        q->index = bw_gen_draw_index(s->b_rows[r]->gen);
+    }
     const uint64_t t0 = bw_clock_mono_ns();
-    int rc = bw_backend_forward(s->e->backend, &b, s->logits);
+    int rc = s->device_sampling ? bw_backend_cuda_forward_sample(s->e->backend, &b, s->req, s->ids, s->logits)
+                                : bw_backend_forward(s->e->backend, &b, s->logits);
     const double took = (double)(bw_clock_mono_ns() - t0);
     if (rc == 0 && n >= PREFILL_MIN_TOKENS) { /* cost per token of a batch this size; smoothed */
         const double per = took / n;
@@ -888,11 +921,12 @@ int bw_sched_step(bw_sched *s)
     for (int r = 0; r < rows; r++) {
         job *j = s->b_rows[r];
         j->prefilled = 1;
-        const int n_draft = j->n_draft;
+        const int n_draft = j->n_draft; /* 0 with device sampling: one row per job, row r */
         int accepted = 0;
         count_draft(s, j, n_draft, 0);
         for (int d = 0;; d++) {
-            int32_t t = sample_and_publish(s, j, s->logits + (j->row0 + (size_t)d) * (size_t)s->n_vocab);
+            int32_t t = publish_next(s, j, s->device_sampling ? s->ids[r] : BW_CUDA_SAMPLE_HOST_RAW,
+                                     s->logits + (j->row0 + (size_t)d) * (size_t)s->n_vocab);
             if (j->slot < 0 || d == n_draft || t != j->draft[d]) break;
             accepted++;
             count_draft(s, j, 0, 1); /* before the next token, whose DONE may carry the counts */

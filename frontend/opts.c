@@ -36,7 +36,8 @@ static void usage(FILE *f)
           "  --engine-bin PATH      engine binary (default: ../engine/beeworker-engine next to this one,\n"
           "                         then beeworker-engine beside it)\n"
           "  --model PATH           GGUF model (for --spawn-engine)\n"
-          "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "  --backend auto|cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "                         (--backend auto, the default: cuda when built in and a GPU is visible)\n"
           "  --spec-max N           forwarded: draft tokens verified per job and step (0 = no speculation)\n"
           "  --engine-hello-timeout S\n"
           "                         an engine that sends no HELLO beacon (every 200 ms) for S seconds is stopped\n"
@@ -168,7 +169,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     memset(o, 0, sizeof(*o));
     o->spec_max = -1;
     o->worker_id = "beeworker";
-    o->backend = "cpu";
+    o->backend = "auto";
     o->port = 8080;
     o->heartbeat_s = 30;
     o->engine_wait_s = 30;
@@ -202,8 +203,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_MODEL: o->model = optarg; break;
         case O_MODELREF: o->model_ref = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-front: --backend is cpu or cuda, got '%s'\n", optarg);
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-front: --backend is auto, cpu or cuda, got '%s'\n", optarg);
                 return -1;
             }
             o->backend = optarg;

@@ -12,7 +12,7 @@ typedef struct {
     const char *worker_id;
     const char *model;     /* GGUF path (forwarded to the engine) */
     const char *model_ref; /* the hive's name for the model */
-    const char *backend;   /* cpu | cuda */
+    const char *backend;   /* auto (default) | cpu | cuda */
     int device;
     int port;
     const char *bind; /* NULL: 0.0.0.0, or 127.0.0.1 in local mode */
