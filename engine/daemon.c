@@ -306,6 +306,11 @@ int bw_daemon_main(const bw_engine_opts *o)
         bw_quit(1);
     }
     if (o->prefill_step_ms >= 0) bw_sched_set_prefill_step_ms(sched, o->prefill_step_ms);
+    if (bw_sched_set_spec_max(sched, o->spec_max) != 0) {
+        fprintf(stderr, "beeworker-engine: out of memory for --spec-max %d\n", o->spec_max);
+        bw_quit(1);
+    }
+    bw_sched_set_spec_fixed(sched, o->spec_fixed);
     snprintf(d.model_id, sizeof(d.model_id), "%s", e.model.id);
     snprintf(d.backend, sizeof(d.backend), "%s", e.backend->ops->name);
     snprintf(d.arch, sizeof(d.arch), "%s", e.model.cfg.arch);

@@ -147,12 +147,32 @@ static long find_stop(const bw_gen *g, int *which)
     return best;
 }
 
+const bw_sampler_params *bw_gen_sampling(const bw_gen *g)
+{
+    return &g->p.sampling;
+}
+
+const int32_t *bw_gen_history(const bw_gen *g, size_t *n)
+{
+    *n = g->n_hist;
+    return g->hist;
+}
+
+uint64_t bw_gen_draw_index(const bw_gen *g)
+{
+    return (uint64_t)g->next_index;
+}
+
 int bw_gen_next(bw_gen *g, bw_sampler *s, float *logits, bw_gen_token *out)
+{
+    return bw_gen_accept(g, bw_sample(s, &g->p.sampling, logits, g->hist, g->n_hist, (uint64_t)g->next_index), out);
+}
+
+int bw_gen_accept(bw_gen *g, int32_t id, bw_gen_token *out)
 {
     memset(out, 0, sizeof *out);
     out->text = "";
     out->index = g->next_index;
-    int32_t id = bw_sample(s, &g->p.sampling, logits, g->hist, g->n_hist, (uint64_t)g->next_index);
     out->id = id;
     g->next_index++;
 

@@ -61,6 +61,13 @@ typedef struct {
  * ends the job and is reported with its id but empty text. */
 int bw_gen_next(bw_gen *g, bw_sampler *s, float *logits, bw_gen_token *out);
 
+/* bw_gen_next split in two, for a sampler that runs elsewhere (the CUDA backend samples on the device
+ * with these inputs and the same arithmetic): what the next draw needs, then the chosen id. */
+const bw_sampler_params *bw_gen_sampling(const bw_gen *g);
+const int32_t *bw_gen_history(const bw_gen *g, size_t *n); /* prompt and generated tokens so far */
+uint64_t bw_gen_draw_index(const bw_gen *g);                /* the index of the next draw */
+int bw_gen_accept(bw_gen *g, int32_t id, bw_gen_token *out);
+
 int32_t bw_gen_n_generated(const bw_gen *g);
 
 #endif

@@ -16,7 +16,10 @@ int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float
                    char *err, size_t errlen)
 {
     memset(e, 0, sizeof *e);
-    int cuda = strcmp(o->backend, "cuda") == 0;
+    const char *want = o->backend ? o->backend : "auto";
+    int autosel = strcmp(want, "auto") == 0;
+    /* auto: the GPU when this build has CUDA and a device is visible, otherwise the CPU. */
+    int cuda = strcmp(want, "cuda") == 0 || (autosel && bw_backend_cuda_available());
     report(progress, ctx, 0.0f);
     e->gguf = bw_gguf_open(o->model_path, err, errlen);
     if (!e->gguf) return -1;
@@ -43,8 +46,17 @@ int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float
         .device = o->device,
         .max_batch = o->max_batch > 0 ? o->max_batch : 512,
     };
-    e->backend = cuda ? bw_backend_cuda_create(&e->model, &bp, err, errlen)
-                      : bw_backend_cpu_create(&e->model, &bp, err, errlen);
+    if (autosel)
+        bw_log_info("backend auto: %s", cuda ? "a CUDA device is visible, using cuda"
+                                             : "no CUDA device visible (or a build without CUDA), using cpu");
+    e->backend = cuda ? bw_backend_cuda_create(&e->model, &bp, err, errlen) : NULL;
+    if (!e->backend && cuda && autosel) {
+        /* auto never fails where the CPU can run the model (e.g. a weight type the GPU kernels lack). */
+        bw_log_warn("backend auto: cuda refused (%s); using cpu", err);
+        bp.n_slots = e->n_slots = o->n_slots > 0 ? o->n_slots : 4;
+        cuda = 0;
+    }
+    if (!cuda) e->backend = bw_backend_cpu_create(&e->model, &bp, err, errlen);
     if (!e->backend) goto fail;
     report(progress, ctx, 1.0f);
     bw_log_info("loaded %s (%s, %s): %d layers, width %d, vocab %d, context %d x %d slots, backend %s",

@@ -21,6 +21,7 @@
 #include "engine/loader.h"
 #include "engine/prompt.h"
 #include "engine/sampler.h"
+#include "engine/scheduler.h"
 #include "engine/tokenizer.h"
 
 #if __has_include("engine/daemon.h")
@@ -34,6 +35,7 @@ typedef struct {
     bw_engine_opts eng;
     enum mode mode;
     const char *prompt;
+    const char *prompt_file;
     const char *system;
     int chat, json, special, add_bos; /* add_bos: -1 = model default */
     int top_logits;
@@ -44,9 +46,12 @@ typedef struct {
     float drain_s;
 } cli;
 
+#define SPEC_MAX_DEFAULT 8
+
 static void usage(FILE *f)
 {
-    fputs("usage: beeworker-engine --model PATH [options] MODE\n"
+    fprintf(f,
+          "usage: beeworker-engine --model PATH [options] MODE\n"
           "\n"
           "Modes:\n"
           "  --rundir DIR          serve the front over ipc sockets in DIR (the daemon; default mode)\n"
@@ -55,14 +60,24 @@ static void usage(FILE *f)
           "  --prefill-step-ms MS  daemon: while other jobs decode, feed a new prompt in chunks of about MS\n"
           "                        of work per step, so their tokens keep flowing (default 50; 0: whole\n"
           "                        --batch chunks)\n"
+          "  --spec-max N          speculative decoding: verify up to N draft tokens per job and step\n"
+          "                        (prompt lookup and the job's predicted output; the tokens are exactly\n"
+          "                        those of plain decoding); 0..%d, 0 = off (default %d). Each job sends\n"
+          "                        the part of its draft that pays, from its measured acceptance and the\n"
+          "                        measured cost of a step's tokens\n"
+          "  --spec-fixed          send every draft whole, up to --spec-max (tests, measurements)\n"
           "  --generate            generate from --prompt and print each token as it is sampled\n"
+          "  --generate --prompt-file FILE\n"
+          "                        run every job of FILE (JSON lines: prompt, chat, max_tokens, temperature,\n"
+          "                        top_p, top_k, min_p, seed, stop, prediction) through the daemon's\n"
+          "                        scheduler, --slots at a time; one JSON line per job, in file order\n"
           "  --tokenize            read text on stdin, print a JSON array of token ids\n"
           "  --detokenize          read a JSON array of token ids on stdin, print the text\n"
           "  --bench               prefill and decode tokens/s (like llama-bench pp/tg)\n"
           "\n"
           "Engine:\n"
           "  --model PATH          GGUF model file (llama family)\n"
-          "  --backend cpu|cuda    compute backend (default cpu)\n"
+          "  --backend auto|cpu|cuda  compute backend (default auto: cuda if built in and a GPU is visible)\n"
           "  --device N            GPU ordinal (default 0)\n"
           "  --threads N, -t N     CPU threads (default: all online CPUs)\n"
           "  --slots N             concurrent sequences (default 4 on the CPU, 64 on a GPU)\n"
@@ -93,7 +108,7 @@ static void usage(FILE *f)
           "  -d N                  measure both after a context of N tokens (default 0; like llama-bench -d)\n"
           "\n"
           "  --help, --version\n",
-          f);
+          BW_SCHED_SPEC_MAX, SPEC_MAX_DEFAULT);
 }
 
 static int parse_int(const char *s, long lo, long hi, const char *flag, long *out)
@@ -128,7 +143,7 @@ static int parse_args(int argc, char **argv, cli *c)
         O_MODEL = 256, O_BACKEND, O_DEVICE, O_SLOTS, O_CTX, O_BATCH, O_RUNDIR, O_GENERATE, O_TOKENIZE,
         O_DETOKENIZE, O_BENCH, O_PROMPT, O_SYSTEM, O_CHAT, O_SPECIAL, O_NOSPECIAL, O_BOS, O_NOBOS, O_MAXTOK,
         O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REPPEN, O_SEED, O_STOP, O_JSON, O_TOPLOG, O_DUMP, O_HELP, O_VERSION,
-        O_DRAIN, O_PREFILL_MS,
+        O_DRAIN, O_PREFILL_MS, O_SPEC_MAX, O_PROMPT_FILE, O_SPEC_FIXED,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"backend", required_argument, 0, O_BACKEND},
@@ -148,6 +163,8 @@ static int parse_args(int argc, char **argv, cli *c)
         {"top-logits", required_argument, 0, O_TOPLOG}, {"dump-logits", required_argument, 0, O_DUMP},
         {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION},
         {"drain", required_argument, 0, O_DRAIN}, {"prefill-step-ms", required_argument, 0, O_PREFILL_MS},
+        {"spec-max", required_argument, 0, O_SPEC_MAX}, {"prompt-file", required_argument, 0, O_PROMPT_FILE},
+        {"spec-fixed", no_argument, 0, O_SPEC_FIXED},
         {0, 0, 0, 0},
     };
     long v;
@@ -157,8 +174,8 @@ static int parse_args(int argc, char **argv, cli *c)
         switch (o) {
         case O_MODEL: c->eng.model_path = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-engine: --backend is cpu or cuda, got '%s'\n", optarg);
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-engine: --backend is auto, cpu or cuda, got '%s'\n", optarg);
                 return -1;
             }
             c->eng.backend = optarg;
@@ -176,6 +193,12 @@ static int parse_args(int argc, char **argv, cli *c)
             c->eng.prefill_step_ms = ms;
             break;
         }
+        case O_SPEC_MAX:
+            if (parse_int(optarg, 0, BW_SCHED_SPEC_MAX, "--spec-max", &v)) return -1;
+            c->eng.spec_max = (int)v;
+            break;
+        case O_PROMPT_FILE: c->prompt_file = optarg; break;
+        case O_SPEC_FIXED: c->eng.spec_fixed = 1; break;
         case O_GENERATE: c->mode = MODE_GENERATE; break;
         case O_TOKENIZE: c->mode = MODE_TOKENIZE; break;
         case O_DETOKENIZE: c->mode = MODE_DETOKENIZE; break;
@@ -235,8 +258,8 @@ static int parse_args(int argc, char **argv, cli *c)
         fprintf(stderr, "beeworker-engine: --model PATH is required (see --help)\n");
         return -1;
     }
-    if (c->mode == MODE_GENERATE && !c->prompt) {
-        fprintf(stderr, "beeworker-engine: --generate needs --prompt TEXT\n");
+    if (c->mode == MODE_GENERATE && !c->prompt == !c->prompt_file) {
+        fprintf(stderr, "beeworker-engine: --generate needs --prompt TEXT or --prompt-file FILE\n");
         return -1;
     }
     if (c->mode == MODE_NONE && !c->eng.rundir) {
@@ -496,6 +519,192 @@ out:
     return rc;
 }
 
+/* ---- --generate --prompt-file: many jobs through the scheduler ---- */
+
+typedef struct {
+    json_t *line; /* the job's request */
+    json_t *ids;  /* token ids received */
+    char *out;    /* text received */
+    size_t n_out;
+    json_t *done; /* the DONE or ERROR, as JSON */
+} file_job;
+
+typedef struct {
+    file_job *jobs;
+    size_t n;
+    size_t n_done;
+} file_run;
+
+static void file_publish(void *ctx, const uint8_t *buf, size_t len)
+{
+    file_run *r = ctx;
+    bw_proto_msg m;
+    if (bw_proto_decode(buf, len, &m, NULL, 0) != BW_PROTO_OK) return;
+    char *end;
+    unsigned long i = strtoul(m.h.job_id + 1, &end, 10);
+    if (m.h.job_id[0] != 'p' || *end || i >= r->n) return;
+    file_job *j = &r->jobs[i];
+    if (m.h.type == BW_MSG_TOKEN) {
+        json_array_append_new(j->ids, json_integer(m.u.token.token_id));
+        char *o = realloc(j->out, j->n_out + m.u.token.text_len + 1);
+        if (!o) return;
+        memcpy(o + j->n_out, m.u.token.text, m.u.token.text_len);
+        j->out = o;
+        j->n_out += m.u.token.text_len;
+    } else if (m.h.type == BW_MSG_DONE) {
+        const bw_proto_done *x = &m.u.done;
+        j->done = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "stop_reason", bw_proto_stop_name(x->stop),
+                            "tokens_out", (json_int_t)x->n_generated, "prompt_tokens", (json_int_t)x->n_prompt,
+                            "pred_drafted", (json_int_t)x->pred_drafted, "pred_accepted", (json_int_t)x->pred_accepted,
+                            "lookup_drafted", (json_int_t)x->lookup_drafted,
+                            "lookup_accepted", (json_int_t)x->lookup_accepted);
+        if (j->done && x->stop_matched_len)
+            json_object_set_new(j->done, "stop_sequence_matched", json_stringn(x->stop_matched, x->stop_matched_len));
+        r->n_done++;
+    } else if (m.h.type == BW_MSG_ERROR) {
+        j->done = json_pack("{s:s, s:s%}", "stop_reason", "ERROR", "message", m.u.error.message,
+                            (size_t)m.u.error.message_len);
+        r->n_done++;
+    }
+}
+
+/* The SUBMIT for one line of the prompt file; strings point into the line. Returns a reason on error. */
+static const char *file_submit(json_t *line, const cli *c, bw_proto_msg *m, const char *id)
+{
+    bw_proto_init(m, BW_MSG_SUBMIT, 0, id, 0);
+    bw_proto_submit *x = &m->u.submit;
+    json_t *prompt = json_object_get(line, "prompt"), *v;
+    if (!json_is_string(prompt) || json_string_length(prompt) == 0) return "prompt must be a non-empty string";
+    x->flags = BW_SUBMIT_TEXT | (json_is_true(json_object_get(line, "chat")) ? BW_SUBMIT_CHAT : 0);
+    x->text = json_string_value(prompt);
+    x->text_len = (uint32_t)json_string_length(prompt);
+    const bw_sampler_params *d = &c->gen.sampling;
+    x->temperature = d->temperature;
+    x->top_p = d->top_p;
+    x->top_k = d->top_k;
+    x->min_p = d->min_p;
+    x->repetition_penalty = d->repetition_penalty;
+    x->repeat_last_n = d->repeat_last_n;
+    x->seed = d->seed;
+    x->max_tokens = c->gen.max_tokens;
+    if ((v = json_object_get(line, "temperature"))) x->temperature = (float)json_number_value(v);
+    if ((v = json_object_get(line, "top_p"))) x->top_p = (float)json_number_value(v);
+    if ((v = json_object_get(line, "min_p"))) x->min_p = (float)json_number_value(v);
+    if ((v = json_object_get(line, "repetition_penalty"))) x->repetition_penalty = (float)json_number_value(v);
+    if ((v = json_object_get(line, "top_k"))) x->top_k = (int32_t)json_integer_value(v);
+    if ((v = json_object_get(line, "seed"))) x->seed = (uint64_t)json_integer_value(v);
+    if ((v = json_object_get(line, "max_tokens"))) x->max_tokens = (int32_t)json_integer_value(v);
+    if (!(x->temperature >= 0 && x->temperature <= 2) || !(x->top_p >= 0 && x->top_p <= 1) ||
+        !(x->min_p >= 0 && x->min_p <= 1) || !(x->repetition_penalty >= 0 && x->repetition_penalty <= 2) ||
+        x->top_k < 0 || x->max_tokens < 1 || x->max_tokens > 2048)
+        return "a sampling value is out of range";
+    json_t *stop = json_object_get(line, "stop");
+    size_t k;
+    json_array_foreach(stop, k, v) {
+        if (k >= BW_MAX_STOP || !json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) > BW_MAX_STOP_LEN)
+            return "stop must be up to 4 strings of 1..100 bytes";
+        x->stop[k].s = json_string_value(v);
+        x->stop[k].len = (uint32_t)json_string_length(v);
+        x->n_stop = (uint32_t)k + 1;
+    }
+    json_t *pred = json_object_get(line, "prediction");
+    if (pred) {
+        if (!json_is_string(pred)) return "prediction must be a string";
+        x->flags |= BW_SUBMIT_PREDICTION;
+        x->prediction = json_string_value(pred);
+        x->prediction_len = (uint32_t)json_string_length(pred);
+    }
+    return NULL;
+}
+
+static int run_prompt_file(bw_engine *e, cli *c)
+{
+    FILE *f = fopen(c->prompt_file, "r");
+    if (!f) {
+        fprintf(stderr, "beeworker-engine: cannot open %s: %s\n", c->prompt_file, strerror(errno));
+        return 1;
+    }
+    file_run r = {0};
+    int rc = 1;
+    char *buf = NULL;
+    size_t cap = 0;
+    bw_sched *sched = NULL;
+    for (ssize_t got; (got = getline(&buf, &cap, f)) > 0;) {
+        if (got <= 1) continue;
+        json_error_t jerr;
+        json_t *line = json_loadb(buf, (size_t)got, 0, &jerr);
+        file_job *nj = realloc(r.jobs, (r.n + 1) * sizeof(*nj));
+        if (!json_is_object(line) || !nj) {
+            fprintf(stderr, "beeworker-engine: %s: line %zu is not a JSON object\n", c->prompt_file, r.n + 1);
+            json_decref(line);
+            if (nj) r.jobs = nj;
+            goto out;
+        }
+        r.jobs = nj;
+        r.jobs[r.n++] = (file_job){line, json_array(), NULL, 0, NULL};
+    }
+    char err[256];
+    sched = bw_sched_create(e, 1, file_publish, &r, err, sizeof(err));
+    if (!sched || bw_sched_set_spec_max(sched, c->eng.spec_max) != 0) {
+        fprintf(stderr, "beeworker-engine: %s\n", sched ? "out of memory" : err);
+        goto out;
+    }
+    bw_sched_set_spec_fixed(sched, c->eng.spec_fixed);
+    if (c->eng.prefill_step_ms >= 0) bw_sched_set_prefill_step_ms(sched, c->eng.prefill_step_ms);
+    for (size_t i = 0; i < r.n; i++) {
+        char id[24];
+        snprintf(id, sizeof(id), "p%zu", i);
+        bw_proto_msg m;
+        const char *why = file_submit(r.jobs[i].line, c, &m, id);
+        if (why) {
+            fprintf(stderr, "beeworker-engine: %s: line %zu: %s\n", c->prompt_file, i + 1, why);
+            goto out;
+        }
+        bw_sched_submit(sched, &m);
+    }
+    const uint64_t t0 = bw_clock_mono_ns();
+    while (r.n_done < r.n) {
+        int active = bw_sched_step(sched);
+        if (active < 0) break;
+        if (active == 0 && r.n_done < r.n) break; /* a job that never ends here is a bug: report it below */
+    }
+    const double secs = (double)(bw_clock_mono_ns() - t0) / 1e9;
+    size_t total = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        file_job *j = &r.jobs[i];
+        json_t *o = j->done ? json_deep_copy(j->done) : json_pack("{s:s}", "stop_reason", "UNFINISHED");
+        json_object_set_new(o, "i", json_integer((json_int_t)i));
+        json_object_set(o, "ids", j->ids);
+        json_object_set_new(o, "text", json_stringn(j->out ? j->out : "", j->n_out));
+        char *enc = json_dumps(o, JSON_COMPACT);
+        if (enc) puts(enc);
+        free(enc);
+        json_decref(o);
+        total += json_array_size(j->ids);
+    }
+    bw_sched_spec sp;
+    bw_sched_spec_stats(sched, &sp);
+    printf("{\"done\":true,\"jobs\":%zu,\"finished\":%zu,\"tokens\":%zu,\"seconds\":%.3f,\"tps\":%.2f,"
+           "\"pred_drafted\":%llu,\"pred_accepted\":%llu,\"lookup_drafted\":%llu,\"lookup_accepted\":%llu}\n",
+           r.n, r.n_done, total, secs, secs > 0 ? (double)total / secs : 0.0, (unsigned long long)sp.pred_drafted,
+           (unsigned long long)sp.pred_accepted, (unsigned long long)sp.lookup_drafted,
+           (unsigned long long)sp.lookup_accepted);
+    rc = r.n_done == r.n ? 0 : 1;
+out:
+    bw_sched_free(sched);
+    for (size_t i = 0; i < r.n; i++) {
+        json_decref(r.jobs[i].line);
+        json_decref(r.jobs[i].ids);
+        json_decref(r.jobs[i].done);
+        free(r.jobs[i].out);
+    }
+    free(r.jobs);
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
 /* ---- --bench ---- */
 
 typedef struct {
@@ -582,8 +791,9 @@ int main(int argc, char **argv)
     bw_log_init("engine");
     cli c;
     memset(&c, 0, sizeof c);
-    c.eng.backend = "cpu";
+    c.eng.backend = "auto";
     c.eng.prefill_step_ms = -1;
+    c.eng.spec_max = SPEC_MAX_DEFAULT;
     c.add_bos = -1;
     c.special = -1;
     bw_gen_params_defaults(&c.gen);
@@ -600,7 +810,7 @@ int main(int argc, char **argv)
 #endif
     }
     c.eng.tokenizer_only = c.mode == MODE_TOKENIZE || c.mode == MODE_DETOKENIZE;
-    if (c.mode == MODE_GENERATE || c.mode == MODE_BENCH) c.eng.n_slots = 1;
+    if ((c.mode == MODE_GENERATE && !c.prompt_file) || c.mode == MODE_BENCH) c.eng.n_slots = 1;
     bw_engine e;
     char err[512];
     if (bw_engine_load(&e, &c.eng, NULL, NULL, err, sizeof err)) {
@@ -611,7 +821,7 @@ int main(int argc, char **argv)
     switch (c.mode) {
     case MODE_TOKENIZE: rc = run_tokenize(e.tok, &c); break;
     case MODE_DETOKENIZE: rc = run_detokenize(e.tok); break;
-    case MODE_GENERATE: rc = run_generate(&e, &c); break;
+    case MODE_GENERATE: rc = c.prompt_file ? run_prompt_file(&e, &c) : run_generate(&e, &c); break;
     default: rc = run_bench(&e, &c); break;
     }
     bw_engine_unload(&e);

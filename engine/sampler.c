@@ -3,17 +3,14 @@
  *
  * The draw for token index i of a job is splitmix64(seed, i): a resumed job at index i draws what the
  * uninterrupted job drew, whatever happened before. Candidates are kept as (id, logit/prob) pairs; only
- * those that can still be sampled are sorted. */
+ * those that can still be sampled are sorted. The arithmetic (penalty, window, order, exp, the choice)
+ * is engine/sample_core.h, which the device sampler (engine/cuda/sample.cu) runs too. */
 #include "engine/sampler.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Tokens this far below the best one (probability ratio e^-20 ≈ 2e-9) can never be drawn from a
- * double-precision uniform in any meaningful way; dropping them before sorting keeps a flat
- * distribution over 50k tokens cheap. */
-#define BW_SAMPLER_LOGIT_WINDOW 20.0f
+#include "engine/sample_core.h"
 
 typedef struct {
     int32_t id;
@@ -23,6 +20,8 @@ typedef struct {
 struct bw_sampler {
     int32_t n_vocab;
     bw_cand *cand;
+    int32_t *ids; /* the sorted candidates, split for bw_sc_pick */
+    float *vals;
 };
 
 void bw_sampler_defaults(bw_sampler_params *p)
@@ -42,8 +41,10 @@ bw_sampler *bw_sampler_create(int32_t n_vocab)
     if (!s) return NULL;
     s->n_vocab = n_vocab;
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
-    if (!s->cand) {
-        free(s);
+    s->ids = malloc((size_t)n_vocab * sizeof *s->ids);
+    s->vals = malloc((size_t)n_vocab * sizeof *s->vals);
+    if (!s->cand || !s->ids || !s->vals) {
+        bw_sampler_free(s);
         return NULL;
     }
     return s;
@@ -53,21 +54,14 @@ void bw_sampler_free(bw_sampler *s)
 {
     if (!s) return;
     free(s->cand);
+    free(s->ids);
+    free(s->vals);
     free(s);
-}
-
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
 }
 
 double bw_sampler_uniform(uint64_t seed, uint64_t index)
 {
-    uint64_t r = splitmix64(splitmix64(seed) ^ splitmix64(index + 0x632be59bd9b4e019ull));
-    return (double)(r >> 11) * (1.0 / 9007199254740992.0); /* 53 random bits */
+    return bw_sc_uniform(seed, index);
 }
 
 static void apply_repetition_penalty(const bw_sampler_params *p, float *logits, int32_t n_vocab,
@@ -89,8 +83,7 @@ static void apply_repetition_penalty(const bw_sampler_params *p, float *logits, 
             }
         }
         if (dup) continue;
-        float *l = &logits[id];
-        *l = *l > 0 ? *l / p->repetition_penalty : *l * p->repetition_penalty;
+        logits[id] = bw_sc_penalize(logits[id], p->repetition_penalty);
     }
 }
 
@@ -105,8 +98,8 @@ static int32_t argmax(const float *logits, int32_t n)
 static int cand_desc(const void *a, const void *b)
 {
     const bw_cand *x = a, *y = b;
-    if (x->v != y->v) return x->v < y->v ? 1 : -1;
-    return x->id < y->id ? -1 : (x->id > y->id); /* ties by id: the order is deterministic */
+    if (x->id == y->id) return 0;
+    return bw_sc_before(x->v, x->id, y->v, y->id) ? -1 : 1;
 }
 
 int32_t bw_sample(bw_sampler *s, const bw_sampler_params *p, float *logits, const int32_t *history,
@@ -116,43 +109,13 @@ int32_t bw_sample(bw_sampler *s, const bw_sampler_params *p, float *logits, cons
     apply_repetition_penalty(p, logits, nv, history, n_history);
     if (p->temperature <= 0.0f || p->top_k == 1) return argmax(logits, nv);
 
-    float maxl = logits[argmax(logits, nv)];
+    const float maxl = logits[argmax(logits, nv)], floor_l = bw_sc_threshold(maxl, p->temperature);
     int32_t n = 0;
-    for (int32_t i = 0; i < nv; i++) {
-        if (logits[i] >= maxl - BW_SAMPLER_LOGIT_WINDOW * p->temperature) s->cand[n++] = (bw_cand){i, logits[i]};
-    }
+    for (int32_t i = 0; i < nv; i++)
+        if (logits[i] >= floor_l) s->cand[n++] = (bw_cand){i, logits[i]};
+    if (n == 0) return argmax(logits, nv); /* only NaN logits: nothing can be drawn */
     qsort(s->cand, (size_t)n, sizeof *s->cand, cand_desc);
-    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
-
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        s->cand[i].v = expf((s->cand[i].v - maxl) / p->temperature);
-        sum += s->cand[i].v;
-    }
-    if (p->min_p > 0.0f) {
-        /* cand[0] is the most likely token: min-p keeps those at least min_p times as likely. */
-        float floor_p = s->cand[0].v * p->min_p;
-        int32_t keep = 1;
-        while (keep < n && s->cand[keep].v >= floor_p) keep++;
-        for (int32_t i = keep; i < n; i++) sum -= s->cand[i].v;
-        n = keep;
-    }
-    if (p->top_p < 1.0f) {
-        double acc = 0.0, target = p->top_p * sum;
-        int32_t keep = 0;
-        while (keep < n) {
-            acc += s->cand[keep].v;
-            keep++;
-            if (acc >= target) break;
-        }
-        n = keep;
-        sum = acc;
-    }
-    double r = bw_sampler_uniform(p->seed, index) * sum;
-    double acc = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        acc += s->cand[i].v;
-        if (r < acc) return s->cand[i].id;
-    }
-    return s->cand[n - 1].id;
+    for (int32_t i = 0; i < n; i++) s->ids[i] = s->cand[i].id, s->vals[i] = s->cand[i].v;
+    const bw_sc_params sp = {p->temperature, p->top_p, p->top_k, p->min_p};
+    return bw_sc_pick(s->ids, s->vals, n, maxl, &sp, bw_sc_uniform(p->seed, index));
 }

@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/chat.h"
+#include "engine/cuda/backend_cuda.h"
 #include "engine/prompt.h"
 #include "engine/generate.h"
 #include "engine/sampler.h"
@@ -24,6 +25,17 @@
 #define RETIRED_MAX 64  /* finished jobs whose history is kept for REPLAY */
 #define PREFILL_MIN_TOKENS 32 /* the smallest prompt chunk beside decoding jobs (and the first, unmeasured one) */
 #define PREFILL_STEP_MS 50.0  /* default target time of a step that prefills beside decoding jobs */
+#define SPEC_LOOKUP_NGRAM 3   /* prompt lookup: the shortest n-gram of the output's tail to look up */
+#define SPEC_PRED_NGRAM 1     /* the prediction is a strong hint: one token of context is enough */
+#define SPEC_MAX_NGRAM 4      /* the longest n-gram tried first */
+#define SPEC_PRIOR_PRED 0.85  /* acceptance per draft token assumed before a job has tried any (prediction) */
+#define SPEC_PRIOR_LOOKUP 0.7 /* the same for prompt lookup */
+#define SPEC_PRIOR_WEIGHT 2.0 /* how many tried draft tokens that assumption is worth */
+#define SPEC_MEMORY 0.9       /* per verification: weight left to older evidence of a job's acceptance */
+#define SPEC_PROBE_EVERY 32   /* steps between one-token probes while drafting does not pay */
+#define STEP_COST_MEMORY 0.97 /* per decode step: weight left to older step times */
+
+enum { SRC_NONE = 0, SRC_PRED, SRC_LOOKUP };
 
 typedef struct job {
     char id[BW_PROTO_JOB_ID_MAX + 1];
@@ -39,7 +51,17 @@ typedef struct job {
     uint64_t seq;
     uint64_t seed;
     int32_t first_index;
+    int32_t max_tokens;
     uint32_t n_published;
+    /* speculation (see draft()) */
+    int32_t *pred;    /* the client's predicted output as tokens, or NULL */
+    size_t n_pred, pred_pos; /* pred_pos: where the output is believed to be in pred */
+    double acc_hit[2], acc_try[2]; /* decayed draft tokens accepted / verified, by source (acceptance) */
+    int probe_in;     /* steps until a one-token probe while drafting does not pay */
+    int n_draft, draft_src;
+    int32_t *draft;   /* spec_max tokens */
+    size_t row0;      /* first logits row of this step */
+    uint32_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
     uint64_t t_admit, t_first;
     struct {
         uint8_t **msg;
@@ -58,6 +80,14 @@ struct bw_sched {
     int n_vocab, n_slots, n_ctx, max_batch;
     double prefill_step_ns; /* 0: whole --batch chunks even beside decoding jobs */
     double ns_per_token;    /* measured on steps of at least PREFILL_MIN_TOKENS tokens; 0 until then */
+    int spec_max;           /* most draft tokens per job and step; 0 = no speculation */
+    int spec_fixed;         /* send every draft whole instead of choose_draft's length (tests) */
+    /* step time of decode-only steps as a + b * tokens, by least squares over decayed sums (what a
+     * draft token costs against what a token saved is worth; see choose_draft) */
+    double c_w, c_n, c_t, c_nn, c_nt;
+    struct {
+        _Atomic uint64_t drafted, accepted;
+    } stats[2]; /* [0] prediction, [1] prompt lookup */
     job **slots;
     job *q_head, *q_tail;
     job *r_head, *r_tail;
@@ -69,6 +99,9 @@ struct bw_sched {
     job **b_rows;
     float *logits;
     float *forced; /* one logits row that leaves the sampler a single choice (resume replay) */
+    int device_sampling;          /* CUDA backend: rows are sampled on the device, only ids come back */
+    bw_cuda_sample_req *req;      /* per logits row, for the device sampler */
+    int32_t *ids;                 /* per logits row: the device's choice */
     enum bw_chat_kind chat_kind;
     bw_gguf_str tmpl;
 };
@@ -79,6 +112,8 @@ static void job_free(job *j)
 {
     if (!j) return;
     bw_gen_free(j->gen);
+    free(j->pred);
+    free(j->draft);
     for (size_t i = 0; i < j->hist.n; i++) free(j->hist.msg[i]);
     free(j->hist.msg);
     free(j->hist.len);
@@ -138,6 +173,8 @@ static void retire(bw_sched *s, job *j)
 {
     bw_gen_free(j->gen);
     j->gen = NULL;
+    free(j->pred);
+    j->pred = NULL;
     j->next = NULL;
     if (s->r_tail) s->r_tail->next = j;
     else s->r_head = j;
@@ -174,6 +211,10 @@ static void finish_done(bw_sched *s, job *j, enum bw_stop_reason why, const char
         m.u.done.stop_matched = matched;
         m.u.done.stop_matched_len = (uint32_t)strnlen(matched, BW_PROTO_MAX_STOP_LEN);
     }
+    m.u.done.pred_drafted = j->pred_drafted;
+    m.u.done.pred_accepted = j->pred_accepted;
+    m.u.done.lookup_drafted = j->lookup_drafted;
+    m.u.done.lookup_accepted = j->lookup_accepted;
     emit(s, j, &m);
     free_slot(s, j);
     retire(s, j);
@@ -234,6 +275,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->max_batch = e->backend->params.max_batch > 0 ? e->backend->params.max_batch : 512;
     if (s->max_batch < s->n_slots) s->max_batch = s->n_slots; /* every running job gets its decode token */
     s->prefill_step_ns = PREFILL_STEP_MS * 1e6;
+    s->spec_max = 0;
     size_t bcap = (size_t)s->max_batch;
     s->sampler = bw_sampler_create(s->n_vocab);
     s->slots = calloc((size_t)s->n_slots, sizeof(*s->slots));
@@ -244,8 +286,15 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->b_rows = malloc((size_t)s->n_slots * sizeof(job *));
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
     s->forced = malloc((size_t)s->n_vocab * sizeof(float));
+    /* BW_CUDA_SAMPLING=device samples on the GPU and copies only ids back. Until a GPU run has shown it
+     * choosing what the host sampler chooses (tests/gpu/serve_sampling.py), the default stays on the host:
+     * logits copied, bw_sample here. */
+    const char *cs = getenv("BW_CUDA_SAMPLING");
+    s->device_sampling = bw_backend_is_cuda(e->backend) && cs && strcmp(cs, "device") == 0;
+    s->req = malloc((size_t)s->n_slots * sizeof(*s->req));
+    s->ids = malloc((size_t)s->n_slots * sizeof(*s->ids));
     if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->logits ||
-        !s->forced)
+        !s->forced || !s->req || !s->ids)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
     s->chat_kind = bw_prompt_chat_kind(e->tok, s->tmpl.str, s->tmpl.len);
@@ -260,6 +309,25 @@ oom:
 void bw_sched_set_prefill_step_ms(bw_sched *s, double ms)
 {
     s->prefill_step_ns = ms > 0 ? ms * 1e6 : 0;
+}
+
+void bw_sched_set_spec_fixed(bw_sched *s, int on)
+{
+    s->spec_fixed = on != 0;
+}
+
+int bw_sched_set_spec_max(bw_sched *s, int k)
+{
+    if (k < 0 || k > BW_SCHED_SPEC_MAX) return -1;
+    /* every slot may want logits for its token and k drafts in one step */
+    float *l = malloc((size_t)s->n_slots * (size_t)(k + 1) * (size_t)s->n_vocab * sizeof(float));
+    if (!l) return -1;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i]) s->slots[i]->n_draft = 0;
+    free(s->logits);
+    s->logits = l;
+    s->spec_max = k;
+    return 0;
 }
 
 /* Prompt tokens this step may feed: all the room left, unless jobs are decoding beside them. */
@@ -286,6 +354,8 @@ void bw_sched_free(bw_sched *s)
     free(s->b_rows);
     free(s->logits);
     free(s->forced);
+    free(s->req);
+    free(s->ids);
     free(s);
 }
 
@@ -399,6 +469,26 @@ static int replay_output(bw_sched *s, job *j, const bw_proto_submit *x, bw_gen_t
     return BW_STOP_NONE;
 }
 
+/* The draft buffer and the prediction as tokens (encoded as plain text, no BOS). A prediction the
+ * tokenizer refuses only leaves the job without one: it can change no token, only the speed. */
+static int spec_init(bw_sched *s, job *j, const bw_proto_submit *x)
+{
+    j->draft = malloc(BW_SCHED_SPEC_MAX * sizeof(int32_t));
+    if (!j->draft) return -1;
+    if (!(x->flags & BW_SUBMIT_PREDICTION) || x->prediction_len == 0) return 0;
+    char *text = malloc((size_t)x->prediction_len + 1);
+    if (!text) return -1;
+    memcpy(text, x->prediction, x->prediction_len);
+    text[x->prediction_len] = '\0';
+    bw_prompt_ctx pc = {s->e->tok, s->chat_kind, s->tmpl.str, s->tmpl.len};
+    bw_prompt_req req = {.text = text, .text_len = strlen(text), .add_bos = 0, .parse_special = 0};
+    char err[256];
+    j->pred = req.text_len ? bw_prompt_encode(&pc, &req, 0, &j->n_pred, err, sizeof(err)) : NULL;
+    free(text);
+    if (!j->pred) j->n_pred = 0;
+    return 0;
+}
+
 void bw_sched_refuse(bw_sched *s, const char *job_id, uint16_t code, const char *message)
 {
     bw_proto_msg m;
@@ -468,9 +558,10 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
         memcpy(gp.stop[i], x->stop[i].s, x->stop[i].len);
         gp.stop[i][x->stop[i].len] = '\0';
     }
+    j->max_tokens = gp.max_tokens;
     j->gen = bw_gen_create(s->e->tok, &gp, ids, n, 0);
     free(ids);
-    if (!j->gen) {
+    if (!j->gen || spec_init(s, j, x) != 0) {
         finish_error(s, j, BW_PERR_GENERATION, "out of memory creating the job");
         return;
     }
@@ -541,6 +632,168 @@ static void admit(bw_sched *s)
     }
 }
 
+/* ---- speculation ----
+ *
+ * A decoding job may carry draft tokens after its next token: guesses of what it will sample next. They
+ * are fed in the same step at the following positions, each with its logits. Then the job samples its
+ * rows in order exactly as plain decoding would (its random stream depends only on seed and index, and
+ * a token's logits do not depend on the batch around it): as long as the sampled token equals the draft
+ * fed after it, the next row holds the logits plain decoding would have computed, so sampling goes on.
+ * The first sampled token that differs is the job's next token, and the cache positions of the drafts
+ * after it are simply overwritten by later steps (a token attends only to positions up to its own). */
+
+/* Where the last n tokens of h[0..nh) occur in src, ending at e (src[e - n .. e) == tail) with a token
+ * src[e] after them, e < e_max. Prefers the first e >= prefer; otherwise the last one. 0 when none. */
+static size_t ngram_find(const int32_t *src, size_t e_max, const int32_t *h, size_t nh, size_t n, size_t prefer)
+{
+    size_t best = 0;
+    for (size_t e = n; e < e_max; e++) {
+        if (memcmp(src + e - n, h + nh - n, n * sizeof(*h)) != 0) continue;
+        if (e >= prefer) return e;
+        best = e;
+    }
+    return best;
+}
+
+/* Continues h from src, trying the longest n-gram first; returns the tokens written (at most k). */
+static int draft_from(const int32_t *src, size_t n_src, size_t e_max, const int32_t *h, size_t nh, size_t min_n,
+                      size_t prefer, int32_t *out, int k, size_t *end)
+{
+    for (size_t n = SPEC_MAX_NGRAM; n >= min_n && n > 0; n--) {
+        if (nh < n) continue;
+        size_t e = ngram_find(src, e_max, h, nh, n, prefer);
+        if (e == 0) continue;
+        int d = 0;
+        while (d < k && e + (size_t)d < n_src) out[d] = src[e + (size_t)d], d++;
+        *end = e;
+        return d;
+    }
+    return 0;
+}
+
+/* Step time of decode-only steps: a + b * tokens (ns). Until steps of several sizes have been seen the
+ * slope comes from a prior (a token beyond the first costs 0.6 of a one-token step, about what the CPU
+ * backend measures) that real steps soon outweigh. */
+static void step_cost(const bw_sched *s, double *a, double *b)
+{
+    /* the prior: two steps on the line t1 * (0.4 + 0.6 * n), of 1 and of 2 tokens, with t1 scaled to the
+     * steps measured so far */
+    const double t1 = s->c_w > 0 ? (s->c_t / s->c_w) / (0.4 + 0.6 * s->c_n / s->c_w) : 1.0;
+    const double w = s->c_w + 2, n = s->c_n + 3, nn = s->c_nn + 5, t = s->c_t + 2.6 * t1, nt = s->c_nt + 4.2 * t1;
+    const double den = w * nn - n * n;
+    *b = den > 0 ? (w * nt - n * t) / den : 0.6 * t1;
+    if (*b < 0.02 * t1) *b = 0.02 * t1; /* noise must not make drafts look free ... */
+    *a = (t - *b * n) / w;
+    if (*a < 0) *a = 0;                 /* ... or a step cost nothing */
+}
+
+static void note_step(bw_sched *s, int n, double ns)
+{
+    s->c_w = s->c_w * STEP_COST_MEMORY + 1;
+    s->c_n = s->c_n * STEP_COST_MEMORY + n;
+    s->c_t = s->c_t * STEP_COST_MEMORY + ns;
+    s->c_nn = s->c_nn * STEP_COST_MEMORY + (double)n * n;
+    s->c_nt = s->c_nt * STEP_COST_MEMORY + n * ns;
+}
+
+/* How many of the L drafted tokens job j should send, given that the step already holds `tokens` decode
+ * tokens for `m` jobs: the d that maximizes the step's tokens per second,
+ *     (m + p + p^2 + ... + p^d) / (a + b * (tokens + d)),
+ * with p the job's acceptance per draft token (a run is accepted up to its first miss) and a + b * n the
+ * measured cost of a step. When no d > 0 pays, the job decodes plainly and sends a one-token probe now and
+ * then, so that its acceptance is measured again (text that became predictable is noticed). */
+static int choose_draft(bw_sched *s, job *j, int L, int m, int tokens)
+{
+    const int src = j->draft_src == SRC_PRED ? 0 : 1;
+    const double prior = src == 0 ? SPEC_PRIOR_PRED : SPEC_PRIOR_LOOKUP;
+    const double p = (j->acc_hit[src] + prior * SPEC_PRIOR_WEIGHT) / (j->acc_try[src] + SPEC_PRIOR_WEIGHT);
+    double a, b;
+    step_cost(s, &a, &b);
+    double best = m / (a + b * tokens), gain = 0, pk = 1;
+    int d_best = 0;
+    for (int d = 1; d <= L; d++) {
+        pk *= p;
+        gain += pk;
+        const double r = (m + gain) / (a + b * (tokens + d));
+        if (r > best) best = r, d_best = d;
+    }
+    if (d_best > 0) {
+        j->probe_in = SPEC_PROBE_EVERY;
+        return d_best;
+    }
+    if (--j->probe_in > 0) return 0;
+    j->probe_in = SPEC_PROBE_EVERY;
+    return 1;
+}
+
+/* Fills j->draft (at most k tokens) from the job's prediction, else (no match there, or a draft from it
+ * would not pay) from its own prompt and output. m and tokens: see choose_draft. */
+static void draft(bw_sched *s, job *j, int k, int m, int tokens)
+{
+    j->n_draft = 0;
+    j->draft_src = SRC_NONE;
+    if (k <= 0) return;
+    size_t nh, end;
+    const int32_t *h = bw_gen_tokens(j->gen, &nh);
+    if (j->pred) {
+        int d = draft_from(j->pred, j->n_pred, j->n_pred, h, nh, SPEC_PRED_NGRAM, j->pred_pos, j->draft, k, &end);
+        j->draft_src = SRC_PRED;
+        if (d > 0 && !s->spec_fixed) d = choose_draft(s, j, d, m, tokens);
+        if (d > 0) {
+            j->n_draft = d;
+            j->pred_pos = end;
+            return;
+        }
+    }
+    /* the tail itself ends at nh: only earlier occurrences count */
+    int d = draft_from(h, nh, nh, h, nh, SPEC_LOOKUP_NGRAM, nh, j->draft, k, &end);
+    j->draft_src = SRC_LOOKUP;
+    if (d > 0 && !s->spec_fixed) d = choose_draft(s, j, d, m, tokens);
+    j->n_draft = d;
+    if (d == 0) j->draft_src = SRC_NONE;
+}
+
+/* Learns from a verification: the tokens of a run up to and including its first miss were tried. */
+static void adapt(bw_sched *s, job *j, int accepted)
+{
+    (void)s;
+    const int src = j->draft_src == SRC_PRED ? 0 : 1;
+    const int tried = accepted + (accepted < j->n_draft);
+    j->acc_hit[src] = j->acc_hit[src] * SPEC_MEMORY + accepted;
+    j->acc_try[src] = j->acc_try[src] * SPEC_MEMORY + tried;
+    if (j->draft_src == SRC_PRED) j->pred_pos += (size_t)accepted;
+}
+
+/* Counts drafted and accepted tokens for the job and the engine, by the draft's source. */
+static void count_draft(bw_sched *s, job *j, int drafted, int accepted)
+{
+    if (drafted == 0 && accepted == 0) return;
+    const int i = j->draft_src == SRC_PRED ? 0 : 1;
+    if (i == 0) {
+        j->pred_drafted += (uint32_t)drafted;
+        j->pred_accepted += (uint32_t)accepted;
+    } else {
+        j->lookup_drafted += (uint32_t)drafted;
+        j->lookup_accepted += (uint32_t)accepted;
+    }
+    atomic_fetch_add_explicit(&s->stats[i].drafted, (uint64_t)drafted, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->stats[i].accepted, (uint64_t)accepted, memory_order_relaxed);
+}
+
+/* How many drafts job j may add: within spec_max, the context (every draft takes a position), its
+ * max_tokens (a draft is worth something only if a token may still follow it), and room tokens of the
+ * batch. */
+static int draft_room(const bw_sched *s, const job *j, int room)
+{
+    int k = s->spec_max;
+    const int64_t ctx_left = (int64_t)s->n_ctx - 1 - (int64_t)j->n_fed;
+    const int64_t tok_left = (int64_t)j->max_tokens - bw_gen_n_generated(j->gen) - 1;
+    if (ctx_left < k) k = (int)(ctx_left > 0 ? ctx_left : 0);
+    if (tok_left < k) k = (int)(tok_left > 0 ? tok_left : 0);
+    if (room < k) k = room > 0 ? room : 0;
+    return k;
+}
+
 static int add_tok(bw_sched *s, int n, job *j, int32_t tok, size_t pos, int want)
 {
     s->b_tok[n] = tok;
@@ -550,13 +803,25 @@ static int add_tok(bw_sched *s, int n, job *j, int32_t tok, size_t pos, int want
     return n + 1;
 }
 
-/* Samples job j's next token from its logits row, publishes it, and ends the job if it is over. */
-static void sample_and_publish(bw_sched *s, job *j, float *row)
+/* Takes job j's next token, publishes it, and ends the job if it is over. The token is id when the
+ * device sampled it; otherwise it is drawn here from the logits row (for BW_CUDA_SAMPLE_HOST_PENALISED
+ * the device already applied the repetition penalty to that row). Returns the token, or -1 when sampling
+ * failed. */
+static int32_t publish_next(bw_sched *s, job *j, int32_t id, float *row)
 {
     bw_gen_token t;
-    if (bw_gen_next(j->gen, s->sampler, row, &t) != 0) {
+    int rc;
+    if (id >= 0) {
+        rc = bw_gen_accept(j->gen, id, &t);
+    } else if (id == BW_CUDA_SAMPLE_HOST_PENALISED) {
+        const bw_sampler_params *p = bw_gen_sampling(j->gen);
+        rc = bw_gen_accept(j->gen, bw_sample(s->sampler, p, row, NULL, 0, bw_gen_draw_index(j->gen)), &t);
+    } else {
+        rc = bw_gen_next(j->gen, s->sampler, row, &t);
+    }
+    if (rc != 0) {
         finish_error(s, j, BW_PERR_GENERATION, "sampling failed (out of memory)");
-        return;
+        return -1;
     }
     if (!j->t_first) j->t_first = bw_clock_mono_ns();
     /* an end-of-generation token or a matched stop string carries no text of its own */
@@ -574,6 +839,7 @@ static void sample_and_publish(bw_sched *s, job *j, float *row)
     if (t.stop != BW_STOP_NONE) finish_done(s, j, t.stop, t.stop == BW_STOP_SEQUENCE ? t.stop_matched : NULL);
     else if (j->n_fed >= (size_t)s->n_ctx) finish_done(s, j, BW_STOP_MAX_TOKENS, NULL);
     else j->next_tok = t.id;
+    return t.id;
 }
 
 int bw_sched_step(bw_sched *s)
@@ -582,11 +848,21 @@ int bw_sched_step(bw_sched *s)
         if (s->slots[i] && s->slots[i]->cancelled) finish_done(s, s->slots[i], BW_STOP_CANCELLED, NULL);
     admit(s);
 
-    int n = 0, rows = 0;
+    int n = 0, rows = 0, n_logits = 0, decoding = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i] && s->slots[i]->prefilled) decoding++;
     for (int i = 0; i < s->n_slots; i++) {
         job *j = s->slots[i];
         if (j && j->prefilled) {
+            /* the jobs after this one keep one batch token each */
+            /* device sampling returns one id per job: no drafts to verify there */
+            const int spec = s->spec_max && !s->device_sampling;
+            draft(s, j, spec ? draft_room(s, j, s->max_batch - n - (decoding - rows)) : 0, decoding,
+                  n + (decoding - rows));
+            j->row0 = (size_t)n_logits;
             n = add_tok(s, n, j, j->next_tok, j->n_fed, 1);
+            for (int d = 0; d < j->n_draft; d++) n = add_tok(s, n, j, j->draft[d], j->n_fed + 1 + (size_t)d, 1);
+            n_logits += 1 + j->n_draft;
             s->b_rows[rows++] = j;
         }
     }
@@ -600,17 +876,30 @@ int bw_sched_step(bw_sched *s)
             size_t pos = j->n_fed + k;
             n = add_tok(s, n, j, j->toks[pos], pos, pos == j->n_prompt - 1);
         }
-        if (j->n_fed + j->chunk == j->n_prompt) s->b_rows[rows++] = j;
+        if (j->n_fed + j->chunk == j->n_prompt) {
+            j->row0 = (size_t)n_logits++;
+            j->n_draft = 0;
+            s->b_rows[rows++] = j;
+        }
     }
     if (n == 0) return (int)(bw_sched_busy(s) + bw_sched_queued(s));
 
     bw_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .slot = s->b_slot, .want_logits = s->b_want};
+    for (int r = 0; s->device_sampling && r < rows; r++) {
+        bw_cuda_sample_req *q = &s->req[r];
+        q->p = *bw_gen_sampling(s->b_rows[r]->gen);
+        q->history = bw_gen_history(s->b_rows[r]->gen, &q->n_history);
+        q->index = bw_gen_draw_index(s->b_rows[r]->gen);
+    }
     const uint64_t t0 = bw_clock_mono_ns();
-    int rc = bw_backend_forward(s->e->backend, &b, s->logits);
+    int rc = s->device_sampling ? bw_backend_cuda_forward_sample(s->e->backend, &b, s->req, s->ids, s->logits)
+                                : bw_backend_forward(s->e->backend, &b, s->logits);
+    const double took = (double)(bw_clock_mono_ns() - t0);
     if (rc == 0 && n >= PREFILL_MIN_TOKENS) { /* cost per token of a batch this size; smoothed */
-        const double per = (double)(bw_clock_mono_ns() - t0) / n;
+        const double per = took / n;
         s->ns_per_token = s->ns_per_token > 0 ? 0.75 * s->ns_per_token + 0.25 * per : per;
     }
+    if (rc == 0 && n == n_logits && s->spec_max > 0) note_step(s, n, took); /* decode tokens only */
     if (rc != 0) {
         bw_log_error("backend forward failed on a batch of %d tokens", n);
         for (int i = 0; i < s->n_slots; i++)
@@ -621,17 +910,29 @@ int bw_sched_step(bw_sched *s)
         job *j = s->slots[i];
         if (!j) continue;
         if (j->prefilled) {
-            j->n_fed++;
+            j->n_fed++; /* the drafts count once they are accepted */
         } else {
             j->n_fed += j->chunk;
             j->chunk = 0;
         }
     }
-    /* rows are in batch order: decode jobs first, then jobs whose prefill completed in this step */
+    /* logits rows are in batch order: decode jobs (each its token's row, then its drafts' rows) first,
+     * then jobs whose prefill completed in this step */
     for (int r = 0; r < rows; r++) {
         job *j = s->b_rows[r];
         j->prefilled = 1;
-        sample_and_publish(s, j, s->logits + (size_t)r * (size_t)s->n_vocab);
+        const int n_draft = j->n_draft; /* 0 with device sampling: one row per job, row r */
+        int accepted = 0;
+        count_draft(s, j, n_draft, 0);
+        for (int d = 0;; d++) {
+            int32_t t = publish_next(s, j, s->device_sampling ? s->ids[r] : BW_CUDA_SAMPLE_HOST_RAW,
+                                     s->logits + (j->row0 + (size_t)d) * (size_t)s->n_vocab);
+            if (j->slot < 0 || d == n_draft || t != j->draft[d]) break;
+            accepted++;
+            count_draft(s, j, 0, 1); /* before the next token, whose DONE may carry the counts */
+            j->n_fed++; /* the draft at this position is what plain decoding would have fed */
+        }
+        if (n_draft > 0 && j->slot >= 0) adapt(s, j, accepted);
     }
     return (int)(bw_sched_busy(s) + bw_sched_queued(s));
 }
@@ -645,6 +946,14 @@ void bw_sched_abort_all(bw_sched *s, uint16_t code, const char *message)
         unqueue(s, j, NULL);
         finish_error(s, j, code, message);
     }
+}
+
+void bw_sched_spec_stats(bw_sched *s, bw_sched_spec *out)
+{
+    out->pred_drafted = atomic_load_explicit(&s->stats[0].drafted, memory_order_relaxed);
+    out->pred_accepted = atomic_load_explicit(&s->stats[0].accepted, memory_order_relaxed);
+    out->lookup_drafted = atomic_load_explicit(&s->stats[1].drafted, memory_order_relaxed);
+    out->lookup_accepted = atomic_load_explicit(&s->stats[1].accepted, memory_order_relaxed);
 }
 
 unsigned bw_sched_busy(const bw_sched *s) { return atomic_load_explicit(&s->busy, memory_order_relaxed); }

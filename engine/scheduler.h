@@ -2,7 +2,8 @@
  *
  * Owns: the wait queue, slot assignment, building ONE batch per step from every active job (a decode
  * token for each running job plus prefill chunks of newly admitted ones), the per-job message sequence,
- * and the bounded per-job history that REPLAY serves. Every message is encoded here and handed to the
+ * the bounded per-job history that REPLAY serves, and speculative decoding (draft tokens verified in the
+ * step, see bw_sched_set_spec_max). Every message is encoded here and handed to the
  * publish callback the moment it exists, so a token leaves the engine right after it is sampled.
  * It does not know about sockets or signals (engine/daemon.c does). Single-threaded; the counters read
  * by bw_sched_busy/queued may be read from another thread. */
@@ -29,6 +30,23 @@ void bw_sched_free(bw_sched *s);
  * while it prefills; alone, a prompt goes in whole --batch chunks. 0 turns the limit off. A token's
  * result does not depend on how its prompt was chunked (the backends are batch-invariant). */
 void bw_sched_set_prefill_step_ms(bw_sched *s, double ms);
+
+/* Exact speculative decoding: each decoding job may verify up to k draft tokens (from its prediction or
+ * from n-grams of its own prompt and output) together with its next token in one step, and keeps the
+ * longest run its own sampler confirms; the tokens are exactly those of plain decoding. 0 (the default
+ * here) turns it off. Returns -1 for k outside 0..BW_SCHED_SPEC_MAX or out of memory. */
+#define BW_SCHED_SPEC_MAX 32
+int bw_sched_set_spec_max(bw_sched *s, int k);
+/* By default each job sends the number of its draft tokens that maximizes the step's expected tokens per
+ * second (its measured acceptance against the measured cost of a step's tokens), so unpredictable text
+ * costs almost nothing. Fixed: every draft is sent whole, up to the maximum (tests, measurements). */
+void bw_sched_set_spec_fixed(bw_sched *s, int on);
+
+/* Draft tokens verified and accepted since the start, by source; may be read from another thread. */
+typedef struct {
+    uint64_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
+} bw_sched_spec;
+void bw_sched_spec_stats(bw_sched *s, bw_sched_spec *out);
 
 /* Takes a decoded SUBMIT / CANCEL / REPLAY. Problems are answered with ERROR messages, never crashes. */
 void bw_sched_submit(bw_sched *s, const bw_proto_msg *m);

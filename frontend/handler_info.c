@@ -20,6 +20,22 @@ static json_t *resume_json(bw_front *f)
                      (json_int_t)st.jobs_engine_lost);
 }
 
+/* Speculative decoding by draft source (issue 14): the counters /metrics exports. */
+static json_t *spec_json(bw_front *f)
+{
+    bw_jobs_stats st;
+    bw_jobs_stats_get(f->jobs, &st);
+    json_t *o = json_object();
+    static const char *const src[] = {"prediction", "lookup"};
+    for (int i = 0; o && i < 2; i++) {
+        const uint64_t d = st.spec_drafted[i], a = st.spec_accepted[i];
+        json_t *s = json_pack("{s:I,s:I,s:I,s:f}", "drafted", (json_int_t)d, "accepted", (json_int_t)a, "rejected",
+                              (json_int_t)(d - a), "acceptance_rate", d ? (double)a / (double)d : 0.0);
+        if (s) json_object_set_new(o, src[i], s);
+    }
+    return o;
+}
+
 json_t *bw_info_json(bw_front *f)
 {
     const bw_proto_hello *h = bw_link_hello(f->link);
@@ -45,6 +61,8 @@ json_t *bw_info_json(bw_front *f)
         if (jobs) json_object_set_new(o, "jobs", jobs);
         json_t *r = resume_json(f);
         if (r) json_object_set_new(o, "resume", r);
+        json_t *sp = spec_json(f);
+        if (sp) json_object_set_new(o, "speculation", sp);
     } else {
         json_decref(e);
     }

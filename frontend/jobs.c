@@ -48,6 +48,8 @@ struct bw_job {
     enum job_state state;
     bw_job_params p;
     char *prompt; /* kept until the job is finished: a resumed job sends it again */
+    char *prediction; /* likewise, or NULL */
+    uint32_t pred_drafted, pred_accepted; /* from the engine's DONE */
 
     uint64_t epoch;       /* engine the job was last submitted to */
     unsigned n_submits;   /* 0: never reached an engine (QUEUE_TIMEOUT rather than ENGINE_LOST) */
@@ -116,6 +118,7 @@ static void job_free(bw_job *j)
     if (h2o_timeout_is_linked(&j->timer)) h2o_timeout_unlink(&j->timer);
     if (h2o_timeout_is_linked(&j->open_timer)) h2o_timeout_unlink(&j->open_timer);
     free(j->prompt);
+    free(j->prediction);
     free(j->started);
     free(j->toks);
     bw_buf_free(&j->text);
@@ -160,6 +163,8 @@ static void finish(bw_job *j, char *terminal, size_t len)
     j->terminal_len = len;
     free(j->prompt);
     j->prompt = NULL;
+    free(j->prediction);
+    j->prediction = NULL;
     unlink_timer(&j->timer);
     unlink_timer(&j->open_timer);
     h2o_timeout_link(js->f->loop, &js->retain_to, &j->timer);
@@ -187,6 +192,9 @@ static void finish_end(bw_job *j, const char *reason, const char *matched, size_
     bw_buf_init(&b);
     bw_buf_addf(&b, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"", j->n_toks,
                 (unsigned long long)(j->decode_ns / 1000000ull), reason);
+    if (j->p.prediction_len)
+        bw_buf_addf(&b, ",\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u", j->pred_accepted,
+                    j->pred_drafted - j->pred_accepted);
     if (j->clamped_to) bw_buf_addf(&b, ",\"max_tokens_clamped_to\":%d", (int)j->clamped_to);
     if (matched) {
         bw_buf_adds(&b, ",\"stop_sequence_matched\":\"");
@@ -340,6 +348,11 @@ static int send_submit(bw_jobs *js, bw_job *j)
         s->stop[i].s = j->p.stop[i];
         s->stop[i].len = (uint32_t)strlen(j->p.stop[i]);
     }
+    if (j->prediction) {
+        s->flags |= BW_SUBMIT_PREDICTION;
+        s->prediction = j->prediction;
+        s->prediction_len = (uint32_t)j->p.prediction_len;
+    }
     uint8_t *le = NULL;
     if (j->n_toks) {
         le = malloc(4 * j->n_toks);
@@ -401,9 +414,20 @@ enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, b
     }
     memcpy(j->prompt, p->prompt, p->prompt_len);
     j->prompt[p->prompt_len] = '\0';
+    if (p->prediction && p->prediction_len) {
+        j->prediction = malloc(p->prediction_len);
+        if (!j->prediction) {
+            free(j->prompt);
+            free(j);
+            return BW_JOBS_NOMEM;
+        }
+        memcpy(j->prediction, p->prediction, p->prediction_len);
+    }
     j->js = js;
     j->p = *p;
     j->p.prompt = NULL;
+    j->p.prediction = NULL;
+    if (!j->prediction) j->p.prediction_len = 0;
     j->created_ns = bw_clock_mono_ns();
     bw_buf_init(&j->text);
     j->timer.cb = on_wait_or_retain;
@@ -649,6 +673,13 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
     case BW_MSG_DONE: {
         const bw_proto_done *d = &m->u.done;
         j->decode_ns += d->decode_ns;
+        /* the counts of the run that finished (a resumed job's earlier runs sent no DONE) */
+        j->pred_drafted = d->pred_drafted;
+        j->pred_accepted = d->pred_accepted;
+        js->st.spec_drafted[0] += d->pred_drafted;
+        js->st.spec_accepted[0] += d->pred_accepted;
+        js->st.spec_drafted[1] += d->lookup_drafted;
+        js->st.spec_accepted[1] += d->lookup_accepted;
         j->run_first_ns = j->run_last_ns = 0; /* the engine measured this run */
         int seq = d->stop == BW_PSTOP_SEQUENCE;
         finish_end(j, bw_proto_stop_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
@@ -730,6 +761,13 @@ const char *bw_job_terminal(const bw_job *j, size_t *len)
 {
     *len = j->terminal_len;
     return j->terminal;
+}
+
+int bw_job_prediction(const bw_job *j, uint32_t *accepted, uint32_t *rejected)
+{
+    *accepted = j->pred_accepted;
+    *rejected = j->pred_drafted - j->pred_accepted;
+    return j->p.prediction_len > 0;
 }
 
 uint32_t bw_job_n_prompt(const bw_job *j) { return j->n_prompt; }

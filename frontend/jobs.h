@@ -37,6 +37,8 @@ typedef struct {
     uint64_t seed;
     int n_stop;
     char stop[BW_PROTO_MAX_STOP][BW_PROTO_MAX_STOP_LEN + 1];
+    const char *prediction; /* predicted output (draft tokens for the engine), or NULL; copied */
+    size_t prediction_len;
     /* When the prompt (counted by the engine) and max_tokens do not fit the context together: 0 clamps
      * max_tokens to the room left and says so in `end` (max_tokens_clamped_to); 1 ends the job before its
      * first token with error context_length_exceeded (OpenAI's answer, a 400 on the OpenAI routes). */
@@ -72,6 +74,9 @@ typedef struct {
     uint64_t gaps_unrepairable;     /* jobs ended because lost messages could not be replayed */
     uint64_t slow_client_cancels;   /* jobs cancelled because their client fell --stream-buffer behind */
     uint64_t jobs_engine_lost;      /* jobs ended with ENGINE_LOST: no engine came back in --engine-wait */
+    /* speculative decoding, from the DONE of every finished job: draft tokens verified and accepted,
+     * [0] from predicted outputs, [1] from prompt lookup */
+    uint64_t spec_drafted[2], spec_accepted[2];
 } bw_jobs_stats;
 void bw_jobs_stats_get(const bw_jobs *js, bw_jobs_stats *out);
 
@@ -92,6 +97,9 @@ const char *bw_job_started(const bw_job *j, size_t *len); /* JSON of the started
 size_t bw_job_n_tokens(const bw_job *j);
 void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uint64_t *ts_ns);
 const char *bw_job_terminal(const bw_job *j, size_t *len); /* JSON of end/error, or NULL yet */
+/* A job with a prediction: its draft tokens the engine accepted and rejected (0/0 before the end or
+ * without one). */
+int bw_job_prediction(const bw_job *j, uint32_t *accepted, uint32_t *rejected);
 uint32_t bw_job_n_prompt(const bw_job *j);   /* prompt tokens as the engine counted them (0 before ACCEPTED) */
 int bw_job_no_ids(const bw_job *j);          /* the job's stream omits id: lines by default */
 /* A stream has handed the job's terminal event to its client: every event has been sent. A reconnect

@@ -243,4 +243,23 @@ void bw_metrics_render(bw_metrics *m, bw_front *f, bw_buf *out)
         header(out, repair[i].name, "counter", repair[i].help);
         bw_buf_addf(out, "%s %llu\n", repair[i].name, (unsigned long long)repair[i].v);
     }
+
+    /* speculative decoding, by draft source, summed from finished jobs */
+    static const char *const src[] = {"prediction", "lookup"};
+    header(out, "beeworker_spec_draft_tokens_total", "counter", "draft tokens verified, by source");
+    for (int i = 0; i < 2; i++)
+        bw_buf_addf(out, "beeworker_spec_draft_tokens_total{source=\"%s\"} %llu\n", src[i],
+                    (unsigned long long)st.spec_drafted[i]);
+    header(out, "beeworker_spec_accepted_tokens_total", "counter", "draft tokens accepted (sampled as drafted)");
+    for (int i = 0; i < 2; i++)
+        bw_buf_addf(out, "beeworker_spec_accepted_tokens_total{source=\"%s\"} %llu\n", src[i],
+                    (unsigned long long)st.spec_accepted[i]);
+    header(out, "beeworker_spec_rejected_tokens_total", "counter", "draft tokens rejected");
+    for (int i = 0; i < 2; i++)
+        bw_buf_addf(out, "beeworker_spec_rejected_tokens_total{source=\"%s\"} %llu\n", src[i],
+                    (unsigned long long)(st.spec_drafted[i] - st.spec_accepted[i]));
+    header(out, "beeworker_spec_acceptance_ratio", "gauge", "accepted / drafted tokens since start (0 before any)");
+    for (int i = 0; i < 2; i++)
+        bw_buf_addf(out, "beeworker_spec_acceptance_ratio{source=\"%s\"} %.4f\n", src[i],
+                    st.spec_drafted[i] ? (double)st.spec_accepted[i] / (double)st.spec_drafted[i] : 0.0);
 }

@@ -80,7 +80,11 @@ static void head(const bw_openai_ctx *c, bw_buf *out, const char *object)
 static void usage(const bw_job *j, bw_buf *out)
 {
     unsigned long long p = bw_job_n_prompt(j), n = bw_job_n_tokens(j);
-    bw_buf_addf(out, "\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu}", p, n, p + n);
+    uint32_t acc, rej;
+    bw_job_prediction(j, &acc, &rej);
+    bw_buf_addf(out, "\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,"
+                     "\"completion_tokens_details\":{\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u}}",
+                p, n, p + n, acc, rej);
 }
 
 static void error_body(bw_buf *out, int status, const outcome *o)

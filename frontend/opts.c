@@ -36,7 +36,9 @@ static void usage(FILE *f)
           "  --engine-bin PATH      engine binary (default: ../engine/beeworker-engine next to this one,\n"
           "                         then beeworker-engine beside it)\n"
           "  --model PATH           GGUF model (for --spawn-engine)\n"
-          "  --backend cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "  --backend auto|cpu|cuda  --device N  --slots N  --threads N  --ctx N   forwarded to the engine\n"
+          "                         (--backend auto, the default: cuda when built in and a GPU is visible)\n"
+          "  --spec-max N           forwarded: draft tokens verified per job and step (0 = no speculation)\n"
           "  --engine-hello-timeout S\n"
           "                         an engine that sends no HELLO beacon (every 200 ms) for S seconds is stopped\n"
           "                         or hung: it is treated as lost, its jobs resume on the next engine, and a\n"
@@ -138,7 +140,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
         O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
         O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
-        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS,
+        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS, O_SPEC_MAX,
     };
     static const struct option opts[] = {
         {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
@@ -152,6 +154,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {"max-body", required_argument, 0, O_MAXBODY}, {"queue-size", required_argument, 0, O_QUEUE},
         {"open-timeout", required_argument, 0, O_OPENTO}, {"retain", required_argument, 0, O_RETAIN},
         {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
+        {"spec-max", required_argument, 0, O_SPEC_MAX},
         {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
         {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
         {"reconnect-grace", required_argument, 0, O_GRACE}, {"stream-buffer", required_argument, 0, O_STREAMBUF},
@@ -164,8 +167,9 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
+    o->spec_max = -1;
     o->worker_id = "beeworker";
-    o->backend = "cpu";
+    o->backend = "auto";
     o->port = 8080;
     o->heartbeat_s = 30;
     o->engine_wait_s = 30;
@@ -199,8 +203,8 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_MODEL: o->model = optarg; break;
         case O_MODELREF: o->model_ref = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-front: --backend is cpu or cuda, got '%s'\n", optarg);
+            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "beeworker-front: --backend is auto, cpu or cuda, got '%s'\n", optarg);
                 return -1;
             }
             o->backend = optarg;
@@ -223,6 +227,7 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_SLOTS: if (parse_long(optarg, 1, 1024, "--slots", &v)) return -1; o->slots = (int)v; break;
         case O_THREADS: if (parse_long(optarg, 1, 256, "--threads", &v)) return -1; o->threads = (int)v; break;
         case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
+        case O_SPEC_MAX: if (parse_long(optarg, 0, 32, "--spec-max", &v)) return -1; o->spec_max = (int)v; break;
         case O_HTTP2: o->http2 = 1; break;
         case O_CORS:
             if (check_origin(optarg) != 0) return -1;

@@ -12,7 +12,7 @@ typedef struct {
     const char *worker_id;
     const char *model;     /* GGUF path (forwarded to the engine) */
     const char *model_ref; /* the hive's name for the model */
-    const char *backend;   /* cpu | cuda */
+    const char *backend;   /* auto (default) | cpu | cuda */
     int device;
     int port;
     const char *bind; /* NULL: 0.0.0.0, or 127.0.0.1 in local mode */
@@ -34,6 +34,7 @@ typedef struct {
     int client_sndbuf;        /* SO_SNDBUF of client connections; 0 = the kernel's autotuning */
     int test_sub_buffer;      /* tests only: SUB receive buffer in messages (0 = the normal 8192) */
     int slots, threads, ctx; /* forwarded to a spawned engine; 0 = its default */
+    int spec_max;            /* forwarded to a spawned engine as --spec-max; -1 = its default */
     int engine_max_crashes;    /* --spawn-engine gives up after this many exits ... */
     int engine_crash_window_s; /* ... within this many seconds (0 crashes = never give up) */
     int http2;

@@ -156,6 +156,39 @@ static void get_prompt(json_t *root, json_t *errs, int one_of_array, bw_job_para
     }
 }
 
+/* prediction (OpenAI Predicted Outputs): {"type":"content","content":"…"} or null; the content is a
+ * string, or an array of {"type":"text","text":"…"} parts of which only a single one is taken. It is only a
+ * hint for speculative decoding: it changes the speed, never the output. */
+static void get_prediction(json_t *root, json_t *errs, bw_job_params *p)
+{
+    json_t *v = json_object_get(root, "prediction");
+    if (!v || json_is_null(v)) return;
+    if (!json_is_object(v)) {
+        add_err(errs, "prediction", "type", "prediction must be an object {\"type\":\"content\",\"content\":…}", v);
+        return;
+    }
+    json_t *type = json_object_get(v, "type"), *c = json_object_get(v, "content");
+    if (!json_is_string(type) || strcmp(json_string_value(type), "content") != 0) {
+        add_err(errs, "prediction.type", "enum", "prediction.type must be \"content\"", NULL);
+        return;
+    }
+    if (json_is_array(c) && json_array_size(c) == 1) {
+        json_t *part = json_array_get(c, 0), *pt = json_object_get(part, "type");
+        if (json_is_string(pt) && strcmp(json_string_value(pt), "text") == 0) c = json_object_get(part, "text");
+    }
+    if (!json_is_string(c)) {
+        add_err(errs, "prediction.content", "type",
+                "prediction.content must be a string (or an array of one text part)", c);
+        return;
+    }
+    size_t len = json_string_length(c);
+    if (len == 0) return; /* nothing predicted: nothing to draft from */
+    if (check_text(errs, "prediction.content", json_string_value(c), len) == 0) {
+        p->prediction = json_string_value(c);
+        p->prediction_len = len;
+    }
+}
+
 /* jansson keeps integers in 64 signed bits and refuses a larger literal as malformed JSON, but a seed is
  * a u64 (SPEC §3.2). load_object puts this placeholder where the top-level seed's literal was and parses
  * the literal itself; a client cannot mean it (a negative seed is out of range). */
@@ -204,6 +237,7 @@ static void get_sampling(json_t *root, json_t *errs, int null_ok, const big_seed
     if (get_int(root, errs, "top_k", 0, 1 << 20, null_ok, &v)) p->top_k = (int32_t)v;
     get_seed(root, errs, null_ok, big, p);
     get_stop(root, errs, p);
+    get_prediction(root, errs, p);
 }
 
 static long long max_tokens_limit(unsigned n_ctx)

@@ -26,7 +26,7 @@
 struct bw_sup {
     char bin[PATH_MAX];
     char *argv[32];
-    char numbuf[4][16];
+    char numbuf[5][16];
     pid_t pid;
     uint64_t started_ms, restart_at_ms;
     unsigned backoff_ms, restarts;
@@ -129,6 +129,10 @@ bw_sup *bw_sup_create(const bw_front_opts *o, const char *rundir, char *err, siz
     if (o->ctx) {
         snprintf(s->numbuf[3], sizeof(s->numbuf[3]), "%d", o->ctx);
         s->argv[k++] = "--ctx", s->argv[k++] = s->numbuf[3];
+    }
+    if (o->spec_max >= 0) {
+        snprintf(s->numbuf[4], sizeof(s->numbuf[4]), "%d", o->spec_max);
+        s->argv[k++] = "--spec-max", s->argv[k++] = s->numbuf[4];
     }
     s->argv[k] = NULL;
     s->backoff_ms = BACKOFF_MIN_MS;

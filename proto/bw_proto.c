@@ -302,6 +302,10 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
         put_u64(w, x->decode_ns);
         put_u32(w, x->stop_matched_len);
         put_bytes(w, x->stop_matched, x->stop_matched_len);
+        put_u32(w, x->pred_drafted);
+        put_u32(w, x->pred_accepted);
+        put_u32(w, x->lookup_drafted);
+        put_u32(w, x->lookup_accepted);
         return 0;
     }
     case BW_MSG_ERROR:
@@ -319,7 +323,8 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
     case BW_MSG_SUBMIT: {
         const bw_proto_submit *x = &m->u.submit;
         if (x->text_len > BW_PROTO_MAX_PROMPT_TEXT || x->n_tokens > BW_PROTO_MAX_PROMPT_TOKENS ||
-            x->n_resume > BW_PROTO_MAX_PROMPT_TOKENS || x->n_stop > BW_PROTO_MAX_STOP)
+            x->n_resume > BW_PROTO_MAX_PROMPT_TOKENS || x->n_stop > BW_PROTO_MAX_STOP ||
+            x->prediction_len > BW_PROTO_MAX_PREDICTION_TEXT)
             return BW_PROTO_ELIMIT;
         put_u32(w, x->flags);
         put_f32(w, x->temperature);
@@ -342,6 +347,10 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
             if (x->stop[i].len > BW_PROTO_MAX_STOP_LEN) return BW_PROTO_ELIMIT;
             put_u8(w, (uint8_t)x->stop[i].len);
             put_bytes(w, x->stop[i].s, x->stop[i].len);
+        }
+        if (x->flags & BW_SUBMIT_PREDICTION) {
+            put_u32(w, x->prediction_len);
+            put_bytes(w, x->prediction, x->prediction_len);
         }
         return 0;
     }
@@ -379,7 +388,7 @@ size_t bw_proto_encoded_size(const bw_proto_msg *m)
         break;
     case BW_MSG_ACCEPTED: n += 16; break;
     case BW_MSG_TOKEN: n += 12 + (size_t)m->u.token.text_len; break;
-    case BW_MSG_DONE: n += 1 + 4 + 4 + 8 + 8 + 4 + (size_t)m->u.done.stop_matched_len; break;
+    case BW_MSG_DONE: n += 1 + 4 + 4 + 8 + 8 + 4 + (size_t)m->u.done.stop_matched_len + 4 * 4; break;
     case BW_MSG_ERROR: n += 2 + 4 + (size_t)m->u.error.message_len; break;
     case BW_MSG_BYE:
     case BW_MSG_CANCEL: break;
@@ -390,6 +399,7 @@ size_t bw_proto_encoded_size(const bw_proto_msg *m)
         n += 4 + 4 * 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4 * (size_t)x->n_resume + 4 + x->text_len + 4 +
              4 * (size_t)x->n_tokens + 1;
         for (uint32_t i = 0; i < x->n_stop; i++) n += 1 + (size_t)x->stop[i].len;
+        if (x->flags & BW_SUBMIT_PREDICTION) n += 4 + (size_t)x->prediction_len;
         break;
     }
     default: return 0;
@@ -603,6 +613,10 @@ static void get_submit(rbuf *r, bw_proto_submit *x)
         if (r->status == BW_PROTO_OK && x->stop[i].len == 0) fail(r, BW_PROTO_EINVAL, "empty stop string");
         x->stop[i].s = get_str(r, x->stop[i].len, BW_PROTO_MAX_STOP_LEN, "stop string");
     }
+    if (r->status == BW_PROTO_OK && (x->flags & BW_SUBMIT_PREDICTION)) {
+        x->prediction_len = get_u32(r, "prediction length");
+        x->prediction = get_str(r, x->prediction_len, BW_PROTO_MAX_PREDICTION_TEXT, "prediction");
+    }
 }
 
 static void get_body(rbuf *r, bw_proto_msg *m)
@@ -653,6 +667,12 @@ static void get_body(rbuf *r, bw_proto_msg *m)
         x->decode_ns = get_u64(r, "decode_ns");
         x->stop_matched_len = get_u32(r, "stop match length");
         x->stop_matched = get_str(r, x->stop_matched_len, BW_PROTO_MAX_STOP_LEN, "stop match");
+        x->pred_drafted = get_u32(r, "prediction drafted");
+        x->pred_accepted = get_u32(r, "prediction accepted");
+        x->lookup_drafted = get_u32(r, "lookup drafted");
+        x->lookup_accepted = get_u32(r, "lookup accepted");
+        if (r->status == BW_PROTO_OK && (x->pred_accepted > x->pred_drafted || x->lookup_accepted > x->lookup_drafted))
+            fail(r, BW_PROTO_EINVAL, "more draft tokens accepted than drafted");
         if (r->status == BW_PROTO_OK && (x->stop == BW_PSTOP_NONE || !bw_proto_stop_name(x->stop)))
             fail(r, BW_PROTO_EINVAL, "stop reason %u is unknown", x->stop);
         break;

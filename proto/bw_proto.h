@@ -25,6 +25,7 @@
 #define BW_PROTO_MAX_MSG (2u * 1024u * 1024u)
 #define BW_PROTO_MAX_PROMPT_TEXT (256u * 1024u) /* 32768 characters of up to 4 UTF-8 bytes, and slack */
 #define BW_PROTO_MAX_PROMPT_TOKENS 65536u
+#define BW_PROTO_MAX_PREDICTION_TEXT (256u * 1024u)
 #define BW_PROTO_MAX_TEXT 4096u /* one token's text delta (held-back stop-string text included) */
 #define BW_PROTO_MAX_ERRMSG 1024u
 #define BW_PROTO_MAX_NAME 127u /* model id, backend name */
@@ -122,6 +123,9 @@ typedef struct {
     uint64_t decode_ns;
     const char *stop_matched; /* for BW_PSTOP_SEQUENCE; not NUL-terminated */
     uint32_t stop_matched_len;
+    /* speculative decoding in this run (resumed output not counted): draft tokens verified and accepted,
+     * from the client's prediction and from prompt lookup */
+    uint32_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
 } bw_proto_done;
 
 typedef struct {
@@ -134,7 +138,8 @@ typedef struct {
 #define BW_SUBMIT_CHAT 0x2u       /* text is a user message: apply the model's chat template */
 #define BW_SUBMIT_NO_BOS 0x4u     /* text: do not add BOS even where the model wants it */
 #define BW_SUBMIT_MESSAGES 0x8u   /* with CHAT: text is a conversation packed by bw_proto_chat_put */
-#define BW_SUBMIT_FLAGS_KNOWN 0xfu
+#define BW_SUBMIT_PREDICTION 0x10u /* a predicted output text follows the stop strings (draft tokens) */
+#define BW_SUBMIT_FLAGS_KNOWN 0x1fu
 
 /* A conversation (BW_SUBMIT_MESSAGES) travels in the submit's text field as records
  * [u8 role][u32 length][length bytes], so a front that predates it sends the same bytes as before.
@@ -171,6 +176,10 @@ typedef struct {
         const char *s;
         uint32_t len;
     } stop[BW_PROTO_MAX_STOP];
+    /* BW_SUBMIT_PREDICTION: the text the client expects the output to be (OpenAI "prediction"); it
+     * only makes the job faster, never changes its tokens */
+    const char *prediction;
+    uint32_t prediction_len;
 } bw_proto_submit;
 
 typedef struct {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/sample.cuh"
 
 extern "C" {
 #include "engine/backend.h"
@@ -54,6 +55,9 @@ struct cu_backend {
     int *top_ids_h;          /* pinned */
     float *top_vals_h;       /* pinned */
     float *logits_h;         /* pinned, cap * n_vocab */
+    bw_cu_sample_row *samp_rows_d, *samp_rows_h; /* cap rows each; _h pinned */
+    int32_t *samp_hist_d, *samp_hist_h;          /* cap x BW_CU_SAMPLE_HIST */
+    int32_t *samp_ids_d, *samp_ids_h;            /* cap */
     cudaGraphExec_t graph[BW_CU_GRAPH_MAX + 1][BW_CU_GRAPH_MAX + 1];
 };
 
@@ -156,6 +160,12 @@ static void cuda_destroy(bw_backend *bb)
     cudaFreeHost(b->meta_h);
     cudaFreeHost(b->top_ids_h);
     cudaFreeHost(b->logits_h);
+    cudaFree(b->samp_rows_d);
+    cudaFree(b->samp_hist_d);
+    cudaFree(b->samp_ids_d);
+    cudaFreeHost(b->samp_rows_h);
+    cudaFreeHost(b->samp_hist_h);
+    cudaFreeHost(b->samp_ids_h);
     if (b->stream) cudaStreamDestroy(b->stream);
     free(b->layers);
     free(b);
@@ -267,8 +277,33 @@ static cudaError_t run_step(cu_backend *b, int n_tok, int n_out)
     return enqueue(b, n_tok, n_out);
 }
 
-/* One forward pass. logits (n_out x n_vocab) and/or the top-2 ids and values may be NULL. */
-static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t *ids, float *vals)
+/* Fills the device sampler's per-row inputs from the requests (host side, pinned). */
+static void sample_inputs(cu_backend *b, const bw_cuda_sample_req *req, int n_out)
+{
+    for (int r = 0; r < n_out; r++) {
+        const bw_cuda_sample_req &q = req[r];
+        size_t n = q.n_history;
+        if (q.p.repeat_last_n == 0) n = 0;
+        else if (q.p.repeat_last_n > 0 && (size_t)q.p.repeat_last_n < n) n = (size_t)q.p.repeat_last_n;
+        bw_cu_sample_row &R = b->samp_rows_h[r];
+        R.temperature = q.p.temperature, R.top_p = q.p.top_p, R.min_p = q.p.min_p;
+        R.repetition_penalty = q.p.repetition_penalty, R.top_k = q.p.top_k;
+        R.seed = q.p.seed, R.index = q.index;
+        if (q.p.repetition_penalty != 1.0f && n > BW_CU_SAMPLE_HIST) {
+            R.n_hist = -1; /* the host samples this row from the raw logits */
+            continue;
+        }
+        R.n_hist = q.p.repetition_penalty != 1.0f ? (int32_t)n : 0;
+        if (R.n_hist)
+            memcpy(b->samp_hist_h + (size_t)r * BW_CU_SAMPLE_HIST, q.history + (q.n_history - n), n * sizeof(int32_t));
+    }
+}
+
+/* One forward pass. logits (n_out x n_vocab) and/or the top-2 ids and values may be NULL; with req, the
+ * rows are sampled on the device into sampled[] (logits then receives only the rows the host must
+ * sample). */
+static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t *ids, float *vals,
+                    const bw_cuda_sample_req *req = NULL, int32_t *sampled = NULL)
 {
     const bw_model_config &c = b->cfg;
     const int n = batch->n_tokens;
@@ -298,6 +333,30 @@ static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t
                                     b->stream);
     if (e == cudaSuccess) e = run_step(b, n, n_out);
     const size_t lbytes = (size_t)n_out * c.n_vocab * sizeof(float);
+    if (req && n_out) {
+        sample_inputs(b, req, n_out);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(b->samp_rows_d, b->samp_rows_h, (size_t)n_out * sizeof(bw_cu_sample_row),
+                                cudaMemcpyHostToDevice, b->stream);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(b->samp_hist_d, b->samp_hist_h, (size_t)n_out * BW_CU_SAMPLE_HIST * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, b->stream);
+        if (e == cudaSuccess)
+            e = bw_cu_sample(b->stream, b->logits, c.n_vocab, (size_t)c.n_vocab, n_out, b->samp_rows_d,
+                             b->samp_hist_d, b->samp_ids_d);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(b->samp_ids_h, b->samp_ids_d, (size_t)n_out * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                b->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(b->stream);
+        /* the rare rows the host samples: only those logits cross */
+        for (int r = 0; e == cudaSuccess && r < n_out; r++) {
+            sampled[r] = b->samp_ids_h[r];
+            if (sampled[r] < 0)
+                e = cudaMemcpy(logits + (size_t)r * c.n_vocab, b->logits + (size_t)r * c.n_vocab,
+                               (size_t)c.n_vocab * sizeof(float), cudaMemcpyDeviceToHost);
+        }
+        logits = NULL;
+    }
     if (e == cudaSuccess && n_out && logits)
         e = cudaMemcpyAsync(b->logits_h, b->logits, lbytes, cudaMemcpyDeviceToHost, b->stream);
     if (e == cudaSuccess && n_out && ids) {
@@ -319,6 +378,13 @@ static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t
         if (vals) memcpy(vals, b->top_vals_h, (size_t)2 * n_out * sizeof(float));
     }
     return 0;
+}
+
+extern "C" int bw_backend_cuda_forward_sample(bw_backend *b, const bw_batch *batch, const bw_cuda_sample_req *req,
+                                              int32_t *ids, float *fallback_logits)
+{
+    if (!bw_backend_is_cuda(b) || !req || !ids || !fallback_logits) return -1;
+    return cuda_run((cu_backend *)b, batch, fallback_logits, NULL, NULL, req, ids);
 }
 
 static int cuda_forward(bw_backend *bb, const bw_batch *batch, float *logits)
@@ -415,7 +481,7 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
     }
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
-        snprintf(err, errlen, "no CUDA device found (driver missing or no GPU visible); use --backend cpu");
+        snprintf(err, errlen, "no CUDA device found (driver missing or no GPU visible); use --backend cpu or auto");
         return NULL;
     }
     if (p->device < 0 || p->device >= n_dev) {
@@ -561,6 +627,12 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
         CU_TRY(cudaMallocHost((void **)&b->top_ids_h, (size_t)2 * b->cap * (sizeof(int) + sizeof(float))));
         b->top_vals_h = (float *)(b->top_ids_h + 2 * b->cap);
         CU_TRY(cudaMallocHost((void **)&b->logits_h, (size_t)b->cap * c.n_vocab * sizeof(float)));
+        CU_TRY(cudaMalloc((void **)&b->samp_rows_d, (size_t)b->cap * sizeof(bw_cu_sample_row)));
+        CU_TRY(cudaMalloc((void **)&b->samp_hist_d, (size_t)b->cap * BW_CU_SAMPLE_HIST * sizeof(int32_t)));
+        CU_TRY(cudaMalloc((void **)&b->samp_ids_d, (size_t)b->cap * sizeof(int32_t)));
+        CU_TRY(cudaMallocHost((void **)&b->samp_rows_h, (size_t)b->cap * sizeof(bw_cu_sample_row)));
+        CU_TRY(cudaMallocHost((void **)&b->samp_hist_h, (size_t)b->cap * BW_CU_SAMPLE_HIST * sizeof(int32_t)));
+        CU_TRY(cudaMallocHost((void **)&b->samp_ids_h, (size_t)b->cap * sizeof(int32_t)));
         CU_TRY(bw_cu_attention_prepare(p->n_ctx, c.head_dim));
         CU_TRY(cudaDeviceSynchronize());
     }

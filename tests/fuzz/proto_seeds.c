@@ -47,7 +47,8 @@ int main(int argc, char **argv)
     rc |= put(d, "token", &m);
     bw_proto_init(&m, BW_MSG_DONE, 1, job, 9);
     m.u.done = (bw_proto_done){.stop = BW_PSTOP_SEQUENCE, .n_prompt = 5, .n_generated = 7, .prefill_ns = 1000,
-                               .decode_ns = 99999, .stop_matched = "END", .stop_matched_len = 3};
+                               .decode_ns = 99999, .stop_matched = "END", .stop_matched_len = 3,
+                               .pred_drafted = 12, .pred_accepted = 10, .lookup_drafted = 4, .lookup_accepted = 1};
     rc |= put(d, "done", &m);
     bw_proto_init(&m, BW_MSG_ERROR, 1, job, 4);
     m.u.error = (bw_proto_error){.code = BW_PERR_GENERATION, .message = "backend failed", .message_len = 14};
@@ -69,6 +70,9 @@ int main(int argc, char **argv)
     s->stop[0].s = "\n\n", s->stop[0].len = 2;
     s->stop[1].s = "END", s->stop[1].len = 3;
     rc |= put(d, "submit_text", &m);
+    s->flags |= BW_SUBMIT_PREDICTION, s->prediction = "Once upon a time there", s->prediction_len = 22;
+    rc |= put(d, "submit_prediction", &m);
+    s->flags &= ~BW_SUBMIT_PREDICTION, s->prediction = NULL, s->prediction_len = 0;
     s->flags = 0, s->text = NULL, s->text_len = 0, s->n_stop = 0;
     s->n_tokens = 3, s->tokens_le = toks;
     s->resume_index = 2, s->n_resume = 2, s->resume_le = toks;

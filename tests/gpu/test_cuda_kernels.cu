@@ -14,6 +14,9 @@
  *  - attention vs a double reference on the same f16 cache: 1e-4 * max|v| + 1e-6.
  *  - RoPE / KV write: the f16 rounding of the cache, 2^-10 relative; queries 1e-5 relative.
  *  - embedding and top-2: exact.
+ *  - the device sampler (sample.cu) against bw_sample on copies of the same logits: the same ids.
+ *  - the contract kernels (contract.cu) against the scalar mirror (numerics.h on the host): the same
+ *    bits (memcmp), prepared activations and products alike.
  * Without a CUDA device the program prints "no CUDA device: skipped" and exits 0. */
 #include <math.h>
 #include <stdio.h>
@@ -23,9 +26,12 @@
 
 #include <vector>
 
+#include "engine/cuda/contract.cuh"
+#include "engine/cuda/sample.cuh"
 #include "engine/cuda/ops.cuh"
 
 extern "C" {
+#include "engine/sampler.h"
 #include "engine/cuda/repack.h"
 #include "engine/tensor.h"
 }
@@ -580,6 +586,154 @@ static void test_top2(int n_rows, int n)
     report("top2", what, bad, bad == 0);
 }
 
+/* ---- the numerics contract: device kernels vs the scalar mirror, bit for bit ---- */
+
+static void test_contract(int type, int rows, int K, int n_tok, int use_norm)
+{
+    const int kind = type == BW_TYPE_Q4_0 ? BW_NM_Q4_0 : type == BW_TYPE_Q4_1 ? BW_NM_Q4_1 : BW_NM_Q8_0;
+    const int nb = K / 32, ng = (nb + BW_NM_GROUP - 1) / BW_NM_GROUP;
+    std::vector<uint8_t> w = gguf_random(type, rows, K);
+    std::vector<float> x((size_t)n_tok * K), nw(K);
+    for (auto &v : x) v = frand(-2.0f, 2.0f) * (rnd() % 13 == 0 ? 10.0f : 1.0f);
+    for (auto &v : nw) v = frand(0.5f, 1.5f);
+    if (n_tok > 2) std::fill(x.begin() + K, x.begin() + 2 * K, 0.0f); /* a zero row: zero blocks, scale 1/sqrt(eps) */
+    const float eps = 1e-5f;
+
+    /* the mirror */
+    std::vector<int8_t> mq((size_t)n_tok * K);
+    std::vector<uint16_t> md((size_t)n_tok * nb), ms((size_t)n_tok * nb);
+    std::vector<float> my((size_t)n_tok * rows), g(bw_nm_fold_width(ng)), xn(K);
+    for (int t = 0; t < n_tok; t++) {
+        const float *xr = &x[(size_t)t * K];
+        const float sc = use_norm ? bw_nm_rms_scale(xr, K, eps) : 1.0f;
+        for (int k = 0; k < K; k++) xn[k] = use_norm ? bw_nm_normed(xr[k], sc, nw[k]) : xr[k];
+        for (int b = 0; b < nb; b++)
+            bw_nm_quant_block(&xn[b * 32], &mq[(size_t)t * K + b * 32], &md[(size_t)t * nb + b],
+                              &ms[(size_t)t * nb + b]);
+        for (int r = 0; r < rows; r++)
+            my[(size_t)t * rows + r] = bw_nm_row_dot(kind, &w[(size_t)r * nb * bw_nm_block_bytes(kind)], nb,
+                                                     &mq[(size_t)t * K], &md[(size_t)t * nb], &ms[(size_t)t * nb],
+                                                     g.data());
+    }
+
+    /* the device, whole batch and token 1 alone */
+    uint8_t *dw;
+    float *dx, *dn, *dy, *dy1;
+    bw_cu_qrows a, a1;
+    CK(cudaMalloc(&dw, w.size()));
+    CK(cudaMalloc(&dx, x.size() * 4));
+    CK(cudaMalloc(&dn, (size_t)K * 4));
+    CK(cudaMalloc(&dy, my.size() * 4));
+    CK(cudaMalloc(&dy1, (size_t)rows * 4));
+    CK(cudaMalloc(&a.q, mq.size()));
+    CK(cudaMalloc(&a.d, md.size() * 2));
+    CK(cudaMalloc(&a.s, ms.size() * 2));
+    CK(cudaMalloc(&a1.q, (size_t)K));
+    CK(cudaMalloc(&a1.d, (size_t)nb * 2));
+    CK(cudaMalloc(&a1.s, (size_t)nb * 2));
+    CK(cudaMemcpy(dw, w.data(), w.size(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dn, nw.data(), (size_t)K * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(dy, 0xff, my.size() * 4)); /* NaN: an unwritten output fails the comparison */
+    CK(cudaMemset(dy1, 0xff, (size_t)rows * 4));
+    CK(bw_cu_nm_prepare(0, dx, K, n_tok, K, use_norm ? dn : NULL, eps, a));
+    CK(bw_cu_nm_matvec(0, kind, dw, rows, K, a, n_tok, dy, rows));
+    const int t1 = n_tok > 1 ? 1 : 0;
+    CK(bw_cu_nm_prepare(0, dx + (size_t)t1 * K, K, 1, K, use_norm ? dn : NULL, eps, a1));
+    CK(bw_cu_nm_matvec(0, kind, dw, rows, K, a1, 1, dy1, rows));
+    CK(cudaDeviceSynchronize());
+    std::vector<int8_t> gq(mq.size());
+    std::vector<uint16_t> gd(md.size()), gs(ms.size());
+    std::vector<float> gy(my.size()), gy1(rows);
+    CK(cudaMemcpy(gq.data(), a.q, gq.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gd.data(), a.d, gd.size() * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gs.data(), a.s, gs.size() * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gy.data(), dy, gy.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gy1.data(), dy1, gy1.size() * 4, cudaMemcpyDeviceToHost));
+    int diff = 0;
+    for (size_t i = 0; i < my.size(); i++) diff += memcmp(&my[i], &gy[i], 4) != 0;
+    const int ok = memcmp(mq.data(), gq.data(), mq.size()) == 0 && memcmp(md.data(), gd.data(), md.size() * 2) == 0 &&
+                   memcmp(ms.data(), gs.data(), ms.size() * 2) == 0 && diff == 0 &&
+                   memcmp(gy1.data(), &gy[(size_t)t1 * rows], (size_t)rows * 4) == 0;
+    char what[96];
+    snprintf(what, sizeof what, "%s %dx%d, %d tok%s: memcmp vs mirror", tname(type), rows, K, n_tok,
+             use_norm ? ", norm" : "");
+    report("contract", what, (double)diff, ok);
+    for (void *p : {(void *)dw, (void *)dx, (void *)dn, (void *)dy, (void *)dy1, (void *)a.q, (void *)a.d,
+                    (void *)a.s, (void *)a1.q, (void *)a1.d, (void *)a1.s})
+        CK(cudaFree(p));
+}
+
+/* ---- the device sampler: the same ids as bw_sample from the same logits ---- */
+
+static void test_sampler(int nv, int n_rows)
+{
+    std::vector<float> lg((size_t)nv * n_rows);
+    std::vector<bw_cu_sample_row> rows(n_rows);
+    std::vector<bw_sampler_params> ps(n_rows);
+    std::vector<int32_t> hist((size_t)n_rows * BW_CU_SAMPLE_HIST), hn(n_rows);
+    for (int r = 0; r < n_rows; r++) {
+        const float scale = frand(0.5f, 10.0f);
+        for (int i = 0; i < nv; i++) {
+            float v = (frand(-1.0f, 1.0f) + frand(-1.0f, 1.0f) + frand(-1.0f, 1.0f)) * scale;
+            if (r % 4 == 0) v = roundf(v * 4.0f) / 4.0f; /* ties */
+            lg[(size_t)r * nv + i] = v;
+        }
+        bw_sampler_params &p = ps[r];
+        bw_sampler_defaults(&p);
+        const float temps[] = {0.0f, 0.5f, 1.0f, 1.0f, 2.0f};
+        const int32_t ks[] = {0, 1, 10, 100, 0};
+        p.temperature = temps[rnd() % 5];
+        p.top_k = ks[rnd() % 5];
+        p.top_p = rnd() % 2 ? 1.0f : frand(0.1f, 0.99f);
+        p.min_p = rnd() % 2 ? 0.0f : frand(0.0f, 0.3f);
+        p.repetition_penalty = rnd() % 2 ? 1.0f : frand(0.8f, 1.5f);
+        p.repeat_last_n = 64;
+        p.seed = ((uint64_t)rnd() << 32) | rnd();
+        hn[r] = (int32_t)(rnd() % 64);
+        for (int i = 0; i < hn[r]; i++) hist[(size_t)r * BW_CU_SAMPLE_HIST + i] = (int32_t)(rnd() % (i % 2 ? nv : 50));
+        rows[r] = {p.temperature, p.top_p, p.min_p, p.repetition_penalty, p.top_k, hn[r], p.seed, (uint64_t)r * 3};
+    }
+    float *dl;
+    bw_cu_sample_row *dr;
+    int32_t *dh, *dout;
+    CK(cudaMalloc(&dl, lg.size() * 4));
+    CK(cudaMalloc(&dr, rows.size() * sizeof(bw_cu_sample_row)));
+    CK(cudaMalloc(&dh, hist.size() * 4));
+    CK(cudaMalloc(&dout, (size_t)n_rows * 4));
+    CK(cudaMemcpy(dl, lg.data(), lg.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dr, rows.data(), rows.size() * sizeof(bw_cu_sample_row), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dh, hist.data(), hist.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(dout, 0x7f, (size_t)n_rows * 4));
+    CK(bw_cu_sample(0, dl, nv, (size_t)nv, n_rows, dr, dh, dout));
+    CK(cudaDeviceSynchronize());
+    std::vector<int32_t> got(n_rows);
+    std::vector<float> pen(lg.size());
+    CK(cudaMemcpy(got.data(), dout, (size_t)n_rows * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(pen.data(), dl, pen.size() * 4, cudaMemcpyDeviceToHost));
+    bw_sampler *s = bw_sampler_create(nv);
+    int bad = 0, fallback = 0;
+    for (int r = 0; r < n_rows; r++) {
+        std::vector<float> a(lg.begin() + (size_t)r * nv, lg.begin() + (size_t)(r + 1) * nv);
+        const int32_t want = bw_sample(s, &ps[r], a.data(), &hist[(size_t)r * BW_CU_SAMPLE_HIST], (size_t)hn[r],
+                                       (uint64_t)r * 3);
+        int32_t g = got[r];
+        if (g == -1) { /* the host path: the device-penalised row, no history */
+            fallback++;
+            std::vector<float> b(pen.begin() + (size_t)r * nv, pen.begin() + (size_t)(r + 1) * nv);
+            g = bw_sample(s, &ps[r], b.data(), NULL, 0, (uint64_t)r * 3);
+        }
+        if (g != want) {
+            if (bad++ < 3) printf("  row %d: device %d, bw_sample %d\n", r, got[r], want);
+        }
+    }
+    bw_sampler_free(s);
+    char what[96];
+    snprintf(what, sizeof what, "vocab %d, %d rows (%d via host): ids as bw_sample", nv, n_rows, fallback);
+    report("sample", what, (double)bad, bad == 0);
+    for (void *p : {(void *)dl, (void *)dr, (void *)dh, (void *)dout}) CK(cudaFree(p));
+}
+
 int main(void)
 {
     int n_dev = 0;
@@ -635,6 +789,18 @@ int main(void)
     test_attention(2, 1, 8, 3, 70);
     test_top2(5, 49152);
     test_top2(3, 1000);
+    test_sampler(49152, 64);
+    test_sampler(1000, 200);
+    test_sampler(128256, 8);
+    /* The contract: the default model's widths (576, 1536), Llama-3-8B's (4096, 14336: 56 groups, a fold
+     * of width 64 with in-lane steps), one token, a few, a 64-slot step. */
+    for (int type : qtypes) {
+        test_contract(type, 67, 576, 1, 1);
+        test_contract(type, 45, 1536, 7, 0);
+        test_contract(type, 33, 4096, 64, 1);
+        test_contract(type, 9, 14336, 3, 0);
+        test_contract(type, 130, 32, 5, 1);
+    }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

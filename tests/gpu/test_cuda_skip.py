@@ -26,7 +26,8 @@ def test_cuda_kernel_tests_skip_without_device_or_pass(build_dir):
         assert out.stdout.strip() == "no CUDA device: skipped"
 
 
-@pytest.mark.parametrize("name,args", [("cuda_parity", ["model.gguf"]), ("cuda_bench", ["model.gguf"])])
+@pytest.mark.parametrize("name,args", [("cuda_parity", ["model.gguf"]), ("cuda_bench", ["model.gguf"]),
+                                       ("handoff_bench", ["10"])])
 def test_cuda_tools_skip_without_device(build_dir, name, args):
     present, _ = has_device(build_dir)
     if present:

@@ -58,6 +58,24 @@ def pid_alive(pid):
         return False
 
 
+def read_until_closed(s, deadline_s, partial=False):
+    """All bytes the server sends on socket s until it closes (or resets) the connection. At the deadline:
+    None (the server kept it open), or with partial=True the bytes received so far."""
+    s.settimeout(0.2)
+    data, end = b"", time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+    return data if partial else None
+
+
 def wait_until(pred, timeout, interval=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import time
 import openai
 import pytest
 
-from harness import Worker, ready_worker, wait_until
+from harness import Worker, read_until_closed, ready_worker, wait_until
 
 MODEL_REF = "hf:HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -24,16 +24,7 @@ def worker(build_dir, model_path):
 def raw(port, data, deadline_s=5):
     s = socket.create_connection(("127.0.0.1", port), timeout=deadline_s)
     s.sendall(data)
-    s.settimeout(0.5)
-    got, end = b"", time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            continue
-        if not chunk:
-            break
-        got += chunk
+    got = read_until_closed(s, deadline_s, partial=True)
     s.close()
     return got
 

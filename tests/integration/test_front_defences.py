@@ -16,7 +16,7 @@ from contextlib import closing
 
 import pytest
 
-from harness import Worker, cpu_seconds, pid_alive, rss_kb, wait_until
+from harness import Worker, cpu_seconds, pid_alive, read_until_closed, rss_kb, wait_until
 from test_api_heartbeat import MockHive
 
 
@@ -32,23 +32,6 @@ def connect(port, rcvbuf=None, timeout=10):
 def post_bytes(path, body, extra_headers=b""):
     return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra_headers +
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-
-
-def read_all(s, deadline_s):
-    """Every byte until the server closes (or deadline_s passes)."""
-    s.settimeout(0.5)
-    data, end = b"", time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 # ---- 1. memory amplification ----
@@ -79,7 +62,7 @@ def test_formatted_stream_bytes_count_against_the_stream_buffer(build_dir, model
         # the client reads nothing until the job has ended one way or the other
         assert wait_until(lambda: w.info()["jobs"]["running"] == 0 and w.info()["jobs"]["waiting"] == 0, 60, 0.2)
         cancels = w.info()["resume"]["slow_client_cancels"]
-        got = read_all(s, 10)
+        got = read_until_closed(s, 10, partial=True)
         s.close()
         assert cancels == 1, f"the job was not cut off at the stream buffer (slow_client_cancels={cancels})"
         assert b"SLOW_CLIENT" in got, got[-300:]
@@ -104,7 +87,7 @@ def test_out_of_descriptors_the_front_neither_spins_nor_goes_deaf(build_dir):
             h = connect(w.port, timeout=3)
             t_ask = time.monotonic()
             h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            answer = read_all(h, 3)
+            answer = read_until_closed(h, 3, partial=True)
             took = time.monotonic() - t_ask
             h.close()
             time.sleep(max(0.0, 3 - (time.monotonic() - t0)))
@@ -250,7 +233,7 @@ def test_two_content_lengths_get_one_400_and_a_close(secured, first, second):
         s.sendall(prefix + b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
                   b"\r\nContent-Type: application/json\r\nContent-Length: " + str(sizes[first]).encode() +
                   b"\r\nContent-Length: " + str(sizes[second]).encode() + b"\r\n\r\n" + body + smuggled)
-        got = read_all(s, 5)
+        got = read_until_closed(s, 5, partial=True)
         s.close()
         answers = got.count(b"HTTP/1.1 ")
         assert answers == 1 + keep_alive_first, got[:600]
@@ -264,7 +247,7 @@ def test_two_authorization_headers_are_refused_whichever_comes_first(secured):
         s = connect(secured.port)
         s.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
                   b"".join(b"Authorization: " + v.encode() + b"\r\n" for v in pair) + b"\r\n")
-        got = read_all(s, 5)
+        got = read_until_closed(s, 5, partial=True)
         s.close()
         assert got.startswith(b"HTTP/1.1 400") and b"DUPLICATE_AUTHORIZATION" in got, (pair, got[:200])
 
@@ -274,7 +257,7 @@ def test_a_padded_token_is_not_the_token(secured):
         s = connect(secured.port)
         s.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + value.encode() +
                   b"\r\n\r\n")
-        got = read_all(s, 5)
+        got = read_until_closed(s, 5, partial=True)
         s.close()
         assert got.startswith(b"HTTP/1.1 401"), (value, got[:200])
     assert secured.request("GET", "/info")[0] == 200

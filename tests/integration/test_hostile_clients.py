@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import Worker, wait_until
+from harness import Worker, read_until_closed, wait_until
 
 REQ_TIMEOUT_S = 2
 MAX_CONNS = 48
@@ -32,23 +32,6 @@ def connect(port, timeout=10):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
-
-
-def read_until_closed(s, deadline_s):
-    """All bytes the server sends until it closes, or until deadline_s passes (then None)."""
-    s.settimeout(0.2)
-    data, end = b"", time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-    return None
 
 
 def open_fds(pid):

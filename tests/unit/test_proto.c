@@ -64,7 +64,8 @@ static void sample_messages(bw_proto_msg *ms, int *n)
     k++;
     bw_proto_init(&ms[k], BW_MSG_DONE, 9, "job-a", 7);
     ms[k].u.done = (bw_proto_done){.stop = BW_PSTOP_SEQUENCE, .n_prompt = 17, .n_generated = 6, .prefill_ns = 5,
-                                   .decode_ns = 99, .stop_matched = "\n\n", .stop_matched_len = 2};
+                                   .decode_ns = 99, .stop_matched = "\n\n", .stop_matched_len = 2,
+                                   .pred_drafted = 40, .pred_accepted = 31, .lookup_drafted = 9, .lookup_accepted = 0};
     k++;
     bw_proto_init(&ms[k], BW_MSG_ERROR, 9, "job-b", 1);
     ms[k].u.error = (bw_proto_error){.code = BW_PERR_GENERATION, .message = "backend failed", .message_len = 14};
@@ -78,7 +79,8 @@ static void sample_messages(bw_proto_msg *ms, int *n)
     k++;
     bw_proto_init(&ms[k], BW_MSG_SUBMIT, 0, "job-d", 0);
     bw_proto_submit *s = &ms[k].u.submit;
-    s->flags = BW_SUBMIT_TEXT | BW_SUBMIT_CHAT;
+    s->flags = BW_SUBMIT_TEXT | BW_SUBMIT_CHAT | BW_SUBMIT_PREDICTION;
+    s->prediction = "Once upon a time", s->prediction_len = 16;
     s->temperature = 0.7f, s->top_p = 0.9f, s->min_p = 0.05f, s->repetition_penalty = 1.1f;
     s->top_k = 40, s->repeat_last_n = 64, s->seed = ~0ull, s->max_tokens = 96;
     s->text = "Tell me a story", s->text_len = 15;
@@ -133,6 +135,9 @@ static void check_equal(const bw_proto_msg *a, const bw_proto_msg *b)
         CHECK(a->u.done.stop == b->u.done.stop && a->u.done.n_prompt == b->u.done.n_prompt);
         CHECK(a->u.done.n_generated == b->u.done.n_generated && a->u.done.prefill_ns == b->u.done.prefill_ns);
         CHECK(a->u.done.decode_ns == b->u.done.decode_ns);
+        CHECK(a->u.done.pred_drafted == b->u.done.pred_drafted && a->u.done.pred_accepted == b->u.done.pred_accepted);
+        CHECK(a->u.done.lookup_drafted == b->u.done.lookup_drafted &&
+              a->u.done.lookup_accepted == b->u.done.lookup_accepted);
         CHECK(same_bytes(a->u.done.stop_matched, a->u.done.stop_matched_len, b->u.done.stop_matched,
                          b->u.done.stop_matched_len));
         break;
@@ -150,6 +155,7 @@ static void check_equal(const bw_proto_msg *a, const bw_proto_msg *b)
         CHECK(x->top_k == y->top_k && x->repeat_last_n == y->repeat_last_n && x->seed == y->seed);
         CHECK(x->max_tokens == y->max_tokens && x->resume_index == y->resume_index);
         CHECK(same_bytes(x->text, x->text_len, y->text, y->text_len));
+        CHECK(same_bytes(x->prediction, x->prediction_len, y->prediction, y->prediction_len));
         CHECK(x->n_tokens == y->n_tokens && x->n_resume == y->n_resume && x->n_stop == y->n_stop);
         for (uint32_t i = 0; i < x->n_tokens && i < y->n_tokens; i++)
             CHECK(bw_proto_token_at(x->tokens_le, i) == bw_proto_token_at(y->tokens_le, i));
