@@ -132,7 +132,11 @@ def test_kill_9_mid_job_is_invisible_to_the_client(ref, build_dir, model_path, p
         assert_exact(events, ref_events, f"{params} job killed at token 50")
         info = w.info()
         resume = info["resume"]
-        assert info["engine"]["restarts"] == 1 and resume["jobs_resumed"] == 1 and resume["tokens_resumed"] == 50
+        # The kill follows the client's 50th token; the front may hold a few more by then (a verified draft
+        # arrives as a run of tokens), and resumes from all it holds.
+        n_ref = len(tokens_of(ref_events))
+        assert info["engine"]["restarts"] == 1 and resume["jobs_resumed"] == 1
+        assert 50 <= resume["tokens_resumed"] < n_ref, resume
         print(f"\n{params}: killed after token 49; resumed with {resume['tokens_resumed']} tokens; "
               f"pause {max_pause_ms(events):.0f} ms; counters {resume}")
 
