@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/detok.h"
+
 struct bw_gen {
     const bw_tok *tok;
     bw_gen_params p;
@@ -20,19 +22,6 @@ struct bw_gen {
     char *out; /* what bw_gen_next returns */
     size_t cap_out;
 };
-
-const char *bw_stop_reason_name(enum bw_stop_reason r)
-{
-    switch (r) {
-    case BW_STOP_MAX_TOKENS: return "MAX_TOKENS";
-    case BW_STOP_EOS: return "EOS";
-    case BW_STOP_SEQUENCE: return "STOP_SEQUENCE";
-    case BW_STOP_CANCELLED: return "CANCELLED";
-    case BW_STOP_ERROR: return "ERROR";
-    case BW_STOP_NONE: break;
-    }
-    return "NONE";
-}
 
 void bw_gen_params_defaults(bw_gen_params *p)
 {

@@ -13,25 +13,13 @@
 
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
-
-#define BW_MAX_STOP 4
-#define BW_MAX_STOP_LEN 100
-
-enum bw_stop_reason {
-    BW_STOP_NONE = 0,
-    BW_STOP_MAX_TOKENS,
-    BW_STOP_EOS,
-    BW_STOP_SEQUENCE,
-    BW_STOP_CANCELLED,
-    BW_STOP_ERROR,
-};
-const char *bw_stop_reason_name(enum bw_stop_reason r); /* "MAX_TOKENS", "EOS", ... */
+#include "proto/bw_proto.h" /* enum bw_stop_reason, the stop-string limits */
 
 typedef struct {
     bw_sampler_params sampling;
     int32_t max_tokens;
     int n_stop;
-    char stop[BW_MAX_STOP][BW_MAX_STOP_LEN + 1];
+    char stop[BW_PROTO_MAX_STOP][BW_PROTO_MAX_STOP_LEN + 1];
 } bw_gen_params;
 
 void bw_gen_params_defaults(bw_gen_params *p);

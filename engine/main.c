@@ -16,7 +16,9 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/opts.h"
 #include "engine/chat.h"
+#include "engine/detok.h"
 #include "engine/generate.h"
 #include "engine/loader.h"
 #include "engine/prompt.h"
@@ -47,6 +49,7 @@ typedef struct {
 } cli;
 
 #define SPEC_MAX_DEFAULT 8
+#define PROG "beeworker-engine"
 
 static void usage(FILE *f)
 {
@@ -111,32 +114,6 @@ static void usage(FILE *f)
           BW_SCHED_SPEC_MAX, SPEC_MAX_DEFAULT);
 }
 
-static int parse_int(const char *s, long lo, long hi, const char *flag, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "beeworker-engine: %s wants an integer in %ld..%ld, got '%s'\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_float(const char *s, double lo, double hi, const char *flag, float *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "beeworker-engine: %s wants a number in %g..%g, got '%s'\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, cli *c)
 {
     enum {
@@ -167,35 +144,30 @@ static int parse_args(int argc, char **argv, cli *c)
         {"spec-fixed", no_argument, 0, O_SPEC_FIXED},
         {0, 0, 0, 0},
     };
-    long v;
     int o;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "t:p:n:r:d:", opts, NULL)) != -1) {
         switch (o) {
         case O_MODEL: c->eng.model_path = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-engine: --backend is auto, cpu or cuda, got '%s'\n", optarg);
-                return -1;
-            }
+            if (bw_opt_backend(PROG, optarg)) return -1;
             c->eng.backend = optarg;
             break;
-        case O_DEVICE: if (parse_int(optarg, 0, 64, "--device", &v)) return -1; c->eng.device = (int)v; break;
-        case 't': if (parse_int(optarg, 1, 256, "--threads", &v)) return -1; c->eng.n_threads = (int)v; break;
-        case O_SLOTS: if (parse_int(optarg, 1, 1024, "--slots", &v)) return -1; c->eng.n_slots = (int)v; break;
-        case O_CTX: if (parse_int(optarg, 16, 1 << 20, "--ctx", &v)) return -1; c->eng.n_ctx = (int)v; break;
-        case O_BATCH: if (parse_int(optarg, 1, 8192, "--batch", &v)) return -1; c->eng.max_batch = (int)v; break;
+        case O_DEVICE: if (bw_opt_int(PROG, "--device", optarg, 0, BW_OPT_DEVICE_MAX, &c->eng.device)) return -1; break;
+        case 't': if (bw_opt_int(PROG, "--threads", optarg, 1, BW_OPT_THREADS_MAX, &c->eng.n_threads)) return -1; break;
+        case O_SLOTS: if (bw_opt_int(PROG, "--slots", optarg, 1, BW_OPT_SLOTS_MAX, &c->eng.n_slots)) return -1; break;
+        case O_CTX: if (bw_opt_int(PROG, "--ctx", optarg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &c->eng.n_ctx)) return -1; break;
+        case O_BATCH: if (bw_opt_int(PROG, "--batch", optarg, 1, 8192, &c->eng.max_batch)) return -1; break;
         case O_RUNDIR: c->eng.rundir = optarg; break;
-        case O_DRAIN: if (parse_float(optarg, 0, 86400, "--drain", &c->drain_s)) return -1; break;
+        case O_DRAIN: if (bw_opt_float(PROG, "--drain", optarg, 0, 86400, &c->drain_s)) return -1; break;
         case O_PREFILL_MS: {
             float ms;
-            if (parse_float(optarg, 0, 60000, "--prefill-step-ms", &ms)) return -1;
+            if (bw_opt_float(PROG, "--prefill-step-ms", optarg, 0, 60000, &ms)) return -1;
             c->eng.prefill_step_ms = ms;
             break;
         }
         case O_SPEC_MAX:
-            if (parse_int(optarg, 0, BW_SCHED_SPEC_MAX, "--spec-max", &v)) return -1;
-            c->eng.spec_max = (int)v;
+            if (bw_opt_int(PROG, "--spec-max", optarg, 0, BW_OPT_SPEC_MAX, &c->eng.spec_max)) return -1;
             break;
         case O_PROMPT_FILE: c->prompt_file = optarg; break;
         case O_SPEC_FIXED: c->eng.spec_fixed = 1; break;
@@ -210,48 +182,51 @@ static int parse_args(int argc, char **argv, cli *c)
         case O_NOSPECIAL: c->special = 0; break;
         case O_BOS: c->add_bos = 1; break;
         case O_NOBOS: c->add_bos = 0; break;
-        case O_MAXTOK: if (parse_int(optarg, 1, 2048, "--max-tokens", &v)) return -1; c->gen.max_tokens = (int32_t)v; break;
-        case O_TEMP: if (parse_float(optarg, 0, 2, "--temperature", &c->gen.sampling.temperature)) return -1; break;
-        case O_TOPP: if (parse_float(optarg, 0, 1, "--top-p", &c->gen.sampling.top_p)) return -1; break;
-        case O_TOPK: if (parse_int(optarg, 0, 1 << 20, "--top-k", &v)) return -1; c->gen.sampling.top_k = (int32_t)v; break;
-        case O_MINP: if (parse_float(optarg, 0, 1, "--min-p", &c->gen.sampling.min_p)) return -1; break;
-        case O_REPPEN: if (parse_float(optarg, 0, 2, "--repeat-penalty", &c->gen.sampling.repetition_penalty)) return -1; break;
-        case O_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-') {
-                fprintf(stderr, "beeworker-engine: --seed wants an unsigned 64-bit integer, got '%s'\n", optarg);
+        case O_MAXTOK:
+            if (bw_opt_int(PROG, "--max-tokens", optarg, 1, BW_PROTO_MAX_TOKENS, &c->gen.max_tokens)) return -1;
+            break;
+        case O_TEMP:
+            if (bw_opt_float(PROG, "--temperature", optarg, 0, BW_PROTO_TEMPERATURE_MAX, &c->gen.sampling.temperature))
                 return -1;
-            }
-            c->gen.sampling.seed = s;
+            break;
+        case O_TOPP: if (bw_opt_float(PROG, "--top-p", optarg, 0, 1, &c->gen.sampling.top_p)) return -1; break;
+        case O_TOPK:
+            if (bw_opt_int(PROG, "--top-k", optarg, 0, BW_PROTO_TOP_K_MAX, &c->gen.sampling.top_k)) return -1;
+            break;
+        case O_MINP: if (bw_opt_float(PROG, "--min-p", optarg, 0, 1, &c->gen.sampling.min_p)) return -1; break;
+        case O_REPPEN:
+            if (bw_opt_float(PROG, "--repeat-penalty", optarg, 0, BW_PROTO_REPETITION_PENALTY_MAX,
+                             &c->gen.sampling.repetition_penalty))
+                return -1;
+            break;
+        case O_SEED:
+            if (bw_opt_u64(PROG, "--seed", optarg, &c->gen.sampling.seed)) return -1;
             c->seed_set = 1;
             break;
-        }
         case O_STOP:
-            if (c->gen.n_stop >= BW_MAX_STOP || !optarg[0] || strlen(optarg) > BW_MAX_STOP_LEN) {
-                fprintf(stderr, "beeworker-engine: --stop takes up to %d strings of 1..%d bytes\n", BW_MAX_STOP,
-                        BW_MAX_STOP_LEN);
+            if (c->gen.n_stop >= (int)BW_PROTO_MAX_STOP || !optarg[0] || strlen(optarg) > BW_PROTO_MAX_STOP_LEN) {
+                fprintf(stderr, "beeworker-engine: --stop takes up to %u strings of 1..%u bytes\n", BW_PROTO_MAX_STOP,
+                        BW_PROTO_MAX_STOP_LEN);
                 return -1;
             }
             strcpy(c->gen.stop[c->gen.n_stop++], optarg);
             break;
         case O_JSON: c->json = 1; break;
-        case O_TOPLOG: if (parse_int(optarg, 0, 100, "--top-logits", &v)) return -1; c->top_logits = (int)v; break;
+        case O_TOPLOG: if (bw_opt_int(PROG, "--top-logits", optarg, 0, 100, &c->top_logits)) return -1; break;
         case O_DUMP: c->dump_logits = optarg; break;
-        case 'p': if (parse_int(optarg, 1, 1 << 16, "-p", &v)) return -1; c->bench_p = (int)v; break;
-        case 'n': if (parse_int(optarg, 1, 1 << 16, "-n", &v)) return -1; c->bench_n = (int)v; break;
-        case 'r': if (parse_int(optarg, 1, 1000, "-r", &v)) return -1; c->bench_reps = (int)v; break;
-        case 'd': if (parse_int(optarg, 0, 1 << 20, "-d", &v)) return -1; c->bench_d = (int)v; break;
+        case 'p': if (bw_opt_int(PROG, "-p", optarg, 1, 1 << 16, &c->bench_p)) return -1; break;
+        case 'n': if (bw_opt_int(PROG, "-n", optarg, 1, 1 << 16, &c->bench_n)) return -1; break;
+        case 'r': if (bw_opt_int(PROG, "-r", optarg, 1, 1000, &c->bench_reps)) return -1; break;
+        case 'd': if (bw_opt_int(PROG, "-d", optarg, 0, 1 << 20, &c->bench_d)) return -1; break;
         case O_HELP: usage(stdout); exit(0);
         case O_VERSION: printf("beeworker-engine %s\n", BW_VERSION); exit(0);
         default:
-            fprintf(stderr, "beeworker-engine: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            bw_opt_bad_flag(PROG, argv[optind - 1]);
             return -1;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "beeworker-engine: unexpected argument '%s' (see --help)\n", argv[optind]);
+        bw_opt_unexpected(PROG, argv[optind]);
         return -1;
     }
     if (!c->eng.model_path) {
@@ -553,7 +528,7 @@ static void file_publish(void *ctx, const uint8_t *buf, size_t len)
         j->n_out += m.u.token.text_len;
     } else if (m.h.type == BW_MSG_DONE) {
         const bw_proto_done *x = &m.u.done;
-        j->done = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "stop_reason", bw_proto_stop_name(x->stop),
+        j->done = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "stop_reason", bw_stop_reason_name(x->stop),
                             "tokens_out", (json_int_t)x->n_generated, "prompt_tokens", (json_int_t)x->n_prompt,
                             "pred_drafted", (json_int_t)x->pred_drafted, "pred_accepted", (json_int_t)x->pred_accepted,
                             "lookup_drafted", (json_int_t)x->lookup_drafted,
@@ -594,15 +569,16 @@ static const char *file_submit(json_t *line, const cli *c, bw_proto_msg *m, cons
     if ((v = json_object_get(line, "top_k"))) x->top_k = (int32_t)json_integer_value(v);
     if ((v = json_object_get(line, "seed"))) x->seed = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(line, "max_tokens"))) x->max_tokens = (int32_t)json_integer_value(v);
-    if (!(x->temperature >= 0 && x->temperature <= 2) || !(x->top_p >= 0 && x->top_p <= 1) ||
-        !(x->min_p >= 0 && x->min_p <= 1) || !(x->repetition_penalty >= 0 && x->repetition_penalty <= 2) ||
-        x->top_k < 0 || x->max_tokens < 1 || x->max_tokens > 2048)
+    if (!(x->temperature >= 0 && x->temperature <= BW_PROTO_TEMPERATURE_MAX) || !(x->top_p >= 0 && x->top_p <= 1) ||
+        !(x->min_p >= 0 && x->min_p <= 1) ||
+        !(x->repetition_penalty >= 0 && x->repetition_penalty <= BW_PROTO_REPETITION_PENALTY_MAX) ||
+        x->top_k < 0 || x->max_tokens < 1 || x->max_tokens > BW_PROTO_MAX_TOKENS)
         return "a sampling value is out of range";
     json_t *stop = json_object_get(line, "stop");
     size_t k;
     json_array_foreach(stop, k, v) {
-        if (k >= BW_MAX_STOP || !json_is_string(v) || json_string_length(v) == 0 ||
-            json_string_length(v) > BW_MAX_STOP_LEN)
+        if (k >= BW_PROTO_MAX_STOP || !json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) > BW_PROTO_MAX_STOP_LEN)
             return "stop must be up to 4 strings of 1..100 bytes";
         x->stop[k].s = json_string_value(v);
         x->stop[k].len = (uint32_t)json_string_length(v);

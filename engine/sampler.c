@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine/sample_core.h"
+#include "proto/bw_proto.h" /* BW_PROTO_REPEAT_LAST_N */
 
 typedef struct {
     int32_t id;
@@ -31,7 +32,7 @@ void bw_sampler_defaults(bw_sampler_params *p)
     p->top_k = 0;
     p->min_p = 0.0f;
     p->repetition_penalty = 1.0f;
-    p->repeat_last_n = 64;
+    p->repeat_last_n = BW_PROTO_REPEAT_LAST_N;
     p->seed = 0;
 }
 

@@ -15,7 +15,7 @@ typedef struct {
     int32_t top_k;            /* 0 = off */
     float min_p;              /* 0 = off */
     float repetition_penalty; /* 1 = off */
-    int32_t repeat_last_n;    /* how many recent tokens the penalty looks at (default 64) */
+    int32_t repeat_last_n;    /* how many recent tokens the penalty looks at (default BW_PROTO_REPEAT_LAST_N) */
     uint64_t seed;
 } bw_sampler_params;
 

@@ -452,11 +452,13 @@ oom:
 /* Brings a resumed job's generator to where the interrupted run stopped: each token that run produced is
  * drawn again from a logits row that allows only that token. This rebuilds what the generator derives from
  * its output (text held back for stop strings, an unfinished UTF-8 sequence, the index of the random
- * stream) without the backend; the KV cache is then filled by prefilling prompt + output. Returns the stop
- * reason of the last token (a run that ended but whose DONE was lost), BW_STOP_NONE to go on, or -1 when
- * the tokens are not an output this job can have produced. */
+ * stream) without the backend; the KV cache is then filled by prefilling prompt + output. Returns 0 with
+ * the last token in *last (last->stop says whether that run had ended and only its DONE was lost;
+ * BW_STOP_NONE when nothing was replayed), or -1 when the tokens are not an output this job can have
+ * produced. */
 static int replay_output(bw_sched *s, job *j, const bw_proto_submit *x, bw_gen_token *last)
 {
+    *last = (bw_gen_token){.stop = BW_STOP_NONE};
     for (uint32_t i = 0; i < x->n_resume; i++) {
         int32_t id = bw_proto_token_at(x->resume_le, i);
         if (id >= s->n_vocab) return -1;
@@ -464,9 +466,9 @@ static int replay_output(bw_sched *s, job *j, const bw_proto_submit *x, bw_gen_t
         for (int v = 0; v < s->n_vocab; v++) s->forced[v] = -1e30f;
         s->forced[id] = 1.0f;
         if (bw_gen_next(j->gen, s->sampler, s->forced, last) != 0 || last->id != id) return -1;
-        if (last->stop != BW_STOP_NONE) return i + 1 == x->n_resume ? (int)last->stop : -1;
+        if (last->stop != BW_STOP_NONE && i + 1 < x->n_resume) return -1;
     }
-    return BW_STOP_NONE;
+    return 0;
 }
 
 /* The draft buffer and the prediction as tokens (encoded as plain text, no BOS). A prediction the
@@ -566,8 +568,7 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
         return;
     }
     bw_gen_token last;
-    int replayed = replay_output(s, j, x, &last);
-    if (replayed < 0) {
+    if (replay_output(s, j, x, &last) != 0) {
         finish_error(s, j, BW_PERR_BAD_REQUEST, "the resume tokens are not an output this job can have produced");
         return;
     }
@@ -579,9 +580,9 @@ void bw_sched_submit(bw_sched *s, const bw_proto_msg *m)
     a.u.accepted.n_prompt = (uint32_t)j->n_prompt;
     a.u.accepted.first_index = x->resume_index;
     emit(s, j, &a);
-    if (replayed != BW_STOP_NONE) {
+    if (last.stop != BW_STOP_NONE) {
         /* the interrupted run had produced its last token; only its DONE was lost */
-        finish_done(s, j, (enum bw_stop_reason)replayed, replayed == BW_STOP_SEQUENCE ? last.stop_matched : NULL);
+        finish_done(s, j, last.stop, last.stop == BW_STOP_SEQUENCE ? last.stop_matched : NULL);
         return;
     }
     if (s->q_tail) s->q_tail->next = j;

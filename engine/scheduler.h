@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/opts.h"
 #include "engine/loader.h"
 #include "proto/bw_proto.h"
 
@@ -35,7 +36,7 @@ void bw_sched_set_prefill_step_ms(bw_sched *s, double ms);
  * from n-grams of its own prompt and output) together with its next token in one step, and keeps the
  * longest run its own sampler confirms; the tokens are exactly those of plain decoding. 0 (the default
  * here) turns it off. Returns -1 for k outside 0..BW_SCHED_SPEC_MAX or out of memory. */
-#define BW_SCHED_SPEC_MAX 32
+#define BW_SCHED_SPEC_MAX BW_OPT_SPEC_MAX /* the --spec-max range of both command lines */
 int bw_sched_set_spec_max(bw_sched *s, int k);
 /* By default each job sends the number of its draft tokens that maximizes the step's expected tokens per
  * second (its measured acceptance against the measured cost of a step's tokens), so unpredictable text

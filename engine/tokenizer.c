@@ -14,6 +14,7 @@
 #endif
 #include "engine/tokenizer.h"
 #include "common/err.h"
+#include "common/utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -310,29 +311,6 @@ static bool reserve(void **p, size_t *cap, size_t need, size_t elem) {
 
 /* ---------------------------------------------------------------- UTF-8 */
 
-static size_t utf8_put(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Decodes one code point the way llama.cpp's unicode_cpt_from_utf8 does: it checks lead and
  * continuation bits only (overlong forms and surrogates pass), and a malformed sequence costs one byte
  * and yields U+FFFD. Returns the number of bytes consumed. */
@@ -385,9 +363,9 @@ static size_t normalize_utf8(const char *text, size_t n, char *norm, char *subj)
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += lax_decode((const uint8_t *)text + i, n - i, &cp);
-        size_t k = utf8_put(cp, norm + o);
+        size_t k = bw_utf8_put(cp, norm + o);
         if (cp >= 0xD800 && cp <= 0xDFFF)
-            utf8_put(0xFFFD, subj + o);
+            bw_utf8_put(0xFFFD, subj + o);
         else
             memcpy(subj + o, norm + o, k);
         o += k;
@@ -716,7 +694,7 @@ static void build_byte_tables(bw_tok *t) {
     for (int b = 0; b < 256; b++) {
         bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
         uint32_t cp = printable ? (uint32_t)b : (uint32_t)(256 + next++);
-        t->byte_enc_len[b] = (uint8_t)utf8_put(cp, t->byte_enc[b]);
+        t->byte_enc_len[b] = (uint8_t)bw_utf8_put(cp, t->byte_enc[b]);
         t->cp_to_byte[cp] = (int16_t)b;
     }
     for (int b = 0; b < 256; b++) {
@@ -1496,122 +1474,4 @@ int32_t bw_tok_piece(const bw_tok *t, int32_t id, int render_special, char *out,
         }
     }
     return need;
-}
-
-/* ---------------------------------------------------------------- streaming detokenizer */
-
-void bw_detok_init(bw_detok *d) { memset(d, 0, sizeof *d); }
-
-/* Bytes a sequence starting with lead byte c needs in total; 0 if c cannot start one. */
-static int utf8_need(uint8_t c) {
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        return 2;
-    if (c >= 0xE0 && c <= 0xEF)
-        return 3;
-    if (c >= 0xF0 && c <= 0xF4)
-        return 4;
-    return 0;
-}
-
-/* Whether c may follow the pending bytes: the second byte's range depends on the lead (no overlong
- * forms, no surrogates, nothing above U+10FFFF). */
-static bool utf8_cont_ok(const char *pending, int n_pending, uint8_t c) {
-    if ((c & 0xC0) != 0x80)
-        return false;
-    if (n_pending != 1)
-        return true;
-    uint8_t lead = (uint8_t)pending[0];
-    if (lead == 0xE0)
-        return c >= 0xA0;
-    if (lead == 0xED)
-        return c <= 0x9F;
-    if (lead == 0xF0)
-        return c >= 0x90;
-    if (lead == 0xF4)
-        return c <= 0x8F;
-    return true;
-}
-
-typedef struct {
-    char *out;
-    size_t cap, n;
-    bool overflow;
-} sink;
-
-static void sink_put(sink *k, const char *s, size_t n) {
-    if (k->n + n + 1 > k->cap) {
-        k->overflow = true;
-        return;
-    }
-    memcpy(k->out + k->n, s, n);
-    k->n += n;
-}
-
-static const char REPLACEMENT[] = "\xef\xbf\xbd";
-
-static void detok_feed(bw_detok *d, sink *k, const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        uint8_t c = (uint8_t)s[i];
-        if (d->n_pending == 0) {
-            int need = utf8_need(c);
-            if (need == 1) {
-                sink_put(k, (const char *)&c, 1);
-            } else if (need == 0) {
-                sink_put(k, REPLACEMENT, 3);
-            } else {
-                d->pending[d->n_pending++] = (char)c;
-            }
-            i++;
-            continue;
-        }
-        if (!utf8_cont_ok(d->pending, d->n_pending, c)) {
-            /* The held bytes can never complete: one U+FFFD for them, then look at c afresh. */
-            sink_put(k, REPLACEMENT, 3);
-            d->n_pending = 0;
-            continue;
-        }
-        d->pending[d->n_pending++] = (char)c;
-        i++;
-        if (d->n_pending == utf8_need((uint8_t)d->pending[0])) {
-            sink_put(k, d->pending, (size_t)d->n_pending);
-            d->n_pending = 0;
-        }
-    }
-}
-
-int bw_detok_push(bw_detok *d, const bw_tok *t, int32_t id, char *out, size_t cap) {
-    char small[256];
-    char *piece = small;
-    int32_t n = bw_tok_piece(t, id, 0, small, (int32_t)sizeof small);
-    if (n < 0) {
-        if (n == INT32_MIN)
-            return -1;
-        piece = malloc((size_t)-n);
-        if (!piece)
-            return -1;
-        n = bw_tok_piece(t, id, 0, piece, -n);
-    }
-    bw_detok next = *d;
-    sink k = {out, cap, 0, false};
-    detok_feed(&next, &k, piece, n > 0 ? (size_t)n : 0);
-    if (piece != small)
-        free(piece);
-    if (k.overflow || cap == 0)
-        return -1;
-    out[k.n] = '\0';
-    *d = next;
-    return (int)k.n;
-}
-
-int bw_detok_flush(bw_detok *d, char *out, size_t cap) {
-    sink k = {out, cap, 0, false};
-    if (d->n_pending > 0)
-        sink_put(&k, REPLACEMENT, 3);
-    if (k.overflow || cap == 0)
-        return -1;
-    out[k.n] = '\0';
-    d->n_pending = 0;
-    return (int)k.n;
 }

@@ -29,21 +29,8 @@ int32_t bw_tok_encode(const bw_tok *t, const char *text, size_t len, int add_bos
                       int32_t *out, int32_t cap);
 
 /* The bytes a token stands for when printed (byte-level decoding applied; control tokens give "" unless
- * render_special). Returns the byte count written (at most cap) or -(needed). */
+ * render_special). Returns the byte count written (at most cap) or -(needed). Streaming text out of
+ * token ids, whole UTF-8 sequences only, is engine/detok.h's. */
 int32_t bw_tok_piece(const bw_tok *t, int32_t id, int render_special, char *out, int32_t cap);
-
-/* Streaming detokenizer: feed token ids, get UTF-8 text that never ends inside a multi-byte sequence.
- * Bytes of an incomplete sequence are held until the next token completes it; bw_detok_flush emits what
- * is left (invalid bytes become U+FFFD). */
-typedef struct {
-    char pending[8];
-    int n_pending;
-} bw_detok;
-
-void bw_detok_init(bw_detok *d);
-/* Appends the text that token `id` completes to out (capacity cap, NUL-terminated); returns its length
- * in bytes, or -1 if cap is too small. */
-int bw_detok_push(bw_detok *d, const bw_tok *t, int32_t id, char *out, size_t cap);
-int bw_detok_flush(bw_detok *d, char *out, size_t cap);
 
 #endif

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/utf8.h"
+
 void bw_buf_init(bw_buf *b) { memset(b, 0, sizeof(*b)); }
 
 void bw_buf_free(bw_buf *b)
@@ -65,28 +67,6 @@ void bw_buf_addf(bw_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if the bytes there are not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-    else return 0;
-    if (len > n) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* overlong forms, surrogates and values past U+10FFFF are not UTF-8 */
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 void bw_buf_add_json_str(bw_buf *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -105,9 +85,9 @@ void bw_buf_add_json_str(bw_buf *b, const char *s, size_t n)
             snprintf(tmp, sizeof(tmp), "\\u%04x", c);
             esc = tmp;
         } else if (c >= 0x80) {
-            adv = utf8_seq(u + i, n - i);
+            adv = bw_utf8_seq(s + i, n - i);
             if (adv == 0) {
-                esc = "\xef\xbf\xbd";
+                esc = BW_UTF8_REPLACEMENT;
                 adv = 1;
             }
         }

@@ -338,7 +338,7 @@ static int send_submit(bw_jobs *js, bw_job *j)
     s->min_p = j->p.min_p;
     s->repetition_penalty = j->p.repetition_penalty;
     s->top_k = j->p.top_k;
-    s->repeat_last_n = 64;
+    s->repeat_last_n = BW_PROTO_REPEAT_LAST_N;
     s->seed = j->p.seed;
     s->max_tokens = j->p.max_tokens;
     s->text = j->prompt;
@@ -681,8 +681,8 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
         js->st.spec_drafted[1] += d->lookup_drafted;
         js->st.spec_accepted[1] += d->lookup_accepted;
         j->run_first_ns = j->run_last_ns = 0; /* the engine measured this run */
-        int seq = d->stop == BW_PSTOP_SEQUENCE;
-        finish_end(j, bw_proto_stop_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
+        int seq = d->stop == BW_STOP_SEQUENCE;
+        finish_end(j, bw_stop_reason_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
         return;
     }
     case BW_MSG_ERROR:

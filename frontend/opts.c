@@ -8,6 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/opts.h"
+
+#define PROG "beeworker-front"
+
 static void usage(FILE *f)
 {
     fputs("usage: beeworker-front [options]\n"
@@ -74,32 +78,6 @@ static void usage(FILE *f)
           "\n"
           "  --help, --version\n",
           f);
-}
-
-static int parse_long(const char *s, long lo, long hi, const char *flag, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "beeworker-front: %s wants an integer in %ld..%ld, got '%s'\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_double(const char *s, double lo, double hi, const char *flag, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "beeworker-front: %s wants a number in %g..%g, got '%s'\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 static int check_url(const char *u, const char *flag)
@@ -186,7 +164,6 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->engine_max_crashes = 5;
     o->engine_crash_window_s = 60;
 
-    long v;
     double d;
     int c;
     opterr = 0;
@@ -203,31 +180,28 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         case O_MODEL: o->model = optarg; break;
         case O_MODELREF: o->model_ref = optarg; break;
         case O_BACKEND:
-            if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                fprintf(stderr, "beeworker-front: --backend is auto, cpu or cuda, got '%s'\n", optarg);
-                return -1;
-            }
+            if (bw_opt_backend(PROG, optarg)) return -1;
             o->backend = optarg;
             break;
-        case O_DEVICE: if (parse_long(optarg, 0, 64, "--device", &v)) return -1; o->device = (int)v; break;
-        case O_PORT: if (parse_long(optarg, 0, 65535, "--port", &v)) return -1; o->port = (int)v; break;
+        case O_DEVICE: if (bw_opt_int(PROG, "--device", optarg, 0, BW_OPT_DEVICE_MAX, &o->device)) return -1; break;
+        case O_PORT: if (bw_opt_int(PROG, "--port", optarg, 0, 65535, &o->port)) return -1; break;
         case O_BIND: o->bind = optarg; break;
         case O_HIVE: if (check_url(optarg, "--hive-url")) return -1; o->hive_url = optarg; break;
-        case O_HB: if (parse_long(optarg, 1, 3600, "--heartbeat-interval", &v)) return -1; o->heartbeat_s = (int)v; break;
+        case O_HB: if (bw_opt_int(PROG, "--heartbeat-interval", optarg, 1, 3600, &o->heartbeat_s)) return -1; break;
         case O_LOCAL: o->local_mode = 1; break;
         case O_TOKENF: o->api_token_file = optarg; break;
         case O_SPAWN: o->spawn_engine = 1; break;
         case O_ENGBIN: o->engine_bin = optarg; break;
         case O_RUNDIR: o->rundir = optarg; break;
-        case O_WAIT: if (parse_double(optarg, 0, 86400, "--engine-wait", &d)) return -1; o->engine_wait_s = d; break;
-        case O_MAXBODY: if (parse_long(optarg, 1024, 64L << 20, "--max-body", &v)) return -1; o->max_body = (size_t)v; break;
-        case O_QUEUE: if (parse_long(optarg, 1, 100000, "--queue-size", &v)) return -1; o->queue_size = (int)v; break;
-        case O_OPENTO: if (parse_long(optarg, 1, 86400, "--open-timeout", &v)) return -1; o->open_timeout_s = (int)v; break;
-        case O_RETAIN: if (parse_long(optarg, 0, 86400, "--retain", &v)) return -1; o->retain_s = (int)v; break;
-        case O_SLOTS: if (parse_long(optarg, 1, 1024, "--slots", &v)) return -1; o->slots = (int)v; break;
-        case O_THREADS: if (parse_long(optarg, 1, 256, "--threads", &v)) return -1; o->threads = (int)v; break;
-        case O_CTX: if (parse_long(optarg, 16, 1 << 20, "--ctx", &v)) return -1; o->ctx = (int)v; break;
-        case O_SPEC_MAX: if (parse_long(optarg, 0, 32, "--spec-max", &v)) return -1; o->spec_max = (int)v; break;
+        case O_WAIT: if (bw_opt_double(PROG, "--engine-wait", optarg, 0, 86400, &o->engine_wait_s)) return -1; break;
+        case O_MAXBODY: if (bw_opt_size(PROG, "--max-body", optarg, 1024, 64L << 20, &o->max_body)) return -1; break;
+        case O_QUEUE: if (bw_opt_int(PROG, "--queue-size", optarg, 1, 100000, &o->queue_size)) return -1; break;
+        case O_OPENTO: if (bw_opt_int(PROG, "--open-timeout", optarg, 1, 86400, &o->open_timeout_s)) return -1; break;
+        case O_RETAIN: if (bw_opt_int(PROG, "--retain", optarg, 0, 86400, &o->retain_s)) return -1; break;
+        case O_SLOTS: if (bw_opt_int(PROG, "--slots", optarg, 1, BW_OPT_SLOTS_MAX, &o->slots)) return -1; break;
+        case O_THREADS: if (bw_opt_int(PROG, "--threads", optarg, 1, BW_OPT_THREADS_MAX, &o->threads)) return -1; break;
+        case O_CTX: if (bw_opt_int(PROG, "--ctx", optarg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &o->ctx)) return -1; break;
+        case O_SPEC_MAX: if (bw_opt_int(PROG, "--spec-max", optarg, 0, BW_OPT_SPEC_MAX, &o->spec_max)) return -1; break;
         case O_HTTP2: o->http2 = 1; break;
         case O_CORS:
             if (check_origin(optarg) != 0) return -1;
@@ -238,35 +212,34 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
             o->cors_origins[o->n_cors_origins++] = optarg;
             break;
         case O_HELLOTO:
-            if (parse_double(optarg, 0, 3600, "--engine-hello-timeout", &d)) return -1;
+            if (bw_opt_double(PROG, "--engine-hello-timeout", optarg, 0, 3600, &d)) return -1;
             if (d > 0 && d < 0.5) { /* HELLO comes every 200 ms: less would lose healthy engines */
                 fprintf(stderr, "beeworker-front: --engine-hello-timeout is 0 (off) or at least 0.5 s, got '%s'\n", optarg);
                 return -1;
             }
             o->engine_hello_timeout_s = d;
             break;
-        case O_MAXCRASH: if (parse_long(optarg, 0, 1000, "--engine-max-crashes", &v)) return -1; o->engine_max_crashes = (int)v; break;
-        case O_CRASHWIN: if (parse_long(optarg, 1, 86400, "--engine-crash-window", &v)) return -1; o->engine_crash_window_s = (int)v; break;
+        case O_MAXCRASH: if (bw_opt_int(PROG, "--engine-max-crashes", optarg, 0, 1000, &o->engine_max_crashes)) return -1; break;
+        case O_CRASHWIN: if (bw_opt_int(PROG, "--engine-crash-window", optarg, 1, 86400, &o->engine_crash_window_s)) return -1; break;
         case O_METRICSAUTH: o->metrics_auth = 1; break;
-        case O_GRACE: if (parse_double(optarg, 0, 3600, "--reconnect-grace", &d)) return -1; o->reconnect_grace_s = d; break;
+        case O_GRACE: if (bw_opt_double(PROG, "--reconnect-grace", optarg, 0, 3600, &o->reconnect_grace_s)) return -1; break;
         case O_STREAMBUF:
-            if (parse_long(optarg, 1024, 1L << 30, "--stream-buffer", &v)) return -1;
-            o->stream_buffer = (size_t)v;
+            if (bw_opt_size(PROG, "--stream-buffer", optarg, 1024, (size_t)1 << 30, &o->stream_buffer)) return -1;
             break;
-        case O_SNDBUF: if (parse_long(optarg, 0, 64L << 20, "--client-sndbuf", &v)) return -1; o->client_sndbuf = (int)v; break;
-        case O_TESTSUB: if (parse_long(optarg, 1, 8192, "--test-sub-buffer", &v)) return -1; o->test_sub_buffer = (int)v; break;
-        case O_REQTIMEOUT: if (parse_long(optarg, 1, 3600, "--request-timeout", &v)) return -1; o->request_timeout_s = (int)v; break;
-        case O_MAXCONN: if (parse_long(optarg, 1, 1000000, "--max-connections", &v)) return -1; o->max_connections = (int)v; break;
-        case O_MAXHDR: if (parse_long(optarg, 1024, 400000, "--max-header-bytes", &v)) return -1; o->max_header_bytes = (size_t)v; break;
+        case O_SNDBUF: if (bw_opt_int(PROG, "--client-sndbuf", optarg, 0, 64 << 20, &o->client_sndbuf)) return -1; break;
+        case O_TESTSUB: if (bw_opt_int(PROG, "--test-sub-buffer", optarg, 1, 8192, &o->test_sub_buffer)) return -1; break;
+        case O_REQTIMEOUT: if (bw_opt_int(PROG, "--request-timeout", optarg, 1, 3600, &o->request_timeout_s)) return -1; break;
+        case O_MAXCONN: if (bw_opt_int(PROG, "--max-connections", optarg, 1, 1000000, &o->max_connections)) return -1; break;
+        case O_MAXHDR: if (bw_opt_size(PROG, "--max-header-bytes", optarg, 1024, 400000, &o->max_header_bytes)) return -1; break;
         case O_HELP: usage(stdout); return 1;
         case O_VERSION: printf("beeworker-front %s\n", BW_VERSION); return 1;
         default:
-            fprintf(stderr, "beeworker-front: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            bw_opt_bad_flag(PROG, argv[optind - 1]);
             return -1;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "beeworker-front: unexpected argument '%s' (see --help)\n", argv[optind]);
+        bw_opt_unexpected(PROG, argv[optind]);
         return -1;
     }
     if (o->spawn_engine && !o->model) {

@@ -11,10 +11,9 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/utf8.h"
 #include "frontend/buf.h"
 
-#define PROMPT_MAX_CHARS 32768
-#define MAX_TOKENS_LIMIT 2048
 #define COMPLETIONS_DEFAULT_MAX_TOKENS 16 /* OpenAI's documented default for /v1/completions */
 #define MAX_MESSAGE_ERRORS 8              /* per-message failures listed before the rest are summarised */
 #define MODEL_MAX_BYTES 256               /* the echoed model name: it is repeated in every streamed chunk */
@@ -27,13 +26,6 @@ static void add_err(json_t *errs, const char *field, const char *constraint, con
     if (value && (json_is_number(value) || json_is_boolean(value) || json_is_null(value)))
         json_object_set(e, "value", value);
     json_array_append_new(errs, e);
-}
-
-static size_t utf8_chars(const char *s, size_t n)
-{
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += ((unsigned char)s[i] & 0xc0) != 0x80;
-    return c;
 }
 
 /* A number field in [lo, hi]; absent (or null, where allowed) leaves *out at its default. */
@@ -116,9 +108,9 @@ static void get_stop(json_t *root, json_t *errs, bw_job_params *p)
 static int check_text(json_t *errs, const char *what, const char *s, size_t len)
 {
     char msg[128];
-    size_t chars = utf8_chars(s, len);
-    if (chars < 1 || chars > PROMPT_MAX_CHARS) {
-        snprintf(msg, sizeof(msg), "%s must be 1 to %d characters", what, PROMPT_MAX_CHARS);
+    size_t chars = bw_utf8_chars(s, len);
+    if (chars < 1 || chars > BW_PROTO_PROMPT_MAX_CHARS) {
+        snprintf(msg, sizeof(msg), "%s must be 1 to %d characters", what, BW_PROTO_PROMPT_MAX_CHARS);
         add_err(errs, what, "length", msg, NULL);
         return -1;
     }
@@ -230,11 +222,11 @@ static void get_seed(json_t *root, json_t *errs, int null_ok, const big_seed *bi
 static void get_sampling(json_t *root, json_t *errs, int null_ok, const big_seed *big, bw_job_params *p)
 {
     long long v;
-    get_number(root, errs, "temperature", 0, 2, null_ok, &p->temperature);
+    get_number(root, errs, "temperature", 0, BW_PROTO_TEMPERATURE_MAX, null_ok, &p->temperature);
     get_number(root, errs, "top_p", 0, 1, null_ok, &p->top_p);
     get_number(root, errs, "min_p", 0, 1, null_ok, &p->min_p);
-    get_number(root, errs, "repetition_penalty", 0, 2, null_ok, &p->repetition_penalty);
-    if (get_int(root, errs, "top_k", 0, 1 << 20, null_ok, &v)) p->top_k = (int32_t)v;
+    get_number(root, errs, "repetition_penalty", 0, BW_PROTO_REPETITION_PENALTY_MAX, null_ok, &p->repetition_penalty);
+    if (get_int(root, errs, "top_k", 0, BW_PROTO_TOP_K_MAX, null_ok, &v)) p->top_k = (int32_t)v;
     get_seed(root, errs, null_ok, big, p);
     get_stop(root, errs, p);
     get_prediction(root, errs, p);
@@ -242,7 +234,7 @@ static void get_sampling(json_t *root, json_t *errs, int null_ok, const big_seed
 
 static long long max_tokens_limit(unsigned n_ctx)
 {
-    return n_ctx > 1 && n_ctx - 1 < MAX_TOKENS_LIMIT ? n_ctx - 1 : MAX_TOKENS_LIMIT;
+    return n_ctx > 1 && n_ctx - 1 < BW_PROTO_MAX_TOKENS ? n_ctx - 1 : BW_PROTO_MAX_TOKENS;
 }
 
 static json_t *bad_body(const char *code, const char *message)
@@ -477,7 +469,7 @@ static void get_messages(json_t *root, json_t *errs, bw_job_params *p, bw_openai
             continue;
         }
         const char *c = text.len ? text.p : "";
-        chars += utf8_chars(c, text.len);
+        chars += bw_utf8_chars(c, text.len);
         uint8_t *rec = malloc(bw_proto_chat_put(NULL, (uint8_t)role, c, (uint32_t)text.len));
         if (rec) bw_buf_add(&packed, rec, bw_proto_chat_put(rec, (uint8_t)role, c, (uint32_t)text.len));
         else packed.failed = 1;
@@ -489,7 +481,7 @@ static void get_messages(json_t *root, json_t *errs, bw_job_params *p, bw_openai
         snprintf(msg, sizeof(msg), "%d more messages are invalid", failed - MAX_MESSAGE_ERRORS);
         add_err(errs, "messages", "type", msg, NULL);
     }
-    if (!failed && (chars < 1 || chars > PROMPT_MAX_CHARS))
+    if (!failed && (chars < 1 || chars > BW_PROTO_PROMPT_MAX_CHARS))
         add_err(errs, "messages", "length", "the messages' contents must total 1 to 32768 characters", NULL);
     if (failed || json_array_size(errs) || packed.failed) {
         if (packed.failed) add_err(errs, "messages", "memory", "out of memory packing the messages", NULL);

@@ -190,15 +190,15 @@ const char *bw_proto_state_name(uint8_t state)
     }
 }
 
-const char *bw_proto_stop_name(uint8_t stop)
+const char *bw_stop_reason_name(int stop)
 {
     switch (stop) {
-    case BW_PSTOP_NONE: return "NONE";
-    case BW_PSTOP_MAX_TOKENS: return "MAX_TOKENS";
-    case BW_PSTOP_EOS: return "EOS";
-    case BW_PSTOP_SEQUENCE: return "STOP_SEQUENCE";
-    case BW_PSTOP_CANCELLED: return "CANCELLED";
-    case BW_PSTOP_ERROR: return "ERROR";
+    case BW_STOP_NONE: return "NONE";
+    case BW_STOP_MAX_TOKENS: return "MAX_TOKENS";
+    case BW_STOP_EOS: return "EOS";
+    case BW_STOP_SEQUENCE: return "STOP_SEQUENCE";
+    case BW_STOP_CANCELLED: return "CANCELLED";
+    case BW_STOP_ERROR: return "ERROR";
     default: return NULL;
     }
 }
@@ -673,7 +673,7 @@ static void get_body(rbuf *r, bw_proto_msg *m)
         x->lookup_accepted = get_u32(r, "lookup accepted");
         if (r->status == BW_PROTO_OK && (x->pred_accepted > x->pred_drafted || x->lookup_accepted > x->lookup_drafted))
             fail(r, BW_PROTO_EINVAL, "more draft tokens accepted than drafted");
-        if (r->status == BW_PROTO_OK && (x->stop == BW_PSTOP_NONE || !bw_proto_stop_name(x->stop)))
+        if (r->status == BW_PROTO_OK && (x->stop == BW_STOP_NONE || !bw_stop_reason_name(x->stop)))
             fail(r, BW_PROTO_EINVAL, "stop reason %u is unknown", x->stop);
         break;
     }

@@ -29,8 +29,17 @@
 #define BW_PROTO_MAX_TEXT 4096u /* one token's text delta (held-back stop-string text included) */
 #define BW_PROTO_MAX_ERRMSG 1024u
 #define BW_PROTO_MAX_NAME 127u /* model id, backend name */
-#define BW_PROTO_MAX_STOP 4u
-#define BW_PROTO_MAX_STOP_LEN 100u
+
+/* A job's limits and defaults (SPEC §3.2), defined here once: the front validates requests against them,
+ * the engine's command line takes the same ranges, and the decoder enforces the stop-string limits. */
+#define BW_PROTO_MAX_STOP 4u        /* stop strings per job */
+#define BW_PROTO_MAX_STOP_LEN 100u  /* bytes of one stop string */
+#define BW_PROTO_PROMPT_MAX_CHARS 32768 /* characters (code points) of a prompt text */
+#define BW_PROTO_MAX_TOKENS 2048    /* max_tokens of one job (the context may allow fewer) */
+#define BW_PROTO_TEMPERATURE_MAX 2.0
+#define BW_PROTO_REPETITION_PENALTY_MAX 2.0
+#define BW_PROTO_TOP_K_MAX (1 << 20)
+#define BW_PROTO_REPEAT_LAST_N 64   /* recent tokens the repetition penalty looks at */
 
 enum bw_proto_type {
     /* engine → front (PUB/SUB) */
@@ -50,16 +59,19 @@ const char *bw_proto_type_name(uint16_t type);
 enum bw_proto_engine_state { BW_ENGINE_LOADING = 0, BW_ENGINE_READY = 1, BW_ENGINE_DRAINING = 2 };
 const char *bw_proto_state_name(uint8_t state); /* "loading", "ready", "draining" */
 
-/* Stop reasons on the wire; the values equal engine/generate.h's enum bw_stop_reason. */
-enum bw_proto_stop {
-    BW_PSTOP_NONE = 0,
-    BW_PSTOP_MAX_TOKENS = 1,
-    BW_PSTOP_EOS = 2,
-    BW_PSTOP_SEQUENCE = 3,
-    BW_PSTOP_CANCELLED = 4,
-    BW_PSTOP_ERROR = 5,
+/* Why a job ended: decided by the engine (engine/generate.c), carried by DONE, named by the front in the
+ * SSE `end` event. This is the only definition; both processes and the wire use these values. */
+enum bw_stop_reason {
+    BW_STOP_NONE = 0, /* the job goes on (never in a DONE) */
+    BW_STOP_MAX_TOKENS = 1,
+    BW_STOP_EOS = 2,
+    BW_STOP_SEQUENCE = 3,
+    BW_STOP_CANCELLED = 4,
+    BW_STOP_ERROR = 5,
 };
-const char *bw_proto_stop_name(uint8_t stop); /* "MAX_TOKENS", ... ; NULL when unknown */
+/* "MAX_TOKENS", "EOS", "STOP_SEQUENCE", "CANCELLED", "ERROR"; "NONE" for BW_STOP_NONE; NULL for a value
+ * that is no stop reason (a decoder's check). */
+const char *bw_stop_reason_name(int stop);
 
 /* Error codes of ERROR messages; bw_proto_errcode_name gives the string the SSE `error` event carries. */
 enum bw_proto_errcode {
@@ -116,12 +128,12 @@ typedef struct {
 } bw_proto_token;
 
 typedef struct {
-    uint8_t stop;         /* enum bw_proto_stop */
+    uint8_t stop;         /* enum bw_stop_reason */
     uint32_t n_prompt;
     uint32_t n_generated; /* tokens produced by this job, resumed ones included */
     uint64_t prefill_ns;
     uint64_t decode_ns;
-    const char *stop_matched; /* for BW_PSTOP_SEQUENCE; not NUL-terminated */
+    const char *stop_matched; /* for BW_STOP_SEQUENCE; not NUL-terminated */
     uint32_t stop_matched_len;
     /* speculative decoding in this run (resumed output not counted): draft tokens verified and accepted,
      * from the client's prediction and from prompt lookup */
@@ -158,7 +170,7 @@ typedef struct {
     uint32_t flags;
     /* sampling (engine/sampler.h bw_sampler_params) */
     float temperature, top_p, min_p, repetition_penalty;
-    int32_t top_k, repeat_last_n;
+    int32_t top_k, repeat_last_n; /* repeat_last_n 0: the engine's default, BW_PROTO_REPEAT_LAST_N */
     uint64_t seed;
     int32_t max_tokens;
     /* resume: the job continues at output index resume_index; resume tokens are the ids it already

@@ -35,7 +35,7 @@ static void check_fields(const bw_proto_msg *m)
         inside(m->u.token.text, m->u.token.text_len);
         break;
     case BW_MSG_DONE:
-        FUZZ_CHECK(bw_proto_stop_name(m->u.done.stop) != NULL || m->u.done.stop == BW_PSTOP_NONE, "stop reason");
+        FUZZ_CHECK(bw_stop_reason_name(m->u.done.stop) != NULL || m->u.done.stop == BW_STOP_NONE, "stop reason");
         inside(m->u.done.stop_matched, m->u.done.stop_matched_len);
         break;
     case BW_MSG_ERROR:

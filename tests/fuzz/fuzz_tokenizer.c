@@ -8,6 +8,7 @@
  * BW_FUZZ_MODEL or the default model path; without it the runner reports a skip. */
 #include <string.h>
 
+#include "engine/detok.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "fuzz.h"

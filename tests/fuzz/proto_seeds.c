@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     m.u.token = (bw_proto_token){.index = 2, .token_id = 1234, .text = " h\xc3\xa9llo", .text_len = 7};
     rc |= put(d, "token", &m);
     bw_proto_init(&m, BW_MSG_DONE, 1, job, 9);
-    m.u.done = (bw_proto_done){.stop = BW_PSTOP_SEQUENCE, .n_prompt = 5, .n_generated = 7, .prefill_ns = 1000,
+    m.u.done = (bw_proto_done){.stop = BW_STOP_SEQUENCE, .n_prompt = 5, .n_generated = 7, .prefill_ns = 1000,
                                .decode_ns = 99999, .stop_matched = "END", .stop_matched_len = 3,
                                .pred_drafted = 12, .pred_accepted = 10, .lookup_drafted = 4, .lookup_accepted = 1};
     rc |= put(d, "done", &m);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/detok.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 

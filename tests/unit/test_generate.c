@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/detok.h"
 #include "engine/generate.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"

@@ -63,7 +63,7 @@ static void sample_messages(bw_proto_msg *ms, int *n)
     ms[k].u.token = (bw_proto_token){.index = 5, .token_id = 2, .text = "", .text_len = 0};
     k++;
     bw_proto_init(&ms[k], BW_MSG_DONE, 9, "job-a", 7);
-    ms[k].u.done = (bw_proto_done){.stop = BW_PSTOP_SEQUENCE, .n_prompt = 17, .n_generated = 6, .prefill_ns = 5,
+    ms[k].u.done = (bw_proto_done){.stop = BW_STOP_SEQUENCE, .n_prompt = 17, .n_generated = 6, .prefill_ns = 5,
                                    .decode_ns = 99, .stop_matched = "\n\n", .stop_matched_len = 2,
                                    .pred_drafted = 40, .pred_accepted = 31, .lookup_drafted = 9, .lookup_accepted = 0};
     k++;

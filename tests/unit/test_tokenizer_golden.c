@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/detok.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
