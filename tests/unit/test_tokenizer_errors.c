@@ -11,82 +11,18 @@
 #include "engine/tokenizer.h"
 
 #include "check.h"
-
-/* ---- a minimal GGUF v3 writer: metadata only, no tensors */
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-    uint64_t n_kv;
-} gw;
-
-static void raw(gw *w, const void *s, size_t n) {
-    if (n == 0)
-        return;
-    if (w->n + n > w->cap) {
-        w->cap = (w->n + n) * 2 + 256;
-        w->p = realloc(w->p, w->cap);
-    }
-    memcpy(w->p + w->n, s, n);
-    w->n += n;
-}
-static void u32(gw *w, uint32_t v) { raw(w, &v, 4); }
-static void u64(gw *w, uint64_t v) { raw(w, &v, 8); }
-static void str(gw *w, const char *s) {
-    u64(w, strlen(s));
-    raw(w, s, strlen(s));
-}
-static void key(gw *w, const char *k, uint32_t type) {
-    str(w, k);
-    u32(w, type);
-    w->n_kv++;
-}
-static void kv_str(gw *w, const char *k, const char *v) {
-    key(w, k, BW_GGUF_STRING);
-    str(w, v);
-}
-static void kv_u32(gw *w, const char *k, uint32_t v) {
-    key(w, k, BW_GGUF_U32);
-    u32(w, v);
-}
-static void kv_strs(gw *w, const char *k, const char *const *v, int n) {
-    key(w, k, BW_GGUF_ARRAY);
-    u32(w, BW_GGUF_STRING);
-    u64(w, (uint64_t)n);
-    for (int i = 0; i < n; i++)
-        str(w, v[i]);
-}
-static void kv_i32s(gw *w, const char *k, const int32_t *v, int n) {
-    key(w, k, BW_GGUF_ARRAY);
-    u32(w, BW_GGUF_I32);
-    u64(w, (uint64_t)n);
-    raw(w, v, 4 * (size_t)n);
-}
-static void kv_f32s(gw *w, const char *k, const float *v, int n) {
-    key(w, k, BW_GGUF_ARRAY);
-    u32(w, BW_GGUF_F32);
-    u64(w, (uint64_t)n);
-    raw(w, v, 4 * (size_t)n);
-}
+#include "gguf_write.h"
 
 static char path[64];
 
 /* Writes the metadata as a GGUF file and loads a tokenizer from it; err receives the reason. */
 static bw_tok *load(gw *w, char *err, size_t errlen) {
-    gw f = {0};
-    raw(&f, "GGUF", 4);
-    u32(&f, 3);
-    u64(&f, 0);
-    u64(&f, w->n_kv);
-    raw(&f, w->p, w->n);
-    while (f.n % 32)
-        raw(&f, "", 1);
+    size_t n;
+    unsigned char *file = gw_file(w, &n);
     FILE *fp = fopen(path, "wb");
-    fwrite(f.p, 1, f.n, fp);
+    fwrite(file, 1, n, fp);
     fclose(fp);
-    free(f.p);
-    free(w->p);
-    memset(w, 0, sizeof *w);
+    free(file);
     bw_gguf *g = bw_gguf_open(path, err, errlen);
     if (!g)
         return NULL;
