@@ -1,8 +1,8 @@
 /* The scheduler (engine/scheduler.c) against a fake backend: no model file, no sockets, no processes.
  *
  * The fake model is a rule, so greedy output is known in advance: the logits of the token at position p
- * peak at next(tok[p], tok[p-1]) (the alphabet, one letter on, skipping one after an 'e'), falling off
- * with the distance from it, so sampled output varies with the seed. Because the rule reads the token
+ * peak at next(tok[p], tok[p-1]) (the next letter of the alphabet, or the one after it when tok[p-1] is
+ * 'e'), falling off with the distance from it, so sampled output varies with the seed. Because the rule reads the token
  * before, a stale token left in the cache changes what follows. The fake keeps every slot's cache (the
  * token written at each position) and checks engine/backend.h's batch rules on every call: tokens of a
  * slot contiguous and increasing, no position skipped. The messages the scheduler publishes are decoded
