@@ -2,10 +2,10 @@
  *
  * The fake model is a rule, so greedy output is known in advance: the logits of the token at position p
  * peak at next(tok[p], tok[p-1]) (the next letter of the alphabet, or the one after it when tok[p-1] is
- * 'e'), falling off with the distance from it, so sampled output varies with the seed. Because the rule reads the token
- * before, a stale token left in the cache changes what follows. The fake keeps every slot's cache (the
- * token written at each position) and checks engine/backend.h's batch rules on every call: tokens of a
- * slot contiguous and increasing, no position skipped. The messages the scheduler publishes are decoded
+ * 'e'), falling off with the distance from it, so sampled output varies with the seed. Because the rule
+ * reads the token before, a stale token left in the cache changes what follows. The fake keeps every
+ * slot's cache (the token written at each position) and checks engine/backend.h's batch rules on every
+ * call: tokens of a slot contiguous and increasing, no position skipped. The messages the scheduler publishes are decoded
  * and kept per job. The vocabulary is a byte-level tokenizer written as GGUF metadata in memory:
  * 'a'..'z', two spaces, and an end-of-generation token. */
 #include <stdint.h>
