@@ -21,6 +21,7 @@
  * output must not depend on its batch mates) and resume (a one-batch re-prefill must rebuild the KV
  * cache that one-token decode steps wrote) rely on it; test_kernels checks it bit for bit. */
 #include "engine/cpu/kquant.h"
+#include "engine/cpu/lanes.h"
 #include "engine/tensor.h"
 
 #include <stdint.h>
@@ -946,6 +947,14 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
  * rows whatever n_tok and the thread count. */
 
 #define BW_AVX512_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+
+/* Up to this many tokens, the AVX-512 products run one token at a time with the decode kernels, which
+ * prefetch the weights; each token then re-reads rows the one before it left in the caches. Wider tiles
+ * pay from about here on: 1 thread, the products of a SmolLM2-135M step (Q4_1 layers, Q8_0 output), a
+ * 4 x 4 tile step of 4 tokens took 12.7 ms against 4 x 2.5 ms one at a time. */
+#ifndef BW_SOLO_MAX
+#define BW_SOLO_MAX 8
+#endif
 #define BW_AVX512 __attribute__((target(BW_AVX512_TARGET)))
 #define BW_AVX512_INLINE static inline __attribute__((always_inline, target(BW_AVX512_TARGET)))
 
@@ -1086,7 +1095,7 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 #define BW_VNNI_TILE(NT, pf, r, t)                                                                         \
     bw_vnni_tile(type, NT, pf, a->w + (r) * a->wrow, a->wrow, a->act + (t) * a->astride, a->astride, a->cols,  \
                  a->y + (t) * a->ys + (r), a->ys)
-    if (n_tok < 4) {
+    if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r4);
         for (int64_t t = 0; t < n_tok; t++) {
             int64_t r = r0;
@@ -1104,6 +1113,97 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
         }
     }
 #undef BW_VNNI_TILE
+}
+
+/* Q4_0/Q4_1/Q5_0/Q5_1 with the tokens in the lanes (lanes.h): the same products as bw_vnni_tile, bit for bit.
+ * bw_vnni_tile keeps, per output, four float sums (one per int32 lane of its row: the integer dot of elements
+ * 4i..4i+3 and 16+4i..16+4i+3, times d * dx, fused-added block by block) and a fifth of the m * c products; it
+ * ends with ((s0 + s2) + (s1 + s3)) + 8 * that fifth, fused. Here each of those sums is one zmm of 16 tokens,
+ * and the two weight dwords of a partial dot are broadcast to all 16: a weight byte loaded once serves 16
+ * tokens. pf: prefetch the rows ahead (a batch this small streams the weights from memory, as decode does). */
+
+/* Byte e is 16 where bit e of the nibble is set: the fifth bits of four Q5 codes. */
+static const uint32_t bw_q5_bits4[16] = {
+    0x00000000, 0x00000010, 0x00001000, 0x00001010, 0x00100000, 0x00100010, 0x00101000, 0x00101010,
+    0x10000000, 0x10000010, 0x10001000, 0x10001010, 0x10100000, 0x10100010, 0x10101000, 0x10101010,
+};
+
+BW_AVX512_INLINE void bw_q4t_rows(const enum bw_type type, const int R, const int pf, const uint8_t *w, size_t wrow,
+                                  const struct bw_lane_block *lb, int64_t nb, float *y, int64_t ys, int nt)
+{
+    const size_t bb = bw_q45_bytes(type), qoff = bw_q45_qoff(type);
+    const int five = type == BW_TYPE_Q5_0 || type == BW_TYPE_Q5_1;
+    const int has_m = type == BW_TYPE_Q4_1 || type == BW_TYPE_Q5_1;
+    __m512 acc[2][4], accm[2];
+    for (int r = 0; r < R; r++) {
+        accm[r] = _mm512_setzero_ps();
+        for (int i = 0; i < 4; i++) acc[r][i] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const struct bw_lane_block *L = lb + b;
+        const __m512 dx = _mm512_loadu_ps(L->d), cx = _mm512_loadu_ps(L->c);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * wrow + b * bb;
+            if (pf) _mm_prefetch((const char *)blk + BW_PF_BYTES, _MM_HINT_T0);
+            uint16_t hd, hm;
+            memcpy(&hd, blk, 2);
+            hm = hd;
+            if (has_m) memcpy(&hm, blk + 2, 2);
+            uint32_t qh = 0;
+            if (five) memcpy(&qh, blk + qoff - 4, 4);
+            const __m512 ddx = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_set1_epi16((short)hd)), dx);
+            __m512 mc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_set1_epi16((short)hm)), cx);
+            /* rounded before the add, as bw_vnni_tile does it: the compiler must not fuse them into an fma */
+            __asm__("" : "+v"(mc));
+            accm[r] = _mm512_add_ps(accm[r], mc);
+            for (int i = 0; i < 4; i++) {
+                uint32_t v;
+                memcpy(&v, blk + qoff + 4 * i, 4);
+                uint32_t lo = v & 0x0f0f0f0fu, hi = (v >> 4) & 0x0f0f0f0fu;
+                if (five) {
+                    lo |= bw_q5_bits4[(qh >> (4 * i)) & 15];
+                    hi |= bw_q5_bits4[(qh >> (16 + 4 * i)) & 15];
+                }
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32((int)lo),
+                                                  _mm512_loadu_si512(L->x[i]));
+                dot = _mm512_dpbusd_epi32(dot, _mm512_set1_epi32((int)hi), _mm512_loadu_si512(L->x[4 + i]));
+                acc[r][i] = _mm512_fmadd_ps(ddx, _mm512_cvtepi32_ps(dot), acc[r][i]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][2]), _mm512_add_ps(acc[r][1], acc[r][3]));
+        float o[BW_LANE_TOK];
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(accm[r], _mm512_set1_ps(8.0f), s));
+        for (int i = 0; i < nt; i++) y[i * ys + r] = o[i];
+    }
+}
+
+/* Rows [r0, r4) of a Q4/Q5 W: decode in 4-row tiles of one token, small batches in 4 x 4 tiles, and from
+ * BW_LANE_MIN tokens on, tiles of 16 tokens in the lanes (the last tile's few tokens, under 4, one at a time). */
+BW_AVX512_INLINE void bw_q45_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok,
+                                     int64_t r0, int64_t r4)
+{
+    if (n_tok < BW_LANE_MIN) {
+        bw_vnni_rows(type, a, n_tok, r0, r4);
+        return;
+    }
+    const int64_t nb = a->cols / BW_QK;
+    const struct bw_lane_block *lanes = (const struct bw_lane_block *)(a->act + (size_t)n_tok * a->astride);
+    const int pf = n_tok <= BW_LANE_TOK;
+    for (int64_t t = 0; t < n_tok; t += BW_LANE_TOK) {
+        const int nt = n_tok - t < BW_LANE_TOK ? (int)(n_tok - t) : BW_LANE_TOK;
+        if (nt < 4) {
+            for (int64_t r = r0; r < r4; r += 4)
+                for (int k = 0; k < nt; k++)
+                    bw_vnni_tile(type, 1, 0, a->w + r * a->wrow, a->wrow, a->act + (t + k) * a->astride, a->astride,
+                                 a->cols, a->y + (t + k) * a->ys + r, a->ys);
+            continue;
+        }
+        const struct bw_lane_block *lb = lanes + t / BW_LANE_TOK * nb;
+        for (int64_t r = r0; r < r4; r += 2)
+            bw_q4t_rows(type, 2, pf, a->w + r * a->wrow, a->wrow, lb, nb, a->y + t * a->ys + r, a->ys, nt);
+    }
 }
 
 /* Q8_0 on the AVX-512 path. Each output is
@@ -1265,7 +1365,7 @@ BW_AVX512_INLINE void bw_q8r_tile(const int NR, const int pf, const uint8_t *w, 
 
 static void BW_AVX512 bw_q8_0_rows512(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)
 {
-    if (n_tok < 4) {
+    if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r1);
         for (int64_t t = 0; t < n_tok; t++) {
             const uint8_t *rec = a->act + t * a->astride;
@@ -1485,7 +1585,7 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
 #define BW_K_TILE(NT, pf, r, t)                                                                            \
     bw_k_tile512(type, NT, pf, a->w + (r) * a->wrow, a->act + (t) * a->astride, a->astride, a->cols,          \
                  a->y + (t) * a->ys + (r), a->ys)
-    if (n_tok < 4) {
+    if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r1);
         for (int64_t t = 0; t < n_tok; t++)
             for (int64_t r = r0; r < r1; r++) BW_K_TILE(1, r < r_pf, r, t);
@@ -1511,16 +1611,16 @@ BW_K_ROWS512_FN(bw_vnni_rows_q4_k, BW_TYPE_Q4_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q5_k, BW_TYPE_Q5_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q6_k, BW_TYPE_Q6_K)
 
-#define BW_VNNI_ROWS_FN(name, type)                                                                        \
+#define BW_VNNI_ROWS_FN(name, type, rows_fn)                                                               \
     static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r4)       \
     {                                                                                                      \
-        bw_vnni_rows(type, a, n_tok, r0, r4);                                                              \
+        rows_fn(type, a, n_tok, r0, r4);                                                                   \
     }
-BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q5_0, BW_TYPE_Q5_0)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q5_1, BW_TYPE_Q5_1)
-BW_VNNI_ROWS_FN(bw_vnni_rows_iq4_nl, BW_TYPE_IQ4_NL)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q5_0, BW_TYPE_Q5_0, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q5_1, BW_TYPE_Q5_1, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_iq4_nl, BW_TYPE_IQ4_NL, bw_vnni_rows)
 
 /* Float weights and the rows past the last multiple of 4 go to the AVX2 kernels. */
 void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
