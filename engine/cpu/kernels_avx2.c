@@ -953,7 +953,7 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
  * pay from about here on: 1 thread, the products of a SmolLM2-135M step (Q4_1 layers, Q8_0 output), a
  * 4 x 4 tile step of 4 tokens took 12.7 ms against 4 x 2.5 ms one at a time. */
 #ifndef BW_SOLO_MAX
-#define BW_SOLO_MAX 8
+#define BW_SOLO_MAX 4
 #endif
 #define BW_AVX512 __attribute__((target(BW_AVX512_TARGET)))
 #define BW_AVX512_INLINE static inline __attribute__((always_inline, target(BW_AVX512_TARGET)))
