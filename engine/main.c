@@ -48,7 +48,7 @@ typedef struct {
     float drain_s;
 } cli;
 
-#define SPEC_MAX_DEFAULT 8
+#define SPEC_MAX_DEFAULT 15 /* a job and 15 drafts fill the CPU kernels' 16-token tile */
 #define PROG "beeworker-engine"
 
 static void usage(FILE *f)

@@ -33,7 +33,7 @@
 #define SPEC_PRIOR_WEIGHT 2.0 /* how many tried draft tokens that assumption is worth */
 #define SPEC_MEMORY 0.9       /* per verification: weight left to older evidence of a job's acceptance */
 #define SPEC_PROBE_EVERY 32   /* steps between one-token probes while drafting does not pay */
-#define STEP_COST_MEMORY 0.97 /* per decode step: weight left to older step times */
+#define STEP_COST_MEMORY 0.9  /* per decode step of a size: weight left to older times of that size */
 
 enum { SRC_NONE = 0, SRC_PRED, SRC_LOOKUP };
 
@@ -84,7 +84,7 @@ struct bw_sched {
     int spec_fixed;         /* send every draft whole instead of choose_draft's length (tests) */
     /* step time of decode-only steps as a + b * tokens, by least squares over decayed sums (what a
      * draft token costs against what a token saved is worth; see choose_draft) */
-    double c_w, c_n, c_t, c_nn, c_nt;
+    double *cost_w, *cost_t; /* decode steps by size (tokens, 1 .. max_batch): decayed count and time (ns) */
     struct {
         _Atomic uint64_t drafted, accepted;
     } stats[2]; /* [0] prediction, [1] prompt lookup */
@@ -284,6 +284,8 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->b_slot = malloc(bcap * sizeof(int32_t));
     s->b_want = malloc(bcap);
     s->b_rows = malloc((size_t)s->n_slots * sizeof(job *));
+    s->cost_w = calloc(bcap + 1, sizeof(double));
+    s->cost_t = calloc(bcap + 1, sizeof(double));
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
     s->forced = malloc((size_t)s->n_vocab * sizeof(float));
     /* BW_CUDA_SAMPLING=device samples on the GPU and copies only ids back. Until a GPU run has shown it
@@ -293,7 +295,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->device_sampling = bw_backend_is_cuda(e->backend) && cs && strcmp(cs, "device") == 0;
     s->req = malloc((size_t)s->n_slots * sizeof(*s->req));
     s->ids = malloc((size_t)s->n_slots * sizeof(*s->ids));
-    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->logits ||
+    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->cost_w || !s->cost_t || !s->logits ||
         !s->forced || !s->req || !s->ids)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
@@ -352,6 +354,8 @@ void bw_sched_free(bw_sched *s)
     free(s->b_slot);
     free(s->b_want);
     free(s->b_rows);
+    free(s->cost_w);
+    free(s->cost_t);
     free(s->logits);
     free(s->forced);
     free(s->req);
@@ -672,50 +676,56 @@ static int draft_from(const int32_t *src, size_t n_src, size_t e_max, const int3
     return 0;
 }
 
-/* Step time of decode-only steps: a + b * tokens (ns). Until steps of several sizes have been seen the
- * slope comes from a prior (a token beyond the first costs 0.6 of a one-token step, about what the CPU
- * backend measures) that real steps soon outweigh. */
-static void step_cost(const bw_sched *s, double *a, double *b)
+/* Time of a decode-only step of n tokens (ns), from the steps of that size measured so far. A step's cost
+ * does not fall as it grows, so a size is never estimated above a larger one's measured cost (one step
+ * slowed by the machine must not rule its size out for good). A size not yet measured gets the cost of
+ * the largest measured one below it, plus 1% per token: optimistic, so that it is tried once and then
+ * known. The CPU's cost is a staircase (a tile of 16 tokens costs about the same for 5 of them as for
+ * 16), which no straight line fits. 0 when no step has been measured. */
+static double step_cost(const bw_sched *s, int n)
 {
-    /* the prior: two steps on the line t1 * (0.4 + 0.6 * n), of 1 and of 2 tokens, with t1 scaled to the
-     * steps measured so far */
-    const double t1 = s->c_w > 0 ? (s->c_t / s->c_w) / (0.4 + 0.6 * s->c_n / s->c_w) : 1.0;
-    const double w = s->c_w + 2, n = s->c_n + 3, nn = s->c_nn + 5, t = s->c_t + 2.6 * t1, nt = s->c_nt + 4.2 * t1;
-    const double den = w * nn - n * n;
-    *b = den > 0 ? (w * nt - n * t) / den : 0.6 * t1;
-    if (*b < 0.02 * t1) *b = 0.02 * t1; /* noise must not make drafts look free ... */
-    *a = (t - *b * n) / w;
-    if (*a < 0) *a = 0;                 /* ... or a step cost nothing */
+    if (n < 1) n = 1;
+    if (n > s->max_batch) n = s->max_batch;
+    double below = 0;
+    int n_below = 0;
+    for (int k = n; k >= 1; k--)
+        if (s->cost_w[k] > 0) {
+            below = s->cost_t[k] / s->cost_w[k];
+            n_below = k;
+            break;
+        }
+    double est = n_below == n ? below : below * (1.0 + 0.01 * (n - n_below));
+    for (int k = n + 1; k <= s->max_batch; k++)
+        if (s->cost_w[k] > 0 && s->cost_t[k] / s->cost_w[k] < est) est = s->cost_t[k] / s->cost_w[k];
+    return est;
 }
 
 static void note_step(bw_sched *s, int n, double ns)
 {
-    s->c_w = s->c_w * STEP_COST_MEMORY + 1;
-    s->c_n = s->c_n * STEP_COST_MEMORY + n;
-    s->c_t = s->c_t * STEP_COST_MEMORY + ns;
-    s->c_nn = s->c_nn * STEP_COST_MEMORY + (double)n * n;
-    s->c_nt = s->c_nt * STEP_COST_MEMORY + n * ns;
+    if (n < 1 || n > s->max_batch) return;
+    s->cost_w[n] = s->cost_w[n] * STEP_COST_MEMORY + 1;
+    s->cost_t[n] = s->cost_t[n] * STEP_COST_MEMORY + ns;
 }
 
 /* How many of the L drafted tokens job j should send, given that the step already holds `tokens` decode
  * tokens for `m` jobs: the d that maximizes the step's tokens per second,
- *     (m + p + p^2 + ... + p^d) / (a + b * (tokens + d)),
- * with p the job's acceptance per draft token (a run is accepted up to its first miss) and a + b * n the
- * measured cost of a step. When no d > 0 pays, the job decodes plainly and sends a one-token probe now and
+ *     (m + p + p^2 + ... + p^d) / cost(tokens + d),
+ * with p the job's acceptance per draft token (a run is accepted up to its first miss) and cost the
+ * measured cost of a step of that size (step_cost). When no d > 0 pays, the job decodes plainly and sends a one-token probe now and
  * then, so that its acceptance is measured again (text that became predictable is noticed). */
 static int choose_draft(bw_sched *s, job *j, int L, int m, int tokens)
 {
     const int src = j->draft_src == SRC_PRED ? 0 : 1;
     const double prior = src == 0 ? SPEC_PRIOR_PRED : SPEC_PRIOR_LOOKUP;
     const double p = (j->acc_hit[src] + prior * SPEC_PRIOR_WEIGHT) / (j->acc_try[src] + SPEC_PRIOR_WEIGHT);
-    double a, b;
-    step_cost(s, &a, &b);
-    double best = m / (a + b * tokens), gain = 0, pk = 1;
+    const double c0 = step_cost(s, tokens);
+    if (c0 <= 0) return L; /* nothing measured yet */
+    double best = m / c0, gain = 0, pk = 1;
     int d_best = 0;
     for (int d = 1; d <= L; d++) {
         pk *= p;
         gain += pk;
-        const double r = (m + gain) / (a + b * (tokens + d));
+        const double r = (m + gain) / step_cost(s, tokens + d);
         if (r > best) best = r, d_best = d;
     }
     if (d_best > 0) {

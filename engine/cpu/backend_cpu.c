@@ -36,7 +36,8 @@ typedef struct {
     float *scores;          /* per thread: n_head x (ATTN_SPAN scores + head_dim outputs + max + sum) */
     float *partial;         /* per span of a multi-span token: head_dim outputs, max, sum for each head */
     atomic_int *spans_left; /* per (token, KV head) of a chunk: spans not yet done */
-    int *attn_item0;        /* per token of a chunk, and one past: its first work item */
+    int *attn_run0;         /* per run of a chunk's tokens (see attention()), and one past: its first token */
+    int *attn_item0;        /* per run, and one past: its first work item */
     size_t *attn_part0;     /* per token of a chunk, and one past: its first float in partial */
     size_t partial_floats;
     void *scratch; /* quantized activations for bw_matmul */
@@ -101,11 +102,13 @@ static int attn_spans(int pos)
     return pos / ATTN_SPAN + 1;
 }
 
+#define ATTN_RUN_MAX 16 /* tokens per run: a work item's share of tokens */
+
 typedef struct {
     cpu_backend *c;
     const bw_batch *batch;
     int first, t0, n, layer; /* tokens [first, first + n) of the batch, rows t0.. of the chunk's buffers */
-    int n_items;
+    int n_runs, n_items;
     atomic_int next;
 } attn_job;
 
@@ -127,91 +130,112 @@ static void attn_merge(const float *part, int n_spans, int hd, float *out)
     for (int i = 0; i < hd; i++) out[i] *= inv;
 }
 
-/* Work item w is one span of one (token, KV head). A token with a single span writes its outputs at
- * once (o / l: what the merge gives for one span). Otherwise each span leaves its group's results in
- * c->partial and the last of the (token, KV head)'s spans to finish merges them. */
+/* Span s of KV head g for token t of the chunk (t: index from j->first). A token with a single span writes
+ * its outputs at once (o / l: what the merge gives for one span). Otherwise each span leaves its group's
+ * results in c->partial and the last of the (token, KV head)'s spans to finish merges them. */
+static void attend_span(const attn_job *j, float *scores, int t, int g, int s)
+{
+    cpu_backend *c = j->c;
+    const bw_model_config *cfg = &c->base.model->cfg;
+    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
+    const size_t st = (size_t)hd + 2;
+    /* a sliding-window layer sees positions pos - n_swa + 1 .. pos; spans below that are empty */
+    const int window = c->base.model->layers[j->layer].swa ? cfg->n_swa : 0;
+    float *o = scores + (size_t)cfg->n_head * ATTN_SPAN, *m = o + (size_t)cfg->n_head * hd, *l = m + cfg->n_head;
+    const int bt = j->first + t, pos = j->batch->pos[bt], n_spans = attn_spans(pos);
+    const int row = j->t0 + t; /* in c->q and c->att */
+    const int end = s + 1 == n_spans ? pos + 1 : (s + 1) * ATTN_SPAN;
+    int p0 = s * ATTN_SPAN;
+    if (window > 0 && p0 < pos + 1 - window) p0 = pos + 1 - window;
+    const int np = end > p0 ? end - p0 : 0;
+    const size_t at = cache_index(c, j->batch->slot[bt], j->layer, p0 < end ? p0 : 0) + (size_t)g * hd;
+    const float *q = c->q + (size_t)row * cfg->q_dim + (size_t)g * group * hd;
+    float *att = c->att + (size_t)row * cfg->q_dim + (size_t)g * group * hd;
+    if (np > 0) {
+        bw_attend(q, group, hd, c->k_cache + at, c->v_cache + at, c->kv_dim, np, cfg->attn_scale, scores, m, l, o);
+    } else { /* a span wholly outside the window: weight zero in the merge */
+        for (int h = 0; h < group; h++) {
+            m[h] = -INFINITY;
+            l[h] = 0.0f;
+        }
+        memset(o, 0, (size_t)group * hd * sizeof *o);
+    }
+    if (n_spans == 1) {
+        for (int h = 0; h < group; h++) {
+            const float inv = 1.0f / l[h];
+            for (int i = 0; i < hd; i++) att[(size_t)h * hd + i] = o[(size_t)h * hd + i] * inv;
+        }
+        return;
+    }
+    /* head h of the token: n_spans records of st floats from part, span s at part + s * st */
+    float *part = c->partial + c->attn_part0[t] + (size_t)g * group * n_spans * st;
+    for (int h = 0; h < group; h++) {
+        float *rec = part + ((size_t)h * n_spans + s) * st;
+        memcpy(rec, o + (size_t)h * hd, (size_t)hd * sizeof(float));
+        rec[hd] = m[h];
+        rec[hd + 1] = l[h];
+    }
+    if (atomic_fetch_sub_explicit(&c->spans_left[t * cfg->n_head_kv + g], 1, memory_order_acq_rel) == 1)
+        for (int h = 0; h < group; h++) attn_merge(part + (size_t)h * n_spans * st, n_spans, hd, att + (size_t)h * hd);
+}
+
+/* Work item w is one span of one KV head for every token of a run (attention()): the run's tokens read
+ * the same keys and values one after the other, from this core's cache. */
 static void attention_task(void *ctx, int ith, int nth)
 {
     (void)nth;
     attn_job *j = ctx;
     cpu_backend *c = j->c;
     const bw_model_config *cfg = &c->base.model->cfg;
-    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
-    const float scale = cfg->attn_scale;
-    const size_t st = (size_t)hd + 2;
-    /* a sliding-window layer sees positions pos - n_swa + 1 .. pos; spans below that are empty */
-    const int window = c->base.model->layers[j->layer].swa ? cfg->n_swa : 0;
-    float *scores = c->scores + (size_t)ith * cfg->n_head * (ATTN_SPAN + hd + 2);
-    float *o = scores + (size_t)cfg->n_head * ATTN_SPAN, *m = o + (size_t)cfg->n_head * hd, *l = m + cfg->n_head;
+    float *scores = c->scores + (size_t)ith * cfg->n_head * (ATTN_SPAN + cfg->head_dim + 2);
     for (int w; (w = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_items;) {
-        int lo = 0, hi = j->n; /* the token t with item0[t] <= w < item0[t + 1] */
+        int lo = 0, hi = j->n_runs; /* the run r with item0[r] <= w < item0[r + 1] */
         while (hi - lo > 1) {
             const int mid = (lo + hi) / 2;
             if (c->attn_item0[mid] <= w) lo = mid;
             else hi = mid;
         }
-        const int t = lo, bt = j->first + t, pos = j->batch->pos[bt], n_spans = attn_spans(pos);
-        const int row = j->t0 + t; /* in c->q and c->att */
-        const int g = (w - c->attn_item0[t]) / n_spans, s = (w - c->attn_item0[t]) % n_spans;
-        const int end = s + 1 == n_spans ? pos + 1 : (s + 1) * ATTN_SPAN;
-        int p0 = s * ATTN_SPAN;
-        if (window > 0 && p0 < pos + 1 - window) p0 = pos + 1 - window;
-        const int np = end > p0 ? end - p0 : 0;
-        const size_t at = cache_index(c, j->batch->slot[bt], j->layer, p0 < end ? p0 : 0) + (size_t)g * hd;
-        const float *q = c->q + (size_t)row * cfg->q_dim + (size_t)g * group * hd;
-        float *att = c->att + (size_t)row * cfg->q_dim + (size_t)g * group * hd;
-        if (np > 0) {
-            bw_attend(q, group, hd, c->k_cache + at, c->v_cache + at, c->kv_dim, np, scale, scores, m, l, o);
-        } else { /* a span wholly outside the window: weight zero in the merge */
-            for (int h = 0; h < group; h++) {
-                m[h] = -INFINITY;
-                l[h] = 0.0f;
-            }
-            memset(o, 0, (size_t)group * hd * sizeof *o);
-        }
-        if (n_spans == 1) {
-            for (int h = 0; h < group; h++) {
-                const float inv = 1.0f / l[h];
-                for (int i = 0; i < hd; i++) att[(size_t)h * hd + i] = o[(size_t)h * hd + i] * inv;
-            }
-            continue;
-        }
-        /* head h of the token: n_spans records of st floats from part, span s at part + s * st */
-        float *part = c->partial + c->attn_part0[t] + (size_t)g * group * n_spans * st;
-        for (int h = 0; h < group; h++) {
-            float *rec = part + ((size_t)h * n_spans + s) * st;
-            memcpy(rec, o + (size_t)h * hd, (size_t)hd * sizeof(float));
-            rec[hd] = m[h];
-            rec[hd + 1] = l[h];
-        }
-        if (atomic_fetch_sub_explicit(&c->spans_left[t * cfg->n_head_kv + g], 1, memory_order_acq_rel) == 1)
-            for (int h = 0; h < group; h++)
-                attn_merge(part + (size_t)h * n_spans * st, n_spans, hd, att + (size_t)h * hd);
+        const int t0 = c->attn_run0[lo], t1 = c->attn_run0[lo + 1];
+        const int n_spans = attn_spans(j->batch->pos[j->first + t0]);
+        const int g = (w - c->attn_item0[lo]) / n_spans, s = (w - c->attn_item0[lo]) % n_spans;
+        for (int t = t0; t < t1; t++) attend_span(j, scores, t, g, s);
     }
 }
 
 /* Attention for tokens [first, first + n) of the batch; groups of tokens whose spans fit c->partial run
- * one after the other (a token's results do not depend on its group). */
+ * one after the other (a token's results do not depend on its group). Within a group, runs of up to
+ * ATTN_RUN_MAX consecutive tokens of one slot with as many spans (a prompt chunk, a job's token and its
+ * drafts) share their work items. Only which thread computes what changes: every token's arithmetic is
+ * its own, span by span. */
 static void attention(cpu_backend *c, const bw_batch *b, int first, int n, int layer)
 {
     const bw_model_config *cfg = &c->base.model->cfg;
     const size_t st = (size_t)cfg->head_dim + 2;
     for (int t0 = 0; t0 < n;) {
-        int t1 = t0;
-        c->attn_item0[0] = 0;
+        int t1 = t0, n_runs = 0;
         c->attn_part0[0] = 0;
+        c->attn_item0[0] = 0;
         while (t1 < n) {
             const int spans = attn_spans(b->pos[first + t1]), k = t1 - t0;
             const size_t need = spans > 1 ? (size_t)cfg->n_head * spans * st : 0;
             if (k > 0 && c->attn_part0[k] + need > c->partial_floats) break;
-            c->attn_item0[k + 1] = c->attn_item0[k] + cfg->n_head_kv * spans;
             c->attn_part0[k + 1] = c->attn_part0[k] + need;
             for (int g = 0; g < cfg->n_head_kv; g++)
                 atomic_store_explicit(&c->spans_left[k * cfg->n_head_kv + g], spans, memory_order_relaxed);
+            /* a new run, or this token joins the last one (whose spans are those of its first token) */
+            const int r0 = n_runs > 0 ? c->attn_run0[n_runs - 1] : 0, run_spans = attn_spans(b->pos[first + t0 + r0]);
+            if (n_runs == 0 || k - r0 >= ATTN_RUN_MAX || b->slot[first + t1] != b->slot[first + t0 + r0] ||
+                spans != run_spans) {
+                if (n_runs > 0) c->attn_item0[n_runs] = c->attn_item0[n_runs - 1] + cfg->n_head_kv * run_spans;
+                c->attn_run0[n_runs++] = k;
+            }
             t1++;
         }
+        const int last_spans = attn_spans(b->pos[first + t0 + c->attn_run0[n_runs - 1]]);
+        c->attn_item0[n_runs] = c->attn_item0[n_runs - 1] + cfg->n_head_kv * last_spans;
+        c->attn_run0[n_runs] = t1 - t0;
         attn_job aj = {.c = c, .batch = b, .first = first + t0, .t0 = t0, .n = t1 - t0, .layer = layer,
-                       .n_items = c->attn_item0[t1 - t0]};
+                       .n_runs = n_runs, .n_items = c->attn_item0[n_runs]};
         atomic_init(&aj.next, 0);
         bw_pool_run(c->pool, attention_task, &aj);
         t0 = t1;
@@ -347,6 +371,7 @@ static void cpu_destroy(bw_backend *base)
     free(c->scores);
     free(c->partial);
     free(c->spans_left);
+    free(c->attn_run0);
     free(c->attn_item0);
     free(c->attn_part0);
     free(c->scratch);
@@ -405,11 +430,12 @@ bw_backend *bw_backend_cpu_create(const bw_model *m, const bw_backend_params *p,
     if (c->partial_floats < one_token) c->partial_floats = one_token;
     c->partial = malloc(c->partial_floats * sizeof(float));
     c->spans_left = malloc(B * cfg->n_head_kv * sizeof(atomic_int));
+    c->attn_run0 = malloc((B + 1) * sizeof(int));
     c->attn_item0 = malloc((B + 1) * sizeof(int));
     c->attn_part0 = malloc((B + 1) * sizeof(size_t));
     c->scratch = aligned_alloc(64, (max_scratch(m, c->n_batch) + 63) / 64 * 64);
     if (!c->pool || !c->k_cache || !c->v_cache || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->scores || !c->partial || !c->spans_left || !c->attn_item0 || !c->attn_part0 ||
+        !c->hb || !c->hb2 || !c->scores || !c->partial || !c->spans_left || !c->attn_run0 || !c->attn_item0 || !c->attn_part0 ||
         !c->scratch) {
         cpu_destroy(&c->base);
         goto oom;

@@ -22,6 +22,7 @@
  * K-type products are bit-identical across paths too (kquant.h). */
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/kquant.h"
+#include "engine/cpu/lanes.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -46,6 +47,8 @@ void bw_avx2_attn_scores(const float *q, int group, int hd, const float *k, int6
 void bw_avx2_attn_softmax(float *scores, int group, int n, float *m, float *l);
 void bw_avx2_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
                          float *o);
+void bw_avx512_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n, float scale,
+                           float *scores);
 void bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
                            float *o);
 void bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
@@ -69,6 +72,7 @@ struct bw_kernel_path {
                         float *scores);
     void (*attn_softmax)(float *scores, int group, int n, float *m, float *l);
     void (*attn_values)(const float *scores, int group, int n, int hd, const float *v, int64_t stride, float *o);
+    int token_lanes; /* matmul_rows reads the token-lane copy of Q4/Q5 activations (lanes.h) */
 };
 
 /* ---- scalar helpers ---------------------------------------------------------------------------- */
@@ -512,18 +516,19 @@ static void bw_port_attn_values(const float *scores, int group, int n, int hd, c
 
 static const struct bw_kernel_path bw_path_portable = {
     "portable", bw_port_quant_act, bw_port_matmul_rows, bw_port_dot_f32, bw_port_axpy_f32,
-    bw_port_rmsnorm, bw_port_swiglu, bw_port_attn_scores, bw_port_attn_softmax, bw_port_attn_values,
+    bw_port_rmsnorm, bw_port_swiglu, bw_port_attn_scores, bw_port_attn_softmax, bw_port_attn_values, 0,
 };
 
 #ifdef BW_HAVE_AVX2_PATH
 static const struct bw_kernel_path bw_path_avx2 = {
     "avx2", bw_avx2_quant_act, bw_avx2_matmul_rows, bw_avx2_dot_f32, bw_avx2_axpy_f32,
-    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx2_attn_values,
+    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx2_attn_values, 0,
 };
-/* AVX2 everywhere except the quantized products (AVX512-VNNI) and attention's weighted sum (AVX-512F). */
+/* AVX2 everywhere except the quantized products (AVX512-VNNI) and attention's scores and weighted sum
+ * (AVX-512F, with the AVX2 kernels' arithmetic). */
 static const struct bw_kernel_path bw_path_avx512 = {
     "avx512vnni", bw_avx2_quant_act, bw_avx512_matmul_rows, bw_avx2_dot_f32, bw_avx2_axpy_f32,
-    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx512_attn_values,
+    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx512_attn_scores, bw_avx2_attn_softmax, bw_avx512_attn_values, 1,
 };
 #endif
 
@@ -557,10 +562,11 @@ const char *bw_kernels_init(int force_portable)
 
 /* ---- bw_matmul: quantize the activations, then split the rows over the pool ---------------------- */
 
+/* The records, then room for their token-lane copy whichever path runs (lanes.h). */
 size_t bw_matmul_scratch_bytes(enum bw_type wtype, int64_t cols, int64_t n_tok)
 {
     if (!bw_is_quant(wtype)) return 0;
-    return (size_t)n_tok * bw_act_stride(wtype, cols);
+    return (size_t)n_tok * bw_act_stride(wtype, cols) + bw_lane_bytes(wtype, cols, n_tok);
 }
 
 struct bw_mm_job {
@@ -572,6 +578,7 @@ struct bw_mm_job {
     int64_t y_stride;
     void *act;
     size_t act_stride;
+    struct bw_lane_block *lanes; /* the token-lane copy to fill, or NULL */
     int64_t chunk; /* rows per claim, a multiple of 4 */
     /* First row not yet claimed; on its own line, so claims do not evict the fields above from the
      * other threads' caches. */
@@ -582,9 +589,11 @@ static void bw_mm_quant_task(void *ctx, int ith, int nth)
 {
     struct bw_mm_job *j = ctx;
     int64_t t0 = j->n_tok * ith / nth, t1 = j->n_tok * (ith + 1) / nth;
-    for (int64_t t = t0; t < t1; t++)
-        j->path->quant_act(j->W->type, j->x + t * j->x_stride, j->W->cols,
-                           (uint8_t *)j->act + (size_t)t * j->act_stride);
+    for (int64_t t = t0; t < t1; t++) {
+        uint8_t *rec = (uint8_t *)j->act + (size_t)t * j->act_stride;
+        j->path->quant_act(j->W->type, j->x + t * j->x_stride, j->W->cols, rec);
+        if (j->lanes) bw_lane_put(j->lanes, rec, j->W->cols, t);
+    }
 }
 
 /* Decode kernels prefetch a fixed distance ahead of the rows they compute, but not past their chunk;
@@ -619,7 +628,7 @@ static void bw_mm_rows_task(void *ctx, int ith, int nth)
 void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok,
                float *y, int64_t y_stride, void *scratch)
 {
-    struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0, 0, 0};
+    struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0, NULL, 0, 0};
     /* Two chunks per thread: enough for one thread to take over much of a slowed one's work. More and
      * smaller chunks cost decode speed (measured on 2 threads, whole decode step, best of 5: 1 chunk
      * per thread 1.77 ms, 2 chunks 1.82 ms, 4 chunks 2.12 ms): each chunk start is a prefetch ramp. */
@@ -630,6 +639,10 @@ void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stri
     atomic_init(&j.next_row, 0);
     if (bw_is_quant(W->type)) {
         j.act_stride = bw_act_stride(W->type, W->cols);
+        if (bw_path->token_lanes && bw_lane_bytes(W->type, W->cols, n_tok)) {
+            j.lanes = (struct bw_lane_block *)((uint8_t *)scratch + (size_t)n_tok * j.act_stride);
+            bw_lane_clear_tail(j.lanes, W->cols, n_tok);
+        }
         /* A few rows quantize in well under a microsecond: cheaper than a fork-join. */
         if (n_tok <= 4) bw_mm_quant_task(&j, 0, 1);
         else bw_pool_run(pool, bw_mm_quant_task, &j);

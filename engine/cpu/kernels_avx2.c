@@ -21,6 +21,7 @@
  * output must not depend on its batch mates) and resume (a one-batch re-prefill must rebuild the KV
  * cache that one-token decode steps wrote) rely on it; test_kernels checks it bit for bit. */
 #include "engine/cpu/kquant.h"
+#include "engine/cpu/lanes.h"
 #include "engine/tensor.h"
 
 #include <stdint.h>
@@ -946,6 +947,14 @@ void BW_AVX2 bw_avx2_swiglu(float *out, const float *gate, const float *up, int6
  * rows whatever n_tok and the thread count. */
 
 #define BW_AVX512_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+
+/* Up to this many tokens, the AVX-512 products run one token at a time with the decode kernels, which
+ * prefetch the weights; each token then re-reads rows the one before it left in the caches. Wider tiles
+ * pay from about here on: 1 thread, the products of a SmolLM2-135M step (Q4_1 layers, Q8_0 output), a
+ * 4 x 4 tile step of 4 tokens took 12.7 ms against 4 x 2.5 ms one at a time. */
+#ifndef BW_SOLO_MAX
+#define BW_SOLO_MAX 4
+#endif
 #define BW_AVX512 __attribute__((target(BW_AVX512_TARGET)))
 #define BW_AVX512_INLINE static inline __attribute__((always_inline, target(BW_AVX512_TARGET)))
 
@@ -1086,7 +1095,7 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
 #define BW_VNNI_TILE(NT, pf, r, t)                                                                         \
     bw_vnni_tile(type, NT, pf, a->w + (r) * a->wrow, a->wrow, a->act + (t) * a->astride, a->astride, a->cols,  \
                  a->y + (t) * a->ys + (r), a->ys)
-    if (n_tok < 4) {
+    if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r4);
         for (int64_t t = 0; t < n_tok; t++) {
             int64_t r = r0;
@@ -1104,6 +1113,118 @@ BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows
         }
     }
 #undef BW_VNNI_TILE
+}
+
+/* Q4_0/Q4_1/Q5_0/Q5_1 with the tokens in the lanes (lanes.h): the same products as bw_vnni_tile, bit for bit.
+ * bw_vnni_tile keeps, per output, four float sums (one per int32 lane of its row: the integer dot of elements
+ * 4i..4i+3 and 16+4i..16+4i+3, times d * dx, fused-added block by block) and a fifth of the m * c products; it
+ * ends with ((s0 + s2) + (s1 + s3)) + 8 * that fifth, fused. Here each of those sums is one zmm of 16 tokens,
+ * and the two weight dwords of a partial dot are broadcast to all 16: a weight byte loaded once serves 16
+ * tokens. pf: prefetch the rows ahead (a batch this small streams the weights from memory, as decode does). */
+
+/* Byte e is 16 where bit e of the nibble is set: the fifth bits of four Q5 codes. */
+static const uint32_t bw_q5_bits4[16] = {
+    0x00000000, 0x00000010, 0x00001000, 0x00001010, 0x00100000, 0x00100010, 0x00101000, 0x00101010,
+    0x10000000, 0x10000010, 0x10001000, 0x10001010, 0x10100000, 0x10100010, 0x10101000, 0x10101010,
+};
+
+BW_AVX512_INLINE void bw_q4t_rows(const enum bw_type type, const int R, const int V, const int pf, const uint8_t *w,
+                                  size_t wrow, const struct bw_lane_block *lb, int64_t tile_stride, int64_t nb,
+                                  float *y, int64_t ys, int nt)
+{
+    const size_t bb = bw_q45_bytes(type), qoff = bw_q45_qoff(type);
+    const int five = type == BW_TYPE_Q5_0 || type == BW_TYPE_Q5_1;
+    const int has_m = type == BW_TYPE_Q4_1 || type == BW_TYPE_Q5_1;
+    __m512 acc[2][2][4], accm[2][2];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++) {
+            accm[r][v] = _mm512_setzero_ps();
+            for (int i = 0; i < 4; i++) acc[r][v][i] = _mm512_setzero_ps();
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * wrow + b * bb;
+            if (pf) _mm_prefetch((const char *)blk + BW_PF_BYTES, _MM_HINT_T0);
+            uint16_t hd, hm;
+            memcpy(&hd, blk, 2);
+            hm = hd;
+            if (has_m) memcpy(&hm, blk + 2, 2);
+            uint32_t qh = 0;
+            if (five) memcpy(&qh, blk + qoff - 4, 4);
+            const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)hd));
+            const __m512 mw = _mm512_cvtph_ps(_mm256_set1_epi16((short)hm));
+            __m512i wlo[4], whi[4];
+            for (int i = 0; i < 4; i++) {
+                uint32_t q;
+                memcpy(&q, blk + qoff + 4 * i, 4);
+                uint32_t lo = q & 0x0f0f0f0fu, hi = (q >> 4) & 0x0f0f0f0fu;
+                if (five) {
+                    lo |= bw_q5_bits4[(qh >> (4 * i)) & 15];
+                    hi |= bw_q5_bits4[(qh >> (16 + 4 * i)) & 15];
+                }
+                wlo[i] = _mm512_set1_epi32((int)lo);
+                whi[i] = _mm512_set1_epi32((int)hi);
+            }
+            for (int v = 0; v < V; v++) {
+                const struct bw_lane_block *L = lb + v * tile_stride + b;
+                const __m512 ddx = _mm512_mul_ps(dw, _mm512_loadu_ps(L->d));
+                __m512 mc = _mm512_mul_ps(mw, _mm512_loadu_ps(L->c));
+                /* rounded before the add, as bw_vnni_tile does it: the compiler must not fuse them into an fma */
+                __asm__("" : "+v"(mc));
+                accm[r][v] = _mm512_add_ps(accm[r][v], mc);
+                for (int i = 0; i < 4; i++) {
+                    __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wlo[i], _mm512_loadu_si512(L->x[i]));
+                    dot = _mm512_dpbusd_epi32(dot, whi[i], _mm512_loadu_si512(L->x[4 + i]));
+                    acc[r][v][i] = _mm512_fmadd_ps(ddx, _mm512_cvtepi32_ps(dot), acc[r][v][i]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++) {
+            const __m512 s = _mm512_add_ps(_mm512_add_ps(acc[r][v][0], acc[r][v][2]),
+                                           _mm512_add_ps(acc[r][v][1], acc[r][v][3]));
+            float o[BW_LANE_TOK];
+            _mm512_storeu_ps(o, _mm512_fmadd_ps(accm[r][v], _mm512_set1_ps(8.0f), s));
+            const int n = nt - BW_LANE_TOK * v < BW_LANE_TOK ? nt - BW_LANE_TOK * v : BW_LANE_TOK;
+            for (int i = 0; i < n; i++) y[(BW_LANE_TOK * v + i) * ys + r] = o[i];
+        }
+}
+
+/* Rows [r0, r4) of a Q4/Q5 W: decode in 4-row tiles of one token, small batches in 4 x 4 tiles, and from
+ * BW_LANE_MIN tokens on, tiles of 16 tokens in the lanes (the last tile's few tokens, under 4, one at a time). */
+BW_AVX512_INLINE void bw_q45_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok,
+                                     int64_t r0, int64_t r4)
+{
+    if (n_tok < BW_LANE_MIN) {
+        bw_vnni_rows(type, a, n_tok, r0, r4);
+        return;
+    }
+    const int64_t nb = a->cols / BW_QK;
+    const struct bw_lane_block *lanes = (const struct bw_lane_block *)(a->act + (size_t)n_tok * a->astride);
+    const int pf = n_tok <= BW_LANE_TOK;
+    for (int64_t t = 0; t < n_tok;) {
+        int nt = n_tok - t < 2 * BW_LANE_TOK ? (int)(n_tok - t) : 2 * BW_LANE_TOK;
+        if (nb > 32 && nt > BW_LANE_TOK) nt = BW_LANE_TOK;
+        if (nt < 4) {
+            for (int64_t r = r0; r < r4; r += 4)
+                for (int k = 0; k < nt; k++)
+                    bw_vnni_tile(type, 1, 0, a->w + r * a->wrow, a->wrow, a->act + (t + k) * a->astride, a->astride,
+                                 a->cols, a->y + (t + k) * a->ys + r, a->ys);
+            break;
+        }
+        /* Two tiles at once while 17 or more tokens are left, so that each weight dword feeds 32, when both
+         * tiles' codes stay in L1 (1 thread, 512 tokens: 576 columns 340 -> 382 GFLOP/s; at 1536 columns,
+         * 61 KB of codes, 336 -> 226). */
+        const struct bw_lane_block *lb = lanes + t / BW_LANE_TOK * nb;
+        float *y = a->y + t * a->ys;
+        const uint8_t *w = a->w;
+        if (nt > BW_LANE_TOK)
+            for (int64_t r = r0; r < r4; r++) bw_q4t_rows(type, 1, 2, pf, w + r * a->wrow, a->wrow, lb, nb, nb, y + r, a->ys, nt);
+        else
+            for (int64_t r = r0; r < r4; r += 2) bw_q4t_rows(type, 2, 1, pf, w + r * a->wrow, a->wrow, lb, nb, nb, y + r, a->ys, nt);
+        t += nt;
+    }
 }
 
 /* Q8_0 on the AVX-512 path. Each output is
@@ -1151,14 +1272,16 @@ BW_AVX512_INLINE void bw_q8t_fill(struct bw_q8t_buf *buf, const uint8_t *act, si
 }
 
 /* R rows (w = first row) times the V token vectors of buf over its nbc blocks; acc[r][v] holds the outputs. */
-BW_AVX512_INLINE void bw_q8t_rows(const int R, const int V, const uint8_t *w, size_t wrow,
+BW_AVX512_INLINE void bw_q8t_rows(const int R, const int V, const int pf, const uint8_t *w, size_t wrow,
                                   const struct bw_q8t_buf *buf, int nbc, __m512 acc[4][2])
 {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int bb = 0; bb < nbc; bb++) {
         __m512i ai[4][2];
-        for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
+            if (pf) _mm_prefetch((const char *)w + r * wrow + bb * sizeof(bw_block_q8_0) + BW_PF_BYTES, _MM_HINT_T0);
             for (int v = 0; v < V; v++) ai[r][v] = _mm512_load_si512(buf->c[bb][v]);
+        }
         for (int j = 0; j < 8; j++) {
             __m512i xv[2];
             for (int v = 0; v < V; v++) xv[v] = _mm512_load_si512(buf->x[bb][v][j]);
@@ -1182,8 +1305,8 @@ BW_AVX512_INLINE void bw_q8t_rows(const int R, const int V, const uint8_t *w, si
 
 /* Rows [r0, r1) x the nt (<= 32) tokens from t, column chunk by column chunk; between chunks the running
  * sums wait in y (stored and reloaded exactly). */
-BW_AVX512_INLINE void bw_q8t_tile(const int V, const struct bw_rows_args *a, struct bw_q8t_buf *buf, int64_t t,
-                                  int nt, int64_t r0, int64_t r1)
+BW_AVX512_INLINE void bw_q8t_tile(const int V, const int pf, const struct bw_rows_args *a, struct bw_q8t_buf *buf,
+                                  int64_t t, int nt, int64_t r0, int64_t r1)
 {
     const int64_t nb = a->cols / BW_QK;
     for (int64_t b0 = 0; b0 < nb; b0 += BW_Q8T_NB) {
@@ -1206,8 +1329,8 @@ BW_AVX512_INLINE void bw_q8t_tile(const int V, const struct bw_rows_args *a, str
                     acc[k][v] = _mm512_load_ps(tmp);
                 }
             const uint8_t *w = a->w + r * a->wrow + b0 * sizeof(bw_block_q8_0);
-            if (R == 4) bw_q8t_rows(4, V, w, a->wrow, buf, nbc, acc);
-            else bw_q8t_rows(1, V, w, a->wrow, buf, nbc, acc);
+            if (R == 4) bw_q8t_rows(4, V, pf, w, a->wrow, buf, nbc, acc);
+            else bw_q8t_rows(1, V, pf, w, a->wrow, buf, nbc, acc);
             for (int k = 0; k < R; k++)
                 for (int v = 0; v < V; v++) {
                     _mm512_store_ps(tmp, acc[k][v]);
@@ -1265,7 +1388,7 @@ BW_AVX512_INLINE void bw_q8r_tile(const int NR, const int pf, const uint8_t *w, 
 
 static void BW_AVX512 bw_q8_0_rows512(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)
 {
-    if (n_tok < 4) {
+    if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r1);
         for (int64_t t = 0; t < n_tok; t++) {
             const uint8_t *rec = a->act + t * a->astride;
@@ -1280,8 +1403,8 @@ static void BW_AVX512 bw_q8_0_rows512(const struct bw_rows_args *a, int64_t n_to
     struct bw_q8t_buf *buf = &(struct bw_q8t_buf){0};
     for (int64_t t = 0; t < n_tok; t += 32) {
         int nt = n_tok - t < 32 ? (int)(n_tok - t) : 32;
-        if (nt > 16) bw_q8t_tile(2, a, buf, t, nt, r0, r1);
-        else bw_q8t_tile(1, a, buf, t, nt, r0, r1);
+        if (nt > 16) bw_q8t_tile(2, 0, a, buf, t, nt, r0, r1);
+        else bw_q8t_tile(1, n_tok <= 16, a, buf, t, nt, r0, r1);
     }
 }
 
@@ -1373,8 +1496,8 @@ BW_AVX512_INLINE void bw_kt_fill(const enum bw_type type, struct bw_kt_buf *buf,
 }
 
 /* R rows (w = first row) times the V token vectors of buf over its nbc super-blocks; sum[r][v] holds the outputs. */
-BW_AVX512_INLINE void bw_kt_rows(const enum bw_type type, const int R, const int V, const uint8_t *w, size_t wrow,
-                                 const struct bw_kt_buf *buf, int nbc, __m512 sum[4][2])
+BW_AVX512_INLINE void bw_kt_rows(const enum bw_type type, const int R, const int V, const int pf, const uint8_t *w,
+                                 size_t wrow, const struct bw_kt_buf *buf, int nbc, __m512 sum[4][2])
 {
     const size_t bb_bytes = bw_kq_bytes(type);
     const int has_min = bw_kq_has_min(type);
@@ -1384,6 +1507,8 @@ BW_AVX512_INLINE void bw_kt_rows(const enum bw_type type, const int R, const int
         float d[4], dmin[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * wrow + bb * bb_bytes;
+            if (pf)
+                for (size_t o = 0; o < bb_bytes; o += 64) _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
             struct bw_kq_unpacked k;
             bw_kq_unpack(type, blk, &k);
             for (int c = 0; c < 8; c++) _mm256_store_si256((__m256i *)(u[r] + 32 * c), k.u[c]);
@@ -1440,7 +1565,7 @@ BW_AVX512_INLINE void bw_kt_rows(const enum bw_type type, const int R, const int
     }
 }
 
-BW_AVX512_INLINE void bw_kt_tile(const enum bw_type type, const int V, const struct bw_rows_args *a,
+BW_AVX512_INLINE void bw_kt_tile(const enum bw_type type, const int V, const int pf, const struct bw_rows_args *a,
                                  struct bw_kt_buf *buf, int64_t t, int nt, int64_t r0, int64_t r1)
 {
     const int64_t nb = a->cols / BW_QK_K;
@@ -1465,8 +1590,8 @@ BW_AVX512_INLINE void bw_kt_tile(const enum bw_type type, const int V, const str
                     acc[k][v] = _mm512_load_ps(tmp);
                 }
             const uint8_t *w = a->w + r * a->wrow + b0 * bb_bytes;
-            if (R == 4) bw_kt_rows(type, 4, V, w, a->wrow, buf, nbc, acc);
-            else bw_kt_rows(type, 1, V, w, a->wrow, buf, nbc, acc);
+            if (R == 4) bw_kt_rows(type, 4, V, pf, w, a->wrow, buf, nbc, acc);
+            else bw_kt_rows(type, 1, V, pf, w, a->wrow, buf, nbc, acc);
             for (int k = 0; k < R; k++)
                 for (int v = 0; v < V; v++) {
                     _mm512_store_ps(tmp, acc[k][v]);
@@ -1485,7 +1610,7 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
 #define BW_K_TILE(NT, pf, r, t)                                                                            \
     bw_k_tile512(type, NT, pf, a->w + (r) * a->wrow, a->act + (t) * a->astride, a->astride, a->cols,          \
                  a->y + (t) * a->ys + (r), a->ys)
-    if (n_tok < 4) {
+    if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r1);
         for (int64_t t = 0; t < n_tok; t++)
             for (int64_t r = r0; r < r1; r++) BW_K_TILE(1, r < r_pf, r, t);
@@ -1494,8 +1619,8 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
     struct bw_kt_buf *buf = &(struct bw_kt_buf){0};
     for (int64_t t = 0; t < n_tok; t += 32) {
         int nt = n_tok - t < 32 ? (int)(n_tok - t) : 32;
-        if (nt > 16) bw_kt_tile(type, 2, a, buf, t, nt, r0, r1);
-        else bw_kt_tile(type, 1, a, buf, t, nt, r0, r1);
+        if (nt > 16) bw_kt_tile(type, 2, 0, a, buf, t, nt, r0, r1);
+        else bw_kt_tile(type, 1, n_tok <= 16, a, buf, t, nt, r0, r1);
     }
 #undef BW_K_TILE
 }
@@ -1511,16 +1636,16 @@ BW_K_ROWS512_FN(bw_vnni_rows_q4_k, BW_TYPE_Q4_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q5_k, BW_TYPE_Q5_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q6_k, BW_TYPE_Q6_K)
 
-#define BW_VNNI_ROWS_FN(name, type)                                                                        \
+#define BW_VNNI_ROWS_FN(name, type, rows_fn)                                                               \
     static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r4)       \
     {                                                                                                      \
-        bw_vnni_rows(type, a, n_tok, r0, r4);                                                              \
+        rows_fn(type, a, n_tok, r0, r4);                                                                   \
     }
-BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q5_0, BW_TYPE_Q5_0)
-BW_VNNI_ROWS_FN(bw_vnni_rows_q5_1, BW_TYPE_Q5_1)
-BW_VNNI_ROWS_FN(bw_vnni_rows_iq4_nl, BW_TYPE_IQ4_NL)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q5_0, BW_TYPE_Q5_0, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_q5_1, BW_TYPE_Q5_1, bw_q45_rows512)
+BW_VNNI_ROWS_FN(bw_vnni_rows_iq4_nl, BW_TYPE_IQ4_NL, bw_vnni_rows)
 
 /* Float weights and the rows past the last multiple of 4 go to the AVX2 kernels. */
 void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
@@ -1544,6 +1669,50 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
     default: r4 = r0; break;
     }
     if (r4 < r1) bw_avx2_matmul_rows(W, x, x_stride, act, act_stride, n_tok, y, y_stride, r4, r1);
+}
+
+/* bw_avx2_attn_scores' arithmetic, bit for bit, with two positions per zmm: lanes 0-7 hold position r's
+ * eight partial sums, lanes 8-15 position r + 4's, so each FMA does two of the AVX2 kernel's, and a block's
+ * key chunk, loaded once, serves up to four heads. The sums reduce with the same tree (bw_hsum8x8) and the
+ * positions past the last block of 8 take the same bw_dot. */
+void BW_AVX512 bw_avx512_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n,
+                                     float scale, float *scores)
+{
+    int p0 = 0;
+    if (hd % 8 == 0)
+        for (; p0 + 8 <= n; p0 += 8)
+            for (int h0 = 0; h0 < group; h0 += 4) {
+                const int nh = group - h0 < 4 ? group - h0 : 4;
+                __m512 acc[4][4];
+                for (int h = 0; h < nh; h++)
+                    for (int r = 0; r < 4; r++) acc[h][r] = _mm512_setzero_ps();
+                for (int i = 0; i < hd; i += 8) {
+                    __m512 kp[4];
+                    for (int r = 0; r < 4; r++) {
+                        const __m256 lo = _mm256_loadu_ps(k + (p0 + r) * stride + i);
+                        const __m256 hi = _mm256_loadu_ps(k + (p0 + r + 4) * stride + i);
+                        kp[r] = _mm512_castpd_ps(
+                            _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+                    }
+                    for (int h = 0; h < nh; h++) {
+                        const __m256 q8 = _mm256_loadu_ps(q + (size_t)(h0 + h) * hd + i);
+                        const __m512 qv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(q8)));
+                        for (int r = 0; r < 4; r++) acc[h][r] = _mm512_fmadd_ps(qv, kp[r], acc[h][r]);
+                    }
+                }
+                for (int h = 0; h < nh; h++) {
+                    __m256 a8[8];
+                    for (int r = 0; r < 4; r++) {
+                        a8[r] = _mm512_castps512_ps256(acc[h][r]);
+                        a8[r + 4] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[h][r]), 1));
+                    }
+                    _mm256_storeu_ps(scores + (size_t)(h0 + h) * n + p0,
+                                     _mm256_mul_ps(bw_hsum8x8(a8), _mm256_set1_ps(scale)));
+                }
+            }
+    for (int p = p0; p < n; p++)
+        for (int h = 0; h < group; h++)
+            scores[(size_t)h * n + p] = bw_dot(q + (size_t)h * hd, k + p * stride, hd) * scale;
 }
 
 /* The AVX2 kernel's arithmetic (each output adds its positions in order, one FMA each) with 32

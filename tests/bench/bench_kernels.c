@@ -147,7 +147,8 @@ static void bench_shape(const struct shape *s, bw_pool **pools, const char **pat
     free(scratch);
 }
 
-/* The products of one SmolLM2-135M decode step, every matrix its own buffer. */
+/* The products of one SmolLM2-135M decode step, every matrix its own buffer; then, on the best path, of a
+ * step of n_tok tokens that all want logits (a job's token and n_tok - 1 drafts being verified). */
 static void bench_decode_step(bw_pool **pools, const char **paths, int n_paths)
 {
     enum { N_LAYER = 30 };
@@ -165,9 +166,10 @@ static void bench_decode_step(bw_pool **pools, const char **paths, int n_paths)
     Ws[N_LAYER * 7] = (bw_tensor){"output", BW_TYPE_Q8_0, 576, 49152, make_matrix(BW_TYPE_Q8_0, 576, 49152),
                                   row_bytes(BW_TYPE_Q8_0, 576)};
     total += row_bytes(BW_TYPE_Q8_0, 576) * 49152;
-    float *x = calloc(1536, sizeof(float)), *y = calloc(49152, sizeof(float));
-    for (int i = 0; i < 1536; i++) x[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
-    void *scratch = aligned_alloc(64, 4096);
+    enum { MAX_TOK = 16 };
+    float *x = calloc(1536 * MAX_TOK, sizeof(float)), *y = calloc((size_t)49152 * MAX_TOK, sizeof(float));
+    for (int i = 0; i < 1536 * MAX_TOK; i++) x[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    void *scratch = aligned_alloc(64, bw_matmul_scratch_bytes(BW_TYPE_Q4_1, 1536, MAX_TOK) + 4096);
 
     for (int p = 0; p < n_paths; p++) {
         use_path(paths[p]);
@@ -184,6 +186,28 @@ static void bench_decode_step(bw_pool **pools, const char **paths, int n_paths)
                    total / 1048576.0, paths[p], th + 1, best * 1e3, total / best * 1e-9, 1.0 / best);
             fflush(stdout);
         }
+    }
+    use_path(paths[0]);
+    double t1 = 0;
+    static const int step_tokens[] = {1, 2, 3, 4, 5, 8, 9, 12, 16};
+    for (size_t k = 0; k < 2 * sizeof(step_tokens) / sizeof(step_tokens[0]); k++) {
+        const int th = (int)(k / (sizeof(step_tokens) / sizeof(step_tokens[0])));
+        const int n = step_tokens[k % (sizeof(step_tokens) / sizeof(step_tokens[0]))];
+        double best = 1e30, best_out = 1e30, start = now_s();
+        for (int rep = 0; rep < 3 || now_s() - start < 3 * g_secs; rep++) {
+            double t0 = now_s();
+            for (int i = 0; i < N_LAYER * 7; i++) bw_matmul(pools[th], &Ws[i], x, 1536, n, y, 49152, scratch);
+            double t_mid = now_s();
+            bw_matmul(pools[th], &Ws[N_LAYER * 7], x, 1536, n, y, 49152, scratch);
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+            if (now_s() - t_mid < best_out) best_out = now_s() - t_mid;
+        }
+        if (n == 1) t1 = best;
+        printf("step of %2d tokens %-8s %dT  %6.2f ms (output matrix %5.2f ms)  %.2fx one token's, %.2f ms per "
+               "token\n",
+               n, paths[0], th + 1, best * 1e3, best_out * 1e3, best / t1, best * 1e3 / n);
+        fflush(stdout);
     }
     for (int i = 0; i < N_LAYER * 7 + 1; i++) free((void *)Ws[i].data);
     free(x);

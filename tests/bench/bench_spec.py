@@ -88,7 +88,7 @@ def main():
 if __name__ == "__main__":
     main()
 '''
-EDIT = "Rename the method total_value to value_of_stock everywhere in this file and output the whole file:"
+EDIT = "Rewrite the code above with total_value renamed to value_of_stock."
 
 DOC = ("The honey bee colony is a superorganism. A single queen lays up to two thousand eggs a day during the "
        "spring build-up. Worker bees live about six weeks in summer, and their tasks change with age: young "
@@ -166,13 +166,14 @@ def main():
     a = ap.parse_args()
     build, model = pathlib.Path(a.build).resolve(), pathlib.Path(a.model).resolve()
     common = ["--threads", str(a.threads)]
-    head = "import json\nimport os\n"
-    edit_prompt = ("Original file inventory.py:\n\n" + CODE + "\n\nThe same file after renaming total_value to "
-                   "value_of_stock:\n\n" + head)
+    # A chat request that shows the file and asks for it back with one method renamed; the client predicts
+    # the file as it was (OpenAI Predicted Outputs). The instruct model re-emits the file nearly line for
+    # line (a plain-completion "copy the file" prompt makes this 135M model wander off after a few lines).
+    edit_msg = "```python\n" + CODE + "```\n" + EDIT + " Reply with the full code only."
     jobs = {
-        # the client predicts the rest of the file as it was (OpenAI Predicted Outputs)
-        "edit": [("/v1/completions", {"model": "m", "prompt": edit_prompt, "max_tokens": 480, "temperature": 0,
-                                      "prediction": {"type": "content", "content": CODE[len(head):]}})],
+        "edit": [("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": edit_msg}],
+                                           "max_tokens": 480, "temperature": 0,
+                                           "prediction": {"type": "content", "content": "```python\n" + CODE + "```\n"}})],
         "quotes": [("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": QUOTES}],
                                              "max_tokens": 200, "temperature": 0})],
         "free": [("/v1/completions", {"model": "m", "prompt": p, "max_tokens": 128, "temperature": 0}) for p in FREE] +
@@ -194,7 +195,7 @@ def main():
             result[name].update(lk)
         # what the model wrote for the edit: a small model may not copy the file faithfully
         _, out, _ = one(spec, *jobs["edit"][0])
-        text = head + "".join(out)
+        text = "".join(out)
         result["edit"]["output_matches_file_lines"] = sum(1 for ln in text.splitlines() if ln and ln in CODE)
         result["edit"]["output_lines"] = len(text.splitlines())
         result["engine_info_speculation"] = spec.info()["speculation"]
