@@ -314,6 +314,14 @@ bw_jobs *bw_jobs_create(const bw_jobs_config *c)
 
 void bw_jobs_shutdown(bw_jobs *js) { js->stopping = 1; }
 
+void bw_jobs_free(bw_jobs *js)
+{
+    for (size_t i = 0; i < N_BUCKETS; i++)
+        while (js->buckets[i]) job_free(js->buckets[i]);
+    unlink_timer(&js->tick);
+    free(js);
+}
+
 static void make_id(char *out, size_t cap)
 {
     unsigned char r[16];

@@ -81,6 +81,8 @@ typedef struct {
 bw_jobs *bw_jobs_create(const bw_jobs_config *c);
 /* The front is shutting down: nothing more is submitted, and an engine's ENGINE_SHUTDOWN ends a job. */
 void bw_jobs_shutdown(bw_jobs *js);
+/* Frees the table and every job in it, readers or not (the front itself exits without; tests free). */
+void bw_jobs_free(bw_jobs *js);
 
 enum bw_jobs_submit_result { BW_JOBS_OK = 0, BW_JOBS_FULL, BW_JOBS_NOMEM };
 enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, bw_job **out);

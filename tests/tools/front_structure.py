@@ -18,6 +18,9 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAX_LINES = 80
+# Files the length rule does not apply to yet, each with the reason. The front's option parsing is moving
+# to a shared helper in common/ (the shared side of issue 15); its entry goes with it.
+LENGTH_EXEMPT = {"opts.c": "moving to common/ with the shared option parser"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"frontend/([A-Za-z0-9_]+)\.h"', re.M)
 
 
@@ -97,8 +100,8 @@ def functions(path):
     return out
 
 
-def long_functions(front, limit=MAX_LINES):
-    return [(p.name, n, first, count) for p in sources(front) if p.suffix == ".c"
+def long_functions(front, limit=MAX_LINES, exempt=LENGTH_EXEMPT):
+    return [(p.name, n, first, count) for p in sources(front) if p.suffix == ".c" and p.name not in exempt
             for n, first, count in functions(p) if count > limit]
 
 
