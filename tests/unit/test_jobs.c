@@ -83,14 +83,14 @@ static void engine_up(uint64_t epoch)
     snprintf(eng.hello.weight_types, sizeof(eng.hello.weight_types), "Q4_1,F32");
 }
 
-/* ---- the engine's side of one job ---- */
+/* ---- the engine's side of one job (its seed is the engine's epoch, to tell runs apart) ---- */
 
 static void accepted(bw_jobs *js, const bw_job *j, uint64_t epoch, uint64_t seq, int32_t first_index)
 {
     bw_proto_msg m;
     bw_proto_init(&m, BW_MSG_ACCEPTED, epoch, bw_job_id(j), seq);
     m.h.real_ns = 1700000000ull * 1000000000ull;
-    m.u.accepted = (bw_proto_accepted){.seed = 42, .n_prompt = 7, .first_index = first_index};
+    m.u.accepted = (bw_proto_accepted){.seed = epoch, .n_prompt = 7, .first_index = first_index};
     bw_jobs_on_msg(js, &m);
 }
 
@@ -230,7 +230,7 @@ static void test_submit_tokens_end(void)
     CHECK(bw_job_started(j) == NULL && outcome(j) == NULL);
     accepted(js, j, 0x11, 0, 0);
     const bw_job_start *st = bw_job_started(j);
-    CHECK(st && st->seed == 42 && st->started_at == 1700000000ll && strcmp(st->model, "test-model") == 0 &&
+    CHECK(st && st->seed == 0x11 && st->started_at == 1700000000ll && strcmp(st->model, "test-model") == 0 &&
           strcmp(st->arch, "llama") == 0 && strcmp(st->weight_types, "Q4_1,F32") == 0 &&
           strcmp(st->job_id, bw_job_id(j)) == 0, "the start record carries ACCEPTED's seed and the model");
     CHECK(bw_job_n_prompt(j) == 7);
@@ -261,6 +261,8 @@ static void test_duplicates_and_stale(void)
     accepted(js, j, 0x21, 0, 0);
     token(js, j, 0x21, 1, 0);
     token(js, j, 0x21, 1, 0); /* the same message again (a REPLAY after it had arrived) */
+    accepted(js, j, 0x21, 0, 0); /* likewise: ACCEPTED again must not restart the job at index 0 */
+    CHECK(outcome(j) == NULL, "a replayed ACCEPTED is dropped");
     token(js, j, 0x99, 2, 1); /* another engine's */
     bw_jobs_stats st;
     bw_jobs_stats_get(js, &st);
