@@ -184,7 +184,8 @@ static void render_engine(const bw_metrics_gauges *g, bw_buf *out)
     static const char *const states[] = {"starting", "loading", "ready", "restarting", "down", "draining"};
     header(out, "beeworker_engine_state", "gauge", "1 for the engine's current state");
     for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
-        bw_buf_addf(out, "beeworker_engine_state{state=\"%s\"} %d\n", states[i], strcmp(g->engine_state, states[i]) == 0);
+        bw_buf_addf(out, "beeworker_engine_state{state=\"%s\"} %d\n", states[i],
+                    strcmp(g->engine_state, states[i]) == 0);
     header(out, "beeworker_engine_restarts_total", "counter", "engine epochs after the first (restarts seen)");
     bw_buf_addf(out, "beeworker_engine_restarts_total %u\n", g->restarts);
     header(out, "beeworker_engine_bad_messages_total", "counter", "engine messages dropped as invalid");
@@ -197,8 +198,8 @@ static void render_repair(const bw_metrics_gauges *g, bw_buf *out)
     counter(out, "beeworker_jobs_resumed_total", "jobs submitted again to a new engine after theirs was lost",
             g->jobs_resumed);
     counter(out, "beeworker_tokens_resumed_total", "delivered tokens carried into resumed jobs", g->tokens_resumed);
-    counter(out, "beeworker_token_gaps_repaired_total", "tokens recovered with REPLAY after a gap in the engine's messages",
-            g->tokens_replayed);
+    counter(out, "beeworker_token_gaps_repaired_total",
+            "tokens recovered with REPLAY after a gap in the engine's messages", g->tokens_replayed);
     counter(out, "beeworker_token_gaps_unrepairable_total", "jobs ended because lost messages could not be replayed",
             g->gaps_unrepairable);
     counter(out, "beeworker_duplicate_tokens_suppressed_total", "token messages dropped as already delivered or stale",

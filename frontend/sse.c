@@ -103,8 +103,8 @@ static void native_token(void *ctx, bw_buf *out, const bw_job *j, size_t i)
 
 static void native_end(bw_buf *out, const bw_job_outcome *o)
 {
-    bw_buf_addf(out, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"", o->tokens_out,
-                (unsigned long long)(o->decode_ns / 1000000ull), bw_proto_stop_name(o->stop));
+    bw_buf_addf(out, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"",
+                o->tokens_out, (unsigned long long)(o->decode_ns / 1000000ull), bw_proto_stop_name(o->stop));
     if (o->has_prediction)
         bw_buf_addf(out, ",\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u", o->pred_accepted,
                     o->pred_rejected);

@@ -63,7 +63,8 @@ static int n_sent(uint16_t type, const bw_job *j, uint64_t epoch)
 {
     int n = 0;
     for (int i = 0; i < eng.n_sent; i++)
-        if (eng.sent[i].type == type && strcmp(eng.sent[i].job, bw_job_id(j)) == 0 && (!epoch || eng.sent[i].epoch == epoch))
+        if (eng.sent[i].type == type && strcmp(eng.sent[i].job, bw_job_id(j)) == 0 &&
+            (!epoch || eng.sent[i].epoch == epoch))
             n++;
     return n;
 }
@@ -102,7 +103,8 @@ static void token(bw_jobs *js, const bw_job *j, uint64_t epoch, uint64_t seq, in
     bw_proto_init(&m, BW_MSG_TOKEN, epoch, bw_job_id(j), seq);
     m.h.real_ns = 1000000ull * (uint64_t)(index + 1);
     snprintf(text, sizeof(text), "t%d", (int)index);
-    m.u.token = (bw_proto_token){.index = index, .token_id = 100 + index, .text = text, .text_len = (uint32_t)strlen(text)};
+    m.u.token = (bw_proto_token){.index = index, .token_id = 100 + index, .text = text,
+                                 .text_len = (uint32_t)strlen(text)};
     bw_jobs_on_msg(js, &m);
 }
 
@@ -531,7 +533,8 @@ static void test_readers_and_reconnect(void)
     spin(300);
     CHECK(outcome(j) == NULL, "taking over neither cancels nor starts the grace");
     token(js, j, 0xd1, 3, 2);
-    CHECK(b.notified > 0 && a.notified == a_told && strcmp(b.text, "t0|t1|t2|") == 0, "only the attached reader is told");
+    CHECK(b.notified > 0 && a.notified == a_told && strcmp(b.text, "t0|t1|t2|") == 0,
+          "only the attached reader is told");
     bw_job_detach(j, &b.r);
     spin(100);
     reader c;
