@@ -181,7 +181,6 @@ static void start_drain(bw_link *l)
     l->state = BW_LINK_DRAINING;
 }
 
-
 /* Closes our end of every pipe to the engine process `pid` (and the SUB pipe its HELLO came on), so
  * that nothing more is pushed into the buffers of an engine that no longer reads them. */
 static void cut_pipes(bw_link *l, uint32_t sub_pipe, uint32_t pid)
