@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "frontend/metrics.h"
+#include "frontend/routes.h"
 
 #define PATH_LOG_MAX 200
 #define JOB_ENV "BW_JOB_ID"
@@ -77,7 +78,7 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
         {"job_id", job[0] ? job : "-", 0}, {"duration_ms", NULL, (double)(long long)(ms * 10 + 0.5) / 10},
     };
     bw_log_fields(BW_LOG_INFO, "request", fields, (int)(sizeof(fields) / sizeof(fields[0])));
-    bw_metrics_request(l->f->metrics, bw_metrics_route(req->path_normalized.base, req->path_normalized.len), status);
+    bw_metrics_request(l->f->metrics, bw_route_label(req->path_normalized.base, req->path_normalized.len), status);
 }
 
 void bw_accesslog_register(bw_front *f, h2o_pathconf_t *path)

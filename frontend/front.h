@@ -1,5 +1,7 @@
-/* The front's composition root: the one object every handler and module reaches the others through.
- * It holds pointers only; each module keeps its own state behind an opaque type.
+/* The front's composition root: built and wired in main.c, and what the HTTP side (server, handlers,
+ * heartbeat, CORS) reaches the modules through. It holds pointers only; each module keeps its own state
+ * behind an opaque type. The core modules (link, metrics, jobs, sse) never see it: each is created with
+ * the plain values and callbacks it needs.
  *
  * Everything here runs on the single event-loop thread except where a module says otherwise
  * (link.c's nng pipe callbacks). */

@@ -4,9 +4,9 @@
 #include "frontend/http.h"
 #include "frontend/jobs.h"
 
-int bw_handle_cancel(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
+int bw_handle_cancel(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
-    bw_job *j = bw_jobs_find(f->jobs, id, id_len);
+    bw_job *j = bw_jobs_find(f->jobs, a->id, a->id_len);
     if (!j) {
         bw_http_send_error(req, 404, "JOB_NOT_FOUND", "no such job");
         return 0;

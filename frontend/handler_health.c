@@ -4,8 +4,9 @@
 #include "frontend/link.h"
 #include "frontend/supervisor.h"
 
-int bw_handle_health(bw_front *f, h2o_req_t *req)
+int bw_handle_health(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
+    (void)a;
     int ready = bw_link_state(f->link) == BW_LINK_READY && !f->stopping;
     const bw_proto_hello *h = bw_link_hello(f->link);
     int down = f->stopping || (f->sup && bw_sup_gave_up(f->sup)); /* nothing will bring an engine back */

@@ -69,8 +69,9 @@ json_t *bw_info_json(bw_front *f)
     return o;
 }
 
-int bw_handle_info(bw_front *f, h2o_req_t *req)
+int bw_handle_info(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
+    (void)a;
     bw_http_send_obj(req, 200, bw_info_json(f));
     return 0;
 }

@@ -38,11 +38,11 @@ static int names(const char *s, size_t n, const char *model)
     return model[k] == '\0';
 }
 
-int bw_handle_models(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
+int bw_handle_models(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
     const char *model = bw_model_id(f);
-    if (id) {
-        if (!model[0] || !names(id, id_len, model)) {
+    if (a->id) {
+        if (!model[0] || !names(a->id, a->id_len, model)) {
             json_t *e = json_pack("{s:s,s:s,s:s}", "code", "model_not_found", "message",
                                   "this worker serves one model: see GET /v1/models", "param", "model");
             bw_http_send_error_obj(req, 404, e);

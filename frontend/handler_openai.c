@@ -10,8 +10,9 @@
 #include "frontend/request.h"
 #include "frontend/sse.h"
 
-int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat)
+int bw_handle_openai(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
+    int chat = a->arg;
     if (bw_http_check_json_body(f, req) != 0) return 0;
     bw_job_params p;
     bw_openai_req o = {.chat = chat};
@@ -30,7 +31,7 @@ int bw_handle_openai(bw_front *f, h2o_req_t *req, int chat)
     if (!j) return 0;
     bw_openai_ctx *ctx = h2o_mem_alloc_pool(&req->pool, sizeof(*ctx));
     bw_openai_ctx_init(ctx, chat, o.include_usage, model_copy, j);
-    if (bw_sse_open_as(f, req, j, o.stream ? &bw_openai_stream_format : &bw_openai_whole_format, ctx) != 0) {
+    if (bw_sse_open_as(req, j, o.stream ? &bw_openai_stream_format : &bw_openai_whole_format, ctx) != 0) {
         /* a job made just now has no reader; should that ever change, fail loudly rather than leak it */
         bw_jobs_cancel(f->jobs, j);
         bw_http_send_error(req, 500, "INTERNAL", "the new job could not be attached to this response");

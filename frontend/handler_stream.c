@@ -27,9 +27,9 @@ static int parse_u64(const char *s, size_t n, uint64_t *out)
     return 0;
 }
 
-int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
+int bw_handle_stream(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
-    bw_job *j = bw_jobs_find(f->jobs, id, id_len);
+    bw_job *j = bw_jobs_find(f->jobs, a->id, a->id_len);
     if (!j) {
         bw_http_send_error(req, 404, "JOB_NOT_FOUND", "no such job (finished jobs are kept for --retain seconds)");
         return 0;
@@ -62,7 +62,7 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
             return 0;
         }
     }
-    if (resuming && bw_job_terminal(j, &(size_t){0}) && bw_job_all_sent(j) && from > bw_job_n_tokens(j)) {
+    if (resuming && bw_job_outcome_of(j) && bw_job_all_sent(j) && from > bw_job_n_tokens(j)) {
         /* A reconnect after the whole stream went out (an EventSource that was not closed after [DONE]):
          * nothing is left, and 204 is what makes a browser stop reconnecting. */
         req->res.status = 204;
@@ -76,12 +76,8 @@ int bw_handle_stream(bw_front *f, h2o_req_t *req, const char *id, size_t id_len)
     int no_ids = bw_job_no_ids(j);
     if (bw_http_query(req, "ids", q, sizeof(q)) == 0) no_ids = strcmp(q, "0") == 0;
     if (no_ids) flags |= BW_SSE_NO_IDS;
-    if (bw_sse_open(f, req, j, from, flags) == 0) return 0;
-    if (resuming) {
-        bw_sse_stream *old = bw_job_take_reader(j);
-        if (old && bw_sse_abandon(old) != 0) bw_job_attach(j, old); /* a whole response cannot be taken over */
-        else if (old && bw_sse_open(f, req, j, from, flags) == 0) return 0;
-    }
+    if (bw_sse_open(req, j, from, flags) == 0) return 0;
+    if (resuming && bw_sse_take_over(req, j, from, flags) == 0) return 0;
     bw_http_send_error(req, 409, "STREAM_ALREADY_OPEN", "this job's stream is already being read");
     return 0;
 }

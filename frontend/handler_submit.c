@@ -26,7 +26,7 @@ bw_job *bw_handle_submit_job(bw_front *f, h2o_req_t *req, const bw_job_params *p
     return j;
 }
 
-int bw_handle_submit(bw_front *f, h2o_req_t *req, int jobs_form)
+int bw_handle_submit(bw_front *f, h2o_req_t *req, const bw_route_args *a)
 {
     if (bw_http_check_json_body(f, req) != 0) return 0;
     bw_job_params p;
@@ -40,7 +40,7 @@ int bw_handle_submit(bw_front *f, h2o_req_t *req, int jobs_form)
     json_decref(root);
     if (!j) return 0;
     char url[128];
-    snprintf(url, sizeof(url), "/v1/%s/%s/stream", jobs_form ? "jobs" : "inference", bw_job_id(j));
+    snprintf(url, sizeof(url), "/v1/%s/%s/stream", a->arg ? "jobs" : "inference", bw_job_id(j));
     bw_http_send_obj(req, 200, json_pack("{s:s,s:s}", "job_id", bw_job_id(j), "sse_url", url));
     return 0;
 }

@@ -10,7 +10,6 @@
  * submission), so the runs of a job on different engines never mix. */
 #include "frontend/jobs.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +19,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "frontend/buf.h"
-#include "frontend/link.h"
-#include "frontend/metrics.h"
-#include "frontend/model_id.h"
-#include "frontend/sse.h"
 
 #define N_BUCKETS 4096
 #define TICK_MS 100
@@ -60,17 +55,19 @@ struct bw_job {
     unsigned replay_tries;
     uint64_t replay_ms, last_msg_ms;
 
-    char *started;
-    size_t started_len;
+    int has_start;
+    bw_job_start start;
+    char *model;     /* start.model's storage */
+    char arch[BW_PROTO_MAX_NAME + 1], weight_types[BW_PROTO_MAX_NAME + 1];
     tok_rec *toks;
     size_t n_toks, cap_toks;
     bw_buf text;
     uint64_t decode_ns; /* summed over the job's runs */
     uint64_t run_first_ns, run_last_ns; /* engine stamps of the current run's first and last token */
-    char *terminal;
-    size_t terminal_len;
+    bw_job_outcome out; /* end == BW_JOB_RUNNING until the job is FINISHED */
+    char *out_text;     /* storage of out.message or out.matched */
 
-    bw_sse_stream *reader;
+    bw_job_reader *reader;
     uint64_t delivered; /* SSE id of the first event the last reader had not written yet */
     int retention_over;
     int all_sent; /* a stream handed the terminal event to its client */
@@ -82,7 +79,8 @@ struct bw_job {
 };
 
 struct bw_jobs {
-    bw_front *f;
+    bw_jobs_config c;
+    int stopping;
     bw_job *buckets[N_BUCKETS];
     h2o_linklist_t resume, queued, inflight;
     unsigned n_queued, n_inflight, n_streams;
@@ -119,17 +117,19 @@ static void job_free(bw_job *j)
     if (h2o_timeout_is_linked(&j->open_timer)) h2o_timeout_unlink(&j->open_timer);
     free(j->prompt);
     free(j->prediction);
-    free(j->started);
+    free(j->model);
     free(j->toks);
     bw_buf_free(&j->text);
-    free(j->terminal);
+    free(j->out_text);
     free(j);
 }
 
 static void notify(bw_job *j)
 {
-    if (j->reader) bw_sse_notify(j->reader);
+    if (j->reader) j->reader->ops->notify(j->reader);
 }
+
+static int send_msg(bw_jobs *js, bw_proto_msg *m) { return js->c.engine.send(js->c.engine.ctx, m); }
 
 static void leave_state_list(bw_job *j)
 {
@@ -144,67 +144,68 @@ static void unlink_timer(h2o_timeout_entry_t *e)
     if (h2o_timeout_is_linked(e)) h2o_timeout_unlink(e);
 }
 
-/* Records the terminal event (JSON text, taken) and starts retention. */
-static void finish(bw_job *j, char *terminal, size_t len)
+/* Records the outcome (out: its kind and details filled; text: the storage they point into, taken) and
+ * starts retention. */
+static void finish(bw_job *j, char *text)
 {
     bw_jobs *js = j->js;
     if (j->state == JOB_FINISHED) {
-        free(terminal);
+        free(text);
         return;
-    }
-    if (!terminal) { /* out of memory: the client still gets a terminal event */
-        static const char oom[] = "{\"type\":\"error\",\"code\":\"INTERNAL\",\"message\":\"out of memory\"}";
-        terminal = strdup(oom);
-        len = terminal ? sizeof(oom) - 1 : 0;
     }
     leave_state_list(j);
     j->state = JOB_FINISHED;
-    j->terminal = terminal;
-    j->terminal_len = len;
+    j->out.tokens_out = j->n_toks;
+    j->out.decode_ns = j->decode_ns;
+    j->out_text = text;
     free(j->prompt);
     j->prompt = NULL;
     free(j->prediction);
     j->prediction = NULL;
     unlink_timer(&j->timer);
     unlink_timer(&j->open_timer);
-    h2o_timeout_link(js->f->loop, &js->retain_to, &j->timer);
-    bw_metrics_job_end(js->f->metrics, j);
+    h2o_timeout_link(js->c.loop, &js->retain_to, &j->timer);
+    int failed = j->out.end == BW_JOB_FAILED;
+    bw_metrics_job_end(js->c.metrics, j->id, failed, failed ? j->out.code : bw_stop_reason_name(j->out.stop), j->n_toks,
+                       j->n_prompt, failed ? 0 : j->decode_ns / 1000000ull);
     notify(j);
 }
 
 static void finish_error(bw_job *j, const char *code, const char *message, size_t message_len)
 {
-    bw_buf b;
-    bw_buf_init(&b);
-    bw_buf_adds(&b, "{\"type\":\"error\",\"code\":\"");
-    bw_buf_add_json_str(&b, code, strlen(code));
-    bw_buf_adds(&b, "\",\"message\":\"");
-    bw_buf_add_json_str(&b, message, message_len);
-    bw_buf_adds(&b, "\"}");
-    size_t len;
-    char *s = bw_buf_take(&b, &len);
-    finish(j, s, len);
+    if (j->state == JOB_FINISHED) return;
+    char *text = malloc(message_len + 1);
+    j->out.end = BW_JOB_FAILED;
+    if (text) {
+        memcpy(text, message, message_len);
+        text[message_len] = '\0';
+        snprintf(j->out.code, sizeof(j->out.code), "%s", code);
+        j->out.message = text, j->out.message_len = message_len;
+    } else { /* out of memory: the client still gets a terminal event */
+        snprintf(j->out.code, sizeof(j->out.code), "INTERNAL");
+        j->out.message = "out of memory", j->out.message_len = strlen(j->out.message);
+    }
+    finish(j, text);
 }
 
-static void finish_end(bw_job *j, const char *reason, const char *matched, size_t matched_len)
+/* stop: enum bw_stop_reason; matched: the stop sequence the engine named, or NULL */
+static void finish_end(bw_job *j, uint8_t stop, const char *matched, size_t matched_len)
 {
-    bw_buf b;
-    bw_buf_init(&b);
-    bw_buf_addf(&b, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"", j->n_toks,
-                (unsigned long long)(j->decode_ns / 1000000ull), reason);
-    if (j->p.prediction_len)
-        bw_buf_addf(&b, ",\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u", j->pred_accepted,
-                    j->pred_drafted - j->pred_accepted);
-    if (j->clamped_to) bw_buf_addf(&b, ",\"max_tokens_clamped_to\":%d", (int)j->clamped_to);
-    if (matched) {
-        bw_buf_adds(&b, ",\"stop_sequence_matched\":\"");
-        bw_buf_add_json_str(&b, matched, matched_len);
-        bw_buf_adds(&b, "\"");
+    if (j->state == JOB_FINISHED) return;
+    char *text = matched ? malloc(matched_len + 1) : NULL;
+    j->out.end = BW_JOB_ENDED;
+    j->out.stop = stop;
+    if (text) {
+        memcpy(text, matched, matched_len);
+        text[matched_len] = '\0';
+        j->out.has_matched = 1;
+        j->out.matched = text, j->out.matched_len = matched_len;
     }
-    bw_buf_adds(&b, "}");
-    size_t len;
-    char *s = bw_buf_take(&b, &len);
-    finish(j, s, len);
+    j->out.has_prediction = j->p.prediction_len > 0;
+    j->out.pred_accepted = j->pred_accepted;
+    j->out.pred_rejected = j->pred_drafted - j->pred_accepted;
+    j->out.clamped_to = j->clamped_to;
+    finish(j, text);
 }
 
 /* A run that ends without its engine's DONE (cancelled here, engine lost) still decoded: its time is
@@ -221,7 +222,7 @@ static void send_cancel(bw_jobs *js, bw_job *j)
     if (j->state != JOB_SUBMITTED && j->state != JOB_RUNNING) return;
     bw_proto_msg m;
     bw_proto_init(&m, BW_MSG_CANCEL, j->epoch, j->id, 0);
-    if (bw_link_send(js->f->link, &m) != 0)
+    if (send_msg(js, &m) != 0)
         bw_log_warn("%s: could not queue a CANCEL for engine %016llx", j->id, (unsigned long long)j->epoch);
 }
 
@@ -257,7 +258,7 @@ static void send_replay(bw_jobs *js, bw_job *j, uint64_t now)
     bw_proto_init(&m, BW_MSG_REPLAY, j->epoch, j->id, 0);
     m.u.replay.from_seq = j->next_seq;
     j->replay_ms = now;
-    if (bw_link_send(js->f->link, &m) != 0) bw_log_warn("%s: could not queue a REPLAY", j->id);
+    if (send_msg(js, &m) != 0) bw_log_warn("%s: could not queue a REPLAY", j->id);
 }
 
 static void cancel_with_error(bw_jobs *js, bw_job *j, const char *code, const char *message)
@@ -290,25 +291,35 @@ static void on_tick(h2o_timeout_entry_t *e)
             send_replay(js, j, now);
         }
     }
-    h2o_timeout_link(js->f->loop, &js->tick_to, &js->tick);
+    h2o_timeout_link(js->c.loop, &js->tick_to, &js->tick);
 }
 
-bw_jobs *bw_jobs_create(bw_front *f)
+bw_jobs *bw_jobs_create(const bw_jobs_config *c)
 {
     bw_jobs *js = calloc(1, sizeof(*js));
     if (!js) return NULL;
-    js->f = f;
+    js->c = *c;
     h2o_linklist_init_anchor(&js->resume);
     h2o_linklist_init_anchor(&js->queued);
     h2o_linklist_init_anchor(&js->inflight);
-    h2o_timeout_init(f->loop, &js->wait_to, (uint64_t)(f->opts->engine_wait_s * 1000.0));
-    h2o_timeout_init(f->loop, &js->retain_to, (uint64_t)f->opts->retain_s * 1000u);
-    h2o_timeout_init(f->loop, &js->open_to, (uint64_t)f->opts->open_timeout_s * 1000u);
-    h2o_timeout_init(f->loop, &js->grace_to, (uint64_t)(f->opts->reconnect_grace_s * 1000.0));
-    h2o_timeout_init(f->loop, &js->tick_to, TICK_MS);
+    h2o_timeout_init(c->loop, &js->wait_to, (uint64_t)(c->engine_wait_s * 1000.0));
+    h2o_timeout_init(c->loop, &js->retain_to, (uint64_t)c->retain_s * 1000u);
+    h2o_timeout_init(c->loop, &js->open_to, (uint64_t)c->open_timeout_s * 1000u);
+    h2o_timeout_init(c->loop, &js->grace_to, (uint64_t)(c->reconnect_grace_s * 1000.0));
+    h2o_timeout_init(c->loop, &js->tick_to, TICK_MS);
     js->tick.cb = on_tick;
-    h2o_timeout_link(f->loop, &js->tick_to, &js->tick);
+    h2o_timeout_link(c->loop, &js->tick_to, &js->tick);
     return js;
+}
+
+void bw_jobs_shutdown(bw_jobs *js) { js->stopping = 1; }
+
+void bw_jobs_free(bw_jobs *js)
+{
+    for (size_t i = 0; i < N_BUCKETS; i++)
+        while (js->buckets[i]) job_free(js->buckets[i]);
+    unlink_timer(&js->tick);
+    free(js);
 }
 
 static void make_id(char *out, size_t cap)
@@ -329,7 +340,8 @@ static void make_id(char *out, size_t cap)
 static int send_submit(bw_jobs *js, bw_job *j)
 {
     bw_proto_msg m;
-    uint64_t epoch = bw_link_epoch(js->f->link);
+    uint64_t epoch = js->c.engine.ready_epoch(js->c.engine.ctx);
+    if (!epoch) return -1;
     bw_proto_init(&m, BW_MSG_SUBMIT, epoch, j->id, 0);
     bw_proto_submit *s = &m.u.submit;
     s->flags = BW_SUBMIT_TEXT | j->p.submit_flags;
@@ -363,7 +375,7 @@ static int send_submit(bw_jobs *js, bw_job *j)
         s->n_resume = (uint32_t)j->n_toks;
         s->resume_le = le;
     }
-    int rc = bw_link_send(js->f->link, &m);
+    int rc = send_msg(js, &m);
     free(le);
     if (rc != 0) return -1;
     if (j->resume_pending) {
@@ -398,13 +410,13 @@ static void requeue(bw_job *j, int resume)
     if (resume) j->resume_pending = 1;
     h2o_linklist_insert(&js->resume, &j->state_link);
     js->n_queued++;
-    if (!h2o_timeout_is_linked(&j->timer)) h2o_timeout_link(js->f->loop, &js->wait_to, &j->timer);
+    if (!h2o_timeout_is_linked(&j->timer)) h2o_timeout_link(js->c.loop, &js->wait_to, &j->timer);
 }
 
 enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, bw_job **out)
 {
-    int ready = bw_link_state(js->f->link) == BW_LINK_READY && js->n_queued == 0;
-    if (!ready && js->n_queued >= (unsigned)js->f->opts->queue_size) return BW_JOBS_FULL;
+    int ready = !js->stopping && js->c.engine.ready_epoch(js->c.engine.ctx) != 0 && js->n_queued == 0;
+    if (!ready && js->n_queued >= (unsigned)js->c.queue_size) return BW_JOBS_FULL;
     bw_job *j = calloc(1, sizeof(*j));
     if (!j) return BW_JOBS_NOMEM;
     j->prompt = malloc(p->prompt_len + 1);
@@ -441,8 +453,8 @@ enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, b
     j->state = JOB_QUEUED;
     h2o_linklist_insert(&js->queued, &j->state_link);
     js->n_queued++;
-    h2o_timeout_link(js->f->loop, &js->open_to, &j->open_timer);
-    if (!ready || send_submit(js, j) != 0) h2o_timeout_link(js->f->loop, &js->wait_to, &j->timer);
+    h2o_timeout_link(js->c.loop, &js->open_to, &j->open_timer);
+    if (!ready || send_submit(js, j) != 0) h2o_timeout_link(js->c.loop, &js->wait_to, &j->timer);
     *out = j;
     return BW_JOBS_OK;
 }
@@ -458,7 +470,7 @@ static int submit_list(bw_jobs *js, h2o_linklist_t *list)
 
 void bw_jobs_engine_ready(bw_jobs *js)
 {
-    if (js->f->stopping || bw_link_state(js->f->link) != BW_LINK_READY) return;
+    if (js->stopping || !js->c.engine.ready_epoch(js->c.engine.ctx)) return;
     if (submit_list(js, &js->resume) == 0) submit_list(js, &js->queued);
 }
 
@@ -492,7 +504,7 @@ void bw_jobs_cancel(bw_jobs *js, bw_job *j)
     if (j->state == JOB_FINISHED) return;
     send_cancel(js, j);
     close_run(j);
-    finish_end(j, "CANCELLED", NULL, 0);
+    finish_end(j, BW_STOP_CANCELLED, NULL, 0);
 }
 
 /* Bytes the client has not taken yet. While a stream reads the job they are its formatted events (an
@@ -500,7 +512,7 @@ void bw_jobs_cancel(bw_jobs *js, bw_job *j)
  * events from the first one no stream has written, estimated from their text. */
 static size_t backlog_bytes(const bw_job *j)
 {
-    if (j->reader) return bw_sse_backlog(j->reader);
+    if (j->reader) return j->reader->ops->backlog(j->reader);
     uint64_t first = j->delivered;
     size_t u = first > 0 ? (size_t)(first - 1) : 0;
     if (u >= j->n_toks) return 0;
@@ -528,7 +540,8 @@ static int add_token(bw_job *j, const bw_proto_token *t, uint64_t ts_ns)
 /* The engine generates at most n_ctx - n_prompt tokens. Returns -1 when the job has been ended. */
 static int fit_context(bw_jobs *js, bw_job *j)
 {
-    int64_t room = (int64_t)bw_link_hello(js->f->link)->n_ctx - (int64_t)j->n_prompt;
+    uint32_t n_ctx = js->c.engine.hello(js->c.engine.ctx)->n_ctx;
+    int64_t room = (int64_t)n_ctx - (int64_t)j->n_prompt;
     if (room <= 0 || j->p.max_tokens <= room) return 0;
     if (!j->p.refuse_over_context) {
         j->clamped_to = (int32_t)room;
@@ -537,7 +550,7 @@ static int fit_context(bw_jobs *js, bw_job *j)
     char msg[256];
     snprintf(msg, sizeof(msg), "This model's maximum context length is %u tokens. However, you requested %lld tokens "
              "(%u in the prompt, %d in the completion). Please reduce the length of the prompt or the completion.",
-             bw_link_hello(js->f->link)->n_ctx, (long long)j->n_prompt + j->p.max_tokens, j->n_prompt,
+             n_ctx, (long long)j->n_prompt + j->p.max_tokens, j->n_prompt,
              (int)j->p.max_tokens);
     cancel_with_error(js, j, "context_length_exceeded", msg);
     return -1;
@@ -546,28 +559,17 @@ static int fit_context(bw_jobs *js, bw_job *j)
 static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
 {
     j->state = JOB_RUNNING;
-    if (j->started) return; /* a resumed run: the client saw `started` from the first one */
+    if (j->has_start) return; /* a resumed run: the client saw `started` from the first one */
     j->n_prompt = m->u.accepted.n_prompt;
     if (fit_context(js, j) != 0) return;
-    bw_buf b;
-    bw_buf_init(&b);
-    const char *model = bw_model_id(js->f);
-    bw_buf_adds(&b, "{\"type\":\"started\",\"job_id\":\"");
-    bw_buf_adds(&b, j->id);
-    bw_buf_adds(&b, "\",\"model\":\"");
-    bw_buf_add_json_str(&b, model, strlen(model));
-    bw_buf_addf(&b, "\",\"seed\":%llu,\"started_at\":\"%lld\"", (unsigned long long)m->u.accepted.seed,
-                (long long)(m->h.real_ns / 1000000000ull));
-    json_t *md = bw_link_model_json(js->f->link); /* {"architecture":…,"weight_types":[…]}: its members go here */
-    char *mds = md ? json_dumps(md, JSON_COMPACT) : NULL;
-    if (mds && strlen(mds) > 2) {
-        bw_buf_adds(&b, ",");
-        bw_buf_add(&b, mds + 1, strlen(mds) - 2);
-    }
-    free(mds);
-    json_decref(md);
-    bw_buf_adds(&b, "}");
-    j->started = bw_buf_take(&b, &j->started_len);
+    const bw_proto_hello *h = js->c.engine.hello(js->c.engine.ctx);
+    j->model = strdup(js->c.engine.model_id(js->c.engine.ctx));
+    snprintf(j->arch, sizeof(j->arch), "%s", h->arch);
+    snprintf(j->weight_types, sizeof(j->weight_types), "%s", h->weight_types);
+    j->start = (bw_job_start){.job_id = j->id, .model = j->model ? j->model : "", .arch = j->arch,
+                              .weight_types = j->weight_types, .seed = m->u.accepted.seed,
+                              .started_at = (long long)(m->h.real_ns / 1000000000ull)};
+    j->has_start = 1;
 }
 
 /* A TOKEN in sequence: stored once at its index, then the client's backlog is checked. Returns -1 when
@@ -590,9 +592,9 @@ static int on_token(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     }
     if (m->h.seq < j->gap_end) js->st.tokens_replayed++;
     notify(j); /* formats the event, so that its bytes count */
-    if (backlog_bytes(j) > js->f->opts->stream_buffer) {
+    if (backlog_bytes(j) > js->c.stream_buffer) {
         js->st.slow_client_cancels++;
-        bw_log_warn("%s: the client is more than %zu bytes behind; cancelling", j->id, js->f->opts->stream_buffer);
+        bw_log_warn("%s: the client is more than %zu bytes behind; cancelling", j->id, js->c.stream_buffer);
         cancel_with_error(js, j, "SLOW_CLIENT",
                           "the client did not read the stream fast enough: its buffer (--stream-buffer) overflowed");
         return -1;
@@ -682,13 +684,13 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
         js->st.spec_accepted[1] += d->lookup_accepted;
         j->run_first_ns = j->run_last_ns = 0; /* the engine measured this run */
         int seq = d->stop == BW_STOP_SEQUENCE;
-        finish_end(j, bw_stop_reason_name(d->stop), seq ? d->stop_matched : NULL, d->stop_matched_len);
+        finish_end(j, d->stop, seq ? d->stop_matched : NULL, d->stop_matched_len);
         return;
     }
     case BW_MSG_ERROR:
-        if (m->u.error.code == BW_PERR_SHUTDOWN && !js->f->stopping) {
-            /* the engine is exiting with the job unfinished: the next engine resumes it */
-            bw_link_engine_stopping(js->f->link, m->h.epoch);
+        if (m->u.error.code == BW_PERR_SHUTDOWN && !js->stopping) {
+            /* the engine is exiting with the job unfinished: the next engine resumes it (the link has
+             * stopped sending new work to that engine when this message passed it) */
             requeue(j, 1);
             bw_jobs_engine_ready(js);
             return;
@@ -709,44 +711,40 @@ unsigned bw_jobs_streams(const bw_jobs *js) { return js->n_streams; }
 
 const char *bw_job_id(const bw_job *j) { return j->id; }
 
-int bw_job_attach(bw_job *j, bw_sse_stream *s)
+int bw_job_attach(bw_job *j, bw_job_reader *r)
 {
     if (j->reader) return -1;
-    j->reader = s;
+    j->reader = r;
     j->js->n_streams++;
     unlink_timer(&j->open_timer);
     return 0;
 }
 
-bw_sse_stream *bw_job_take_reader(bw_job *j)
+bw_job_reader *bw_job_take_reader(bw_job *j)
 {
-    bw_sse_stream *s = j->reader;
-    if (!s) return NULL;
-    j->delivered = bw_sse_delivered(s);
+    bw_job_reader *r = j->reader;
+    if (!r) return NULL;
+    j->delivered = r->ops->delivered(r);
     j->reader = NULL;
     j->js->n_streams--;
-    return s;
+    return r;
 }
 
-void bw_job_detach(bw_job *j, bw_sse_stream *s)
+void bw_job_detach(bw_job *j, bw_job_reader *r)
 {
-    if (j->reader != s) return;
-    j->delivered = bw_sse_delivered(s);
+    if (j->reader != r) return;
+    j->delivered = r->ops->delivered(r);
     j->reader = NULL;
     j->js->n_streams--;
     if (j->state != JOB_FINISHED) {
-        if (j->js->f->opts->reconnect_grace_s <= 0) bw_jobs_cancel(j->js, j);
-        else h2o_timeout_link(j->js->f->loop, &j->js->grace_to, &j->open_timer);
+        if (j->js->c.reconnect_grace_s <= 0) bw_jobs_cancel(j->js, j);
+        else h2o_timeout_link(j->js->c.loop, &j->js->grace_to, &j->open_timer);
     } else if (j->retention_over) {
         job_free(j);
     }
 }
 
-const char *bw_job_started(const bw_job *j, size_t *len)
-{
-    *len = j->started_len;
-    return j->started;
-}
+const bw_job_start *bw_job_started(const bw_job *j) { return j->has_start ? &j->start : NULL; }
 
 size_t bw_job_n_tokens(const bw_job *j) { return j->n_toks; }
 
@@ -757,18 +755,7 @@ void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uin
     *ts_ns = j->toks[i].ts_ns;
 }
 
-const char *bw_job_terminal(const bw_job *j, size_t *len)
-{
-    *len = j->terminal_len;
-    return j->terminal;
-}
-
-int bw_job_prediction(const bw_job *j, uint32_t *accepted, uint32_t *rejected)
-{
-    *accepted = j->pred_accepted;
-    *rejected = j->pred_drafted - j->pred_accepted;
-    return j->p.prediction_len > 0;
-}
+const bw_job_outcome *bw_job_outcome_of(const bw_job *j) { return j->state == JOB_FINISHED ? &j->out : NULL; }
 
 uint32_t bw_job_n_prompt(const bw_job *j) { return j->n_prompt; }
 int bw_job_no_ids(const bw_job *j) { return j->p.no_ids; }

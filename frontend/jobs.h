@@ -14,18 +14,22 @@
  * Exactly once: token i is stored once, in order; a message from another epoch or an index already held
  * is dropped (counted), a gap in the engine's per-job sequence is repaired with REPLAY, and a gap that
  * cannot be repaired ends the job with an explicit error.
- * It does not write HTTP: an attached bw_sse_stream is told when there is something new. */
+ * It writes no HTTP and no SSE: a reader (the stream, sse.c) registers with a job through bw_job_reader
+ * and is told when there is something new; a job's start and its end are plain records
+ * (bw_job_start, bw_job_outcome) that the stream renders. It reaches the engine through bw_jobs_engine,
+ * wired to the link in main.c and to a fake in tests/unit/test_jobs.c. */
 #ifndef BW_FRONT_JOBS_H
 #define BW_FRONT_JOBS_H
 
+#include <h2o.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "frontend/front.h"
+#include "frontend/metrics.h"
 #include "proto/bw_proto.h"
 
+typedef struct bw_jobs bw_jobs;
 typedef struct bw_job bw_job;
-typedef struct bw_sse_stream bw_sse_stream;
 
 typedef struct {
     const char *prompt; /* copied by bw_jobs_submit */
@@ -48,7 +52,37 @@ typedef struct {
     int no_ids;
 } bw_job_params;
 
-bw_jobs *bw_jobs_create(bw_front *f);
+/* The engine as the job table sees it. Every call is made on the loop thread and returns without calling
+ * back into the job table. */
+typedef struct {
+    void *ctx;
+    /* Sends a front → engine message (to the engine m->h.epoch names); -1 if it could not be queued. */
+    int (*send)(void *ctx, bw_proto_msg *m);
+    /* The epoch of the engine new jobs go to, 0 while none is ready. */
+    uint64_t (*ready_epoch)(void *ctx);
+    /* The last HELLO: the context per slot, and the model description `started` carries. */
+    const bw_proto_hello *(*hello)(void *ctx);
+    /* The model's public id (model_id.h), for `started`. */
+    const char *(*model_id)(void *ctx);
+} bw_jobs_engine;
+
+typedef struct {
+    h2o_loop_t *loop;
+    double engine_wait_s;     /* a job waits this long for an engine (QUEUE_TIMEOUT, or ENGINE_LOST once it ran) */
+    double reconnect_grace_s; /* a running job whose reader left waits this long for it to come back */
+    int retain_s;             /* a finished job is kept this long for resume */
+    int open_timeout_s;       /* a job whose stream is not opened in time is cancelled */
+    int queue_size;           /* jobs that may wait for an engine */
+    size_t stream_buffer;     /* bytes a client may leave unread before SLOW_CLIENT */
+    bw_jobs_engine engine;
+    bw_metrics *metrics;      /* may be NULL */
+} bw_jobs_config;
+
+bw_jobs *bw_jobs_create(const bw_jobs_config *c);
+/* The front is shutting down: nothing more is submitted, and an engine's ENGINE_SHUTDOWN ends a job. */
+void bw_jobs_shutdown(bw_jobs *js);
+/* Frees the table and every job in it, readers or not (the front itself exits without; tests free). */
+void bw_jobs_free(bw_jobs *js);
 
 enum bw_jobs_submit_result { BW_JOBS_OK = 0, BW_JOBS_FULL, BW_JOBS_NOMEM };
 enum bw_jobs_submit_result bw_jobs_submit(bw_jobs *js, const bw_job_params *p, bw_job **out);
@@ -56,7 +90,8 @@ bw_job *bw_jobs_find(bw_jobs *js, const char *id, size_t len);
 /* DELETE, disconnect or an unopened stream: the job ends with stop_reason CANCELLED. */
 void bw_jobs_cancel(bw_jobs *js, bw_job *j);
 
-/* From the link: a job message from any engine; the job itself knows which epoch it listens to. */
+/* From the link (bw_link_events): a job message from any engine; the job itself knows which epoch it
+ * listens to. */
 void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m);
 void bw_jobs_engine_ready(bw_jobs *js); /* submits waiting jobs, resumed ones first */
 /* The engine with this epoch is gone: its unfinished jobs wait for the next engine to resume them. */
@@ -84,22 +119,63 @@ unsigned bw_jobs_queued(const bw_jobs *js);
 unsigned bw_jobs_running(const bw_jobs *js);
 unsigned bw_jobs_streams(const bw_jobs *js);
 
+/* How a job began: the engine's ACCEPTED, and what was served, as the `started` event reports it. */
+typedef struct {
+    const char *job_id;
+    const char *model;        /* the model's public id */
+    const char *arch;         /* general.architecture of the engine's model */
+    const char *weight_types; /* its tensor types, "Q4_1,Q8_0,F32" */
+    uint64_t seed;
+    long long started_at;     /* unix seconds */
+} bw_job_start;
+
+/* How a job ended. */
+enum bw_job_end { BW_JOB_RUNNING = 0, BW_JOB_ENDED, BW_JOB_FAILED };
+typedef struct {
+    enum bw_job_end end;
+    /* BW_JOB_ENDED */
+    uint8_t stop;               /* enum bw_stop_reason */
+    int has_matched;            /* stop is a stop sequence the engine named */
+    const char *matched;        /* that sequence (not NUL-terminated) */
+    size_t matched_len;
+    size_t tokens_out;
+    uint64_t decode_ns;         /* summed over the job's runs */
+    int has_prediction;         /* the job carried a predicted output: */
+    uint32_t pred_accepted, pred_rejected; /* its draft tokens, from the engine's DONE */
+    int32_t clamped_to;         /* max_tokens as the context allowed it, when less than asked (else 0) */
+    /* BW_JOB_FAILED */
+    char code[32];              /* ENGINE_LOST, QUEUE_TIMEOUT, an engine's GENERATION_ERROR, ... */
+    const char *message;        /* NUL-terminated */
+    size_t message_len;
+} bw_job_outcome;
+
+/* Whoever reads a job's events (the stream of sse.c): told when the job has new events or has ended,
+ * and asked how far its client is. */
+typedef struct bw_job_reader bw_job_reader;
+typedef struct {
+    void (*notify)(bw_job_reader *r);
+    /* Formatted bytes the client has not taken yet: what --stream-buffer bounds while r reads the job. */
+    size_t (*backlog)(const bw_job_reader *r);
+    /* Event id of the first event not yet written to the client's socket. */
+    uint64_t (*delivered)(const bw_job_reader *r);
+} bw_job_reader_ops;
+struct bw_job_reader {
+    const bw_job_reader_ops *ops;
+};
+
 /* For the stream that reads a job. Events are numbered as SSE ids: 0 = started, i + 1 = token i. */
 const char *bw_job_id(const bw_job *j);
-int bw_job_attach(bw_job *j, bw_sse_stream *s); /* -1 when another reader is attached */
+int bw_job_attach(bw_job *j, bw_job_reader *r); /* -1 when another reader is attached */
 /* A reconnect (Last-Event-ID) takes the job from a reader whose client is presumably gone but not yet
  * noticed: returns that reader, now detached without grace or cancel, or NULL when there was none. */
-bw_sse_stream *bw_job_take_reader(bw_job *j);
+bw_job_reader *bw_job_take_reader(bw_job *j);
 /* The reader went away. An unfinished job goes on for --reconnect-grace seconds, so that a client can
  * reconnect with Last-Event-ID, and is cancelled if none does. */
-void bw_job_detach(bw_job *j, bw_sse_stream *s);
-const char *bw_job_started(const bw_job *j, size_t *len); /* JSON of the started event, or NULL yet */
+void bw_job_detach(bw_job *j, bw_job_reader *r);
+const bw_job_start *bw_job_started(const bw_job *j); /* NULL before the engine accepted the job */
 size_t bw_job_n_tokens(const bw_job *j);
 void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uint64_t *ts_ns);
-const char *bw_job_terminal(const bw_job *j, size_t *len); /* JSON of end/error, or NULL yet */
-/* A job with a prediction: its draft tokens the engine accepted and rejected (0/0 before the end or
- * without one). */
-int bw_job_prediction(const bw_job *j, uint32_t *accepted, uint32_t *rejected);
+const bw_job_outcome *bw_job_outcome_of(const bw_job *j); /* NULL while the job runs */
 uint32_t bw_job_n_prompt(const bw_job *j);   /* prompt tokens as the engine counted them (0 before ACCEPTED) */
 int bw_job_no_ids(const bw_job *j);          /* the job's stream omits id: lines by default */
 /* A stream has handed the job's terminal event to its client: every event has been sent. A reconnect

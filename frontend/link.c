@@ -7,7 +7,11 @@
  * the jobs it has while a replacement starts (a rolling upgrade). Each is bound to the SUB pipe its HELLO
  * came on; that pipe closing, a BYE, or (for the current engine) a new epoch loses it. A lost epoch is
  * remembered so that its late HELLOs cannot bring it back. An engine that stops sending HELLO for
- * --engine-hello-timeout is lost too (a process stopped or stuck keeps its pipes open). */
+ * --engine-hello-timeout is lost too (a process stopped or stuck keeps its pipes open).
+ *
+ * Events: a loss found while the link changes its state is queued (`pending`) and reported by report()
+ * when the entry point that found it (a message, a pipe event, the watch timer) is done, so that the job
+ * table, which may send at once, never sees the link half-way through a change. */
 #include "frontend/link.h"
 
 #include <errno.h>
@@ -24,8 +28,6 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "frontend/jobs.h"
-#include "frontend/supervisor.h"
 
 #define MAX_PIPES 64
 #define BUFFER_MSGS 8192 /* SPEC §2: PUB/SUB drop silently when full; nng's defaults are 16/128 */
@@ -33,7 +35,10 @@
 #define WATCH_MS 100 /* how often HELLO silence is checked */
 
 struct bw_link {
-    bw_front *f;
+    h2o_loop_t *loop;
+    bw_link_events ev;
+    double hello_timeout_s;
+    int supervised, stopping;
     nng_socket push, sub;
     int evfd;
     h2o_socket_t *rx_sock, *ev_sock;
@@ -61,6 +66,9 @@ struct bw_link {
     unsigned long bad;
     uint64_t last_bad_log_ns;
     char jobs_path[128], tokens_path[128];
+    uint64_t pending[GONE_EPOCHS]; /* losses not reported yet */
+    unsigned n_pending;
+    int pending_ready;
 };
 
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -120,7 +128,24 @@ static int is_gone(const bw_link *l, uint64_t epoch)
     return 0;
 }
 
-/* Engine `epoch` is gone for good: its unfinished jobs wait for (or go straight to) the current engine. */
+/* Tells the rest of the front what the last entry point changed: losses first (their jobs then wait for
+ * an engine), then that waiting work may go. */
+static void report(bw_link *l)
+{
+    while (l->n_pending) {
+        uint64_t epoch = l->pending[0];
+        memmove(l->pending, l->pending + 1, --l->n_pending * sizeof(l->pending[0]));
+        l->pending_ready = 1; /* a draining engine left while its replacement is up */
+        l->ev.lost(l->ev.ctx, epoch);
+    }
+    if (l->pending_ready) {
+        l->pending_ready = 0;
+        l->ev.ready(l->ev.ctx);
+    }
+}
+
+/* Engine `epoch` is gone for good: its unfinished jobs wait for (or go straight to) the current engine
+ * once report() tells them. */
 static void lose(bw_link *l, uint64_t epoch, const char *why)
 {
     if (!epoch || is_gone(l, epoch)) return;
@@ -138,8 +163,7 @@ static void lose(bw_link *l, uint64_t epoch, const char *why)
         l->hello.slots_busy = 0;
         l->hello.queue_depth = 0;
     }
-    bw_jobs_engine_lost(l->f->jobs, epoch);
-    bw_jobs_engine_ready(l->f->jobs); /* a draining engine left while its replacement is up */
+    if (l->n_pending < GONE_EPOCHS) l->pending[l->n_pending++] = epoch;
 }
 
 /* The current engine finishes what it has and takes nothing new. */
@@ -155,11 +179,6 @@ static void start_drain(bw_link *l)
     pthread_mutex_unlock(&l->mu);
     l->drain_epoch = l->epoch;
     l->state = BW_LINK_DRAINING;
-}
-
-void bw_link_engine_stopping(bw_link *l, uint64_t epoch)
-{
-    if (epoch == l->epoch && l->state == BW_LINK_READY) start_drain(l);
 }
 
 /* Closes our end of every pipe to the engine process `pid` (and the SUB pipe its HELLO came on), so
@@ -196,20 +215,21 @@ static void engine_hung(bw_link *l, uint64_t epoch, uint32_t pid, uint64_t silen
     pthread_mutex_unlock(&l->mu);
     lose(l, epoch, why);
     cut_pipes(l, sub, pid);
-    if (l->f->sup && pid && bw_sup_pid(l->f->sup) == (pid_t)pid) bw_sup_kill_hung(l->f->sup);
+    if (pid) l->ev.hung(l->ev.ctx, pid);
 }
 
 static void on_watch(h2o_timeout_entry_t *e)
 {
     bw_link *l = H2O_STRUCT_FROM_MEMBER(bw_link, watch, e);
-    uint64_t limit = (uint64_t)(l->f->opts->engine_hello_timeout_s * 1000.0), now = now_ms();
-    if (limit && !l->f->stopping) {
+    uint64_t limit = (uint64_t)(l->hello_timeout_s * 1000.0), now = now_ms();
+    if (limit && !l->stopping) {
         if (l->drain_epoch && l->drain_epoch != l->epoch && now - l->drain_hello_ms > limit)
             engine_hung(l, l->drain_epoch, l->drain_pid, now - l->drain_hello_ms);
         int up = l->state == BW_LINK_LOADING || l->state == BW_LINK_READY || l->state == BW_LINK_DRAINING;
         if (up && now - l->hello_ms > limit) engine_hung(l, l->epoch, l->hello.pid, now - l->hello_ms);
     }
-    h2o_timeout_link(l->f->loop, &l->watch_to, &l->watch);
+    h2o_timeout_link(l->loop, &l->watch_to, &l->watch);
+    report(l);
 }
 
 static void on_pipe_event(h2o_socket_t *sock, const char *err)
@@ -225,6 +245,7 @@ static void on_pipe_event(h2o_socket_t *sock, const char *err)
     pthread_mutex_unlock(&l->mu);
     if (drain_lost) lose(l, l->drain_epoch, "its connection closed");
     if (lost) lose(l, l->epoch, "its connection closed");
+    report(l);
 }
 
 static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
@@ -263,8 +284,16 @@ static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
     }
     if (l->state == BW_LINK_READY) {
         if (prev != BW_LINK_READY) bw_log_info("engine ready: %u slots, context %u", l->hello.slots_total, l->hello.n_ctx);
-        bw_jobs_engine_ready(l->f->jobs);
+        l->pending_ready = 1;
     }
+}
+
+/* An engine that answers a job with ENGINE_SHUTDOWN is exiting: it is sent nothing new from here on, as
+ * if it had announced a drain (its HELLO saying so may come later). */
+static void note_shutdown(bw_link *l, const bw_proto_msg *m)
+{
+    if (m->h.type != BW_MSG_ERROR || m->u.error.code != BW_PERR_SHUTDOWN || l->stopping) return;
+    if (m->h.epoch == l->epoch && l->state == BW_LINK_READY) start_drain(l);
 }
 
 static void dispatch(bw_link *l, const uint8_t *body, size_t len, nng_pipe p)
@@ -293,8 +322,8 @@ static void dispatch(bw_link *l, const uint8_t *body, size_t len, nng_pipe p)
         if (m.h.epoch == l->epoch || m.h.epoch == l->drain_epoch) lose(l, m.h.epoch, "it said BYE");
         return;
     }
-    /* any epoch: each job knows which engine runs it, and a refusal may come from any engine */
-    bw_jobs_on_msg(l->f->jobs, &m);
+    note_shutdown(l, &m);
+    l->ev.msg(l->ev.ctx, &m);
 }
 
 static void on_readable(h2o_socket_t *sock, const char *err)
@@ -312,12 +341,13 @@ static void on_readable(h2o_socket_t *sock, const char *err)
         }
         dispatch(l, nng_msg_body(msg), nng_msg_len(msg), nng_msg_get_pipe(msg));
         nng_msg_free(msg);
+        report(l);
     }
 }
 
 static h2o_socket_t *watch_fd(bw_link *l, int fd, h2o_socket_cb cb)
 {
-    h2o_socket_t *s = h2o_evloop_socket_create(l->f->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_t *s = h2o_evloop_socket_create(l->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     s->data = l;
     h2o_socket_read_start(s, cb);
     return s;
@@ -336,22 +366,25 @@ static int listen_private(nng_socket sock, const char *path)
     return 0;
 }
 
-bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errlen)
+bw_link *bw_link_create(const bw_link_config *c, char *err, size_t errlen)
 {
     bw_link *l = calloc(1, sizeof(*l));
     if (!l) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    l->f = f;
+    l->loop = c->loop;
+    l->ev = c->ev;
+    l->hello_timeout_s = c->hello_timeout_s;
+    l->supervised = c->supervised;
     pthread_mutex_init(&l->mu, NULL);
-    snprintf(l->jobs_path, sizeof(l->jobs_path), "%s/jobs.ipc", rundir);
-    snprintf(l->tokens_path, sizeof(l->tokens_path), "%s/tokens.ipc", rundir);
+    snprintf(l->jobs_path, sizeof(l->jobs_path), "%s/jobs.ipc", c->rundir);
+    snprintf(l->tokens_path, sizeof(l->tokens_path), "%s/tokens.ipc", c->rundir);
     int rv, fd;
     const char *what = "opening sockets";
     if ((rv = nng_push0_open(&l->push)) || (rv = nng_sub0_open(&l->sub))) goto fail;
     what = "setting socket options";
-    int recvbuf = f->opts->test_sub_buffer > 0 ? f->opts->test_sub_buffer : BUFFER_MSGS;
+    int recvbuf = c->sub_buffer > 0 ? c->sub_buffer : BUFFER_MSGS;
     /* A full SUB queue drops the newest message rather than the oldest: a REPLAY burst then delivers its
      * first messages, which are the ones a repair needs, so repair makes progress under any loss. */
     if ((rv = nng_socket_set_int(l->push, NNG_OPT_SENDBUF, BUFFER_MSGS)) ||
@@ -379,15 +412,17 @@ bw_link *bw_link_create(bw_front *f, const char *rundir, char *err, size_t errle
     }
     l->rx_sock = watch_fd(l, fd, on_readable);
     l->ev_sock = watch_fd(l, l->evfd, on_pipe_event);
-    h2o_timeout_init(f->loop, &l->watch_to, WATCH_MS);
+    h2o_timeout_init(l->loop, &l->watch_to, WATCH_MS);
     l->watch.cb = on_watch;
-    h2o_timeout_link(f->loop, &l->watch_to, &l->watch);
+    h2o_timeout_link(l->loop, &l->watch_to, &l->watch);
     return l;
 fail:
     snprintf(err, errlen, "engine sockets: %s: %s", what, nng_strerror(rv));
     /* the sockets are left open: closing them is what nng 1.5.2 may hang on, and we are about to exit */
     return NULL;
 }
+
+void bw_link_shutdown(bw_link *l) { l->stopping = 1; }
 
 void bw_link_remove_paths(bw_link *l)
 {
@@ -415,11 +450,11 @@ enum bw_link_state bw_link_state(const bw_link *l) { return l->state; }
 const char *bw_link_state_name(const bw_link *l)
 {
     switch (l->state) {
-    case BW_LINK_NONE: return l->f->sup ? "starting" : "down";
+    case BW_LINK_NONE: return l->supervised ? "starting" : "down";
     case BW_LINK_LOADING: return "loading";
     case BW_LINK_READY: return "ready";
     case BW_LINK_DRAINING: return "draining";
-    case BW_LINK_LOST: return l->f->sup && !l->f->stopping ? "restarting" : "down";
+    case BW_LINK_LOST: return l->supervised && !l->stopping ? "restarting" : "down";
     }
     return "down";
 }

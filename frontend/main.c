@@ -1,5 +1,9 @@
 /* beeworker-front: wires the modules together, runs the one event loop, and shuts down in bounded time.
  *
+ * Wiring: the modules depend on each other one way (link and metrics at the bottom, then jobs, then sse,
+ * then the handlers and the server). What a lower module reports upwards goes through callbacks set here:
+ * the link's engine events reach the job table, and the job table reaches the engine through the link.
+ *
  * Shutdown (SIGTERM/SIGINT): stop accepting, SIGTERM the supervised engine (its running jobs end with an
  * error event and it says BYE), end what is left, give the last events ~100 ms to reach the clients,
  * remove the ipc files and exit. nng sockets are never closed (SPEC §2: nng_close can hang). */
@@ -22,6 +26,8 @@
 #include "frontend/jobs.h"
 #include "frontend/link.h"
 #include "frontend/metrics.h"
+#include "frontend/model_id.h"
+#include "frontend/routes.h"
 #include "frontend/server.h"
 #include "frontend/sse.h"
 #include "frontend/supervisor.h"
@@ -73,6 +79,8 @@ static void begin_shutdown(void)
     bw_log_info("shutting down");
     bw_notify_stopping("draining");
     g.f.stopping = 1;
+    bw_jobs_shutdown(g.f.jobs);
+    bw_link_shutdown(g.f.link);
     bw_server_stop_listening(&g.f);
     g.stop_deadline_ms = now_ms() + ENGINE_EXIT_GRACE_MS;
     if (g.f.sup && bw_sup_pid(g.f.sup)) bw_sup_terminate(g.f.sup);
@@ -166,6 +174,58 @@ static void cleanup_rundir(void)
     if (g.rundir_is_temp) rmdir(g.rundir);
 }
 
+/* ---- the job table's engine: the link ---- */
+
+static int engine_send(void *ctx, bw_proto_msg *m) { return bw_link_send(((bw_front *)ctx)->link, m); }
+
+static uint64_t engine_ready_epoch(void *ctx)
+{
+    const bw_link *l = ((bw_front *)ctx)->link;
+    return bw_link_state(l) == BW_LINK_READY ? bw_link_epoch(l) : 0;
+}
+
+static const bw_proto_hello *engine_hello(void *ctx) { return bw_link_hello(((bw_front *)ctx)->link); }
+static const char *engine_model_id(void *ctx) { return bw_model_id(ctx); }
+
+/* ---- the link's events: to the job table, and a hung engine to the supervisor ---- */
+
+static void on_engine_msg(void *ctx, const bw_proto_msg *m) { bw_jobs_on_msg(((bw_front *)ctx)->jobs, m); }
+static void on_engine_lost(void *ctx, uint64_t epoch) { bw_jobs_engine_lost(((bw_front *)ctx)->jobs, epoch); }
+static void on_engine_ready(void *ctx) { bw_jobs_engine_ready(((bw_front *)ctx)->jobs); }
+
+static void on_engine_hung(void *ctx, uint32_t pid)
+{
+    bw_front *f = ctx;
+    if (f->sup && bw_sup_pid(f->sup) == (pid_t)pid) bw_sup_kill_hung(f->sup);
+}
+
+/* Metrics, the job table, the streams and the link, each with the values and callbacks it needs. */
+static int create_core(bw_front *f, char *err, size_t errlen)
+{
+    const bw_front_opts *o = f->opts;
+    size_t n_labels;
+    const char *const *labels = bw_route_labels(&n_labels);
+    f->metrics = bw_metrics_create(labels, n_labels); /* NULL (out of memory) only loses the counters */
+    bw_sse_init(f->loop, f->metrics, o->reconnect_grace_s);
+    bw_jobs_config jc = {
+        .loop = f->loop, .engine_wait_s = o->engine_wait_s, .reconnect_grace_s = o->reconnect_grace_s,
+        .retain_s = o->retain_s, .open_timeout_s = o->open_timeout_s, .queue_size = o->queue_size,
+        .stream_buffer = o->stream_buffer, .metrics = f->metrics,
+        .engine = {f, engine_send, engine_ready_epoch, engine_hello, engine_model_id},
+    };
+    if (!(f->jobs = bw_jobs_create(&jc))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    bw_link_config lc = {
+        .loop = f->loop, .rundir = f->rundir, .hello_timeout_s = o->engine_hello_timeout_s,
+        .sub_buffer = o->test_sub_buffer, .supervised = f->sup != NULL,
+        .ev = {f, on_engine_msg, on_engine_lost, on_engine_ready, on_engine_hung},
+    };
+    f->link = bw_link_create(&lc, err, errlen);
+    return f->link ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     static bw_front_opts opts;
@@ -192,16 +252,13 @@ int main(int argc, char **argv)
     }
     f->rundir = g.rundir;
     f->loop = h2o_evloop_create();
-    bw_sse_init(f);
-    f->metrics = bw_metrics_create(); /* NULL (out of memory) only loses the counters */
-    f->jobs = bw_jobs_create(f);
     if (opts.spawn_engine && !(f->sup = bw_sup_create(&opts, g.rundir, err, sizeof(err)))) {
         fprintf(stderr, "beeworker-front: %s\n", err);
         cleanup_rundir();
         return 1;
     }
-    if (!f->jobs || !(f->link = bw_link_create(f, g.rundir, err, sizeof(err)))) {
-        fprintf(stderr, "beeworker-front: %s\n", f->jobs ? err : "out of memory");
+    if (create_core(f, err, sizeof(err)) != 0) {
+        fprintf(stderr, "beeworker-front: %s\n", err);
         cleanup_rundir();
         bw_quit(1);
     }

@@ -2,18 +2,12 @@
  * status codes, stop reasons), so a hostile client cannot grow them. */
 #include "frontend/metrics.h"
 
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
-#include "frontend/link.h"
 
-static const char *const routes[] = {
-    "/health", "/info", "/metrics", "/v1/inference", "/v1/jobs", "/v1/inference/{id}", "/v1/inference/{id}/stream",
-    "/v1/jobs/{id}", "/v1/jobs/{id}/stream", "/v1/completions", "/v1/chat/completions", "/v1/models", "other",
-};
-#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+#define MAX_ROUTES 32
 #define N_CODES 500 /* status 100..599 */
 #define MAX_REASONS 24
 
@@ -31,7 +25,9 @@ typedef struct {
 } histogram;
 
 struct bw_metrics {
-    uint64_t requests[N_ROUTES][N_CODES];
+    const char *const *routes; /* the route labels; the last is the catch-all */
+    size_t n_routes;
+    uint64_t requests[MAX_ROUTES][N_CODES];
     struct {
         char name[32];
         uint64_t count;
@@ -41,10 +37,13 @@ struct bw_metrics {
     histogram ttft, itl;
 };
 
-bw_metrics *bw_metrics_create(void)
+bw_metrics *bw_metrics_create(const char *const *route_labels, size_t n_labels)
 {
+    if (n_labels == 0 || n_labels > MAX_ROUTES) return NULL;
     bw_metrics *m = calloc(1, sizeof(*m));
     if (!m) return NULL;
+    m->routes = route_labels;
+    m->n_routes = n_labels;
     m->ttft.bounds = ttft_bounds, m->ttft.n = N_TTFT;
     m->itl.bounds = itl_bounds, m->itl.n = N_ITL;
     return m;
@@ -59,34 +58,12 @@ static void observe(histogram *h, double v)
     h->sum += v;
 }
 
-static int has_prefix(const char *p, size_t len, const char *pre, size_t *rest)
-{
-    size_t n = strlen(pre);
-    if (len <= n || memcmp(p, pre, n) != 0) return 0;
-    *rest = n;
-    return 1;
-}
-
-const char *bw_metrics_route(const char *p, size_t len)
-{
-    for (size_t i = 0; i < N_ROUTES; i++)
-        if (!strchr(routes[i], '{') && strlen(routes[i]) == len && memcmp(p, routes[i], len) == 0) return routes[i];
-    size_t n;
-    int jobs = has_prefix(p, len, "/v1/jobs/", &n);
-    if (!jobs && !has_prefix(p, len, "/v1/inference/", &n)) return "other";
-    const char *id = p + n, *end = p + len;
-    const char *slash = memchr(id, '/', (size_t)(end - id));
-    if (!slash) return jobs ? "/v1/jobs/{id}" : "/v1/inference/{id}";
-    if (end - slash == 7 && memcmp(slash, "/stream", 7) == 0) return jobs ? "/v1/jobs/{id}/stream" : "/v1/inference/{id}/stream";
-    return "other";
-}
-
 void bw_metrics_request(bw_metrics *m, const char *route, int status)
 {
     if (!m) return;
-    size_t r = N_ROUTES - 1;
-    for (size_t i = 0; i < N_ROUTES; i++)
-        if (strcmp(route, routes[i]) == 0) r = i;
+    size_t r = m->n_routes - 1;
+    for (size_t i = 0; i < m->n_routes; i++)
+        if (strcmp(route, m->routes[i]) == 0) r = i;
     if (status >= 100 && status < 100 + N_CODES) m->requests[r][status - 100]++;
 }
 
@@ -111,44 +88,34 @@ static void count_reason(bw_metrics *m, const char *name)
     }
 }
 
-void bw_metrics_job_end(bw_metrics *m, const bw_job *j)
+void bw_metrics_job_end(bw_metrics *m, const char *job_id, int failed, const char *reason, size_t tokens,
+                        uint32_t prompt_tokens, uint64_t decode_ms)
 {
-    size_t len;
-    const char *t = bw_job_terminal(j, &len);
-    json_t *o = t ? json_loadb(t, len, 0, NULL) : NULL;
-    const char *type = json_string_value(json_object_get(o, "type"));
-    int ended = type && strcmp(type, "end") == 0;
-    const char *reason = json_string_value(json_object_get(o, ended ? "stop_reason" : "code"));
-    if (!reason) reason = "OTHER";
-    double decode_ms = (double)json_integer_value(json_object_get(o, "decode_time_ms"));
-    size_t n = bw_job_n_tokens(j);
-    double tps = decode_ms > 0 ? (double)n * 1000.0 / decode_ms : 0;
+    double tps = decode_ms > 0 ? (double)tokens * 1000.0 / (double)decode_ms : 0;
     bw_log_field f[] = {
-        {"job_id", bw_job_id(j), 0},
-        {"outcome", ended ? "end" : "error", 0},
+        {"job_id", job_id, 0},
+        {"outcome", failed ? "error" : "end", 0},
         {"stop_reason", reason, 0},
-        {"tokens", NULL, (double)n},
-        {"prompt_tokens", NULL, (double)bw_job_n_prompt(j)},
-        {"decode_ms", NULL, decode_ms},
+        {"tokens", NULL, (double)tokens},
+        {"prompt_tokens", NULL, (double)prompt_tokens},
+        {"decode_ms", NULL, (double)decode_ms},
         {"tokens_per_s", NULL, (double)(long long)(tps * 10 + 0.5) / 10},
     };
-    bw_log_fields(ended ? BW_LOG_INFO : BW_LOG_WARN, "job finished", f, (int)(sizeof(f) / sizeof(f[0])));
+    bw_log_fields(failed ? BW_LOG_WARN : BW_LOG_INFO, "job finished", f, (int)(sizeof(f) / sizeof(f[0])));
     if (m) {
         m->jobs_finished++;
-        m->tokens += n;
+        m->tokens += tokens;
         count_reason(m, reason);
     }
-    json_decref(o);
 }
 
-void bw_metrics_tokens_written(bw_metrics *m, const bw_job *j, size_t first, size_t n, uint64_t prev_ns,
+void bw_metrics_tokens_written(bw_metrics *m, uint64_t created_ns, size_t first, size_t n, uint64_t prev_ns,
                                uint64_t now_ns)
 {
     if (!m || n == 0) return;
     size_t i = first;
     if (i == 0) {
-        uint64_t created = bw_job_created_ns(j);
-        observe(&m->ttft, now_ns > created ? (double)(now_ns - created) / 1e9 : 0);
+        observe(&m->ttft, now_ns > created_ns ? (double)(now_ns - created_ns) / 1e9 : 0);
         i++;
     } else if (prev_ns) {
         observe(&m->itl, now_ns > prev_ns ? (double)(now_ns - prev_ns) / 1e9 : 0);
@@ -180,86 +147,95 @@ static void gauge(bw_buf *out, const char *name, const char *help, double v)
     bw_buf_addf(out, "%s %.17g\n", name, v);
 }
 
-void bw_metrics_render(bw_metrics *m, bw_front *f, bw_buf *out)
+static void counter(bw_buf *out, const char *name, const char *help, uint64_t v)
 {
-    static const bw_metrics none_yet;
-    if (!m) m = (bw_metrics *)&none_yet;
+    header(out, name, "counter", help);
+    bw_buf_addf(out, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* The series this module counts itself. */
+static void render_own(const bw_metrics *m, bw_buf *out)
+{
     header(out, "beeworker_http_requests_total", "counter", "HTTP requests by route template and status code");
-    for (size_t r = 0; r < N_ROUTES; r++)
+    for (size_t r = 0; r < m->n_routes; r++)
         for (int c = 0; c < N_CODES; c++)
             if (m->requests[r][c])
-                bw_buf_addf(out, "beeworker_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n", routes[r], c + 100,
-                            (unsigned long long)m->requests[r][c]);
+                bw_buf_addf(out, "beeworker_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n", m->routes[r],
+                            c + 100, (unsigned long long)m->requests[r][c]);
     header(out, "beeworker_jobs_total", "counter", "finished jobs by stop reason (or error code)");
     for (int i = 0; i < m->n_reasons; i++)
         bw_buf_addf(out, "beeworker_jobs_total{reason=\"%s\"} %llu\n", m->reasons[i].name,
                     (unsigned long long)m->reasons[i].count);
-    header(out, "beeworker_tokens_generated_total", "counter", "tokens generated by finished jobs");
-    bw_buf_addf(out, "beeworker_tokens_generated_total %llu\n", (unsigned long long)m->tokens);
+    counter(out, "beeworker_tokens_generated_total", "tokens generated by finished jobs", m->tokens);
     render_histogram(out, "beeworker_time_to_first_token_seconds",
                      "from job submission until the first token was written to the client's socket", &m->ttft);
     render_histogram(out, "beeworker_inter_token_latency_seconds",
                      "between successive token writes to a client's socket (0 for tokens sharing a write)", &m->itl);
+}
 
-    const bw_proto_hello *h = bw_link_hello(f->link);
-    int up = bw_link_state(f->link) == BW_LINK_READY || bw_link_state(f->link) == BW_LINK_LOADING;
+static void render_engine(const bw_metrics_gauges *g, bw_buf *out)
+{
     gauge(out, "beeworker_queue_depth", "jobs waiting: in the front for an engine, plus in the engine for a slot",
-          (double)bw_jobs_queued(f->jobs) + (up ? h->queue_depth : 0));
-    gauge(out, "beeworker_jobs_running", "jobs submitted to the engine and not finished", bw_jobs_running(f->jobs));
-    gauge(out, "beeworker_active_streams", "open SSE (and OpenAI) streams reading a job", bw_jobs_streams(f->jobs));
-    gauge(out, "beeworker_engine_slots", "generation slots of the engine", up ? h->slots_total : 0);
-    gauge(out, "beeworker_engine_slots_busy", "generation slots in use", up ? h->slots_busy : 0);
+          (double)g->queued + (double)g->engine_queue_depth);
+    gauge(out, "beeworker_jobs_running", "jobs submitted to the engine and not finished", g->running);
+    gauge(out, "beeworker_active_streams", "open SSE (and OpenAI) streams reading a job", g->streams);
+    gauge(out, "beeworker_engine_slots", "generation slots of the engine", g->slots_total);
+    gauge(out, "beeworker_engine_slots_busy", "generation slots in use", g->slots_busy);
     static const char *const states[] = {"starting", "loading", "ready", "restarting", "down", "draining"};
-    const char *state = f->stopping ? "down" : bw_link_state_name(f->link);
     header(out, "beeworker_engine_state", "gauge", "1 for the engine's current state");
     for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
-        bw_buf_addf(out, "beeworker_engine_state{state=\"%s\"} %d\n", states[i], strcmp(state, states[i]) == 0);
-    unsigned epochs = bw_link_epochs_seen(f->link);
+        bw_buf_addf(out, "beeworker_engine_state{state=\"%s\"} %d\n", states[i],
+                    strcmp(g->engine_state, states[i]) == 0);
     header(out, "beeworker_engine_restarts_total", "counter", "engine epochs after the first (restarts seen)");
-    bw_buf_addf(out, "beeworker_engine_restarts_total %u\n", epochs ? epochs - 1 : 0);
+    bw_buf_addf(out, "beeworker_engine_restarts_total %u\n", g->restarts);
     header(out, "beeworker_engine_bad_messages_total", "counter", "engine messages dropped as invalid");
-    bw_buf_addf(out, "beeworker_engine_bad_messages_total %lu\n", bw_link_bad_messages(f->link));
+    bw_buf_addf(out, "beeworker_engine_bad_messages_total %lu\n", g->bad_messages);
+}
 
-    /* what engine losses cost and what the job table repaired; jobs.c owns these counters */
-    bw_jobs_stats st;
-    bw_jobs_stats_get(f->jobs, &st);
-    const struct {
-        const char *name, *help;
-        uint64_t v;
-    } repair[] = {
-        {"beeworker_engine_losses_total", "engines lost (crash, kill, BYE)", st.engine_losses},
-        {"beeworker_jobs_resumed_total", "jobs submitted again to a new engine after theirs was lost", st.jobs_resumed},
-        {"beeworker_tokens_resumed_total", "delivered tokens carried into resumed jobs", st.tokens_resumed},
-        {"beeworker_token_gaps_repaired_total", "tokens recovered with REPLAY after a gap in the engine's messages",
-         st.tokens_replayed},
-        {"beeworker_token_gaps_unrepairable_total", "jobs ended because lost messages could not be replayed",
-         st.gaps_unrepairable},
-        {"beeworker_duplicate_tokens_suppressed_total", "token messages dropped as already delivered or stale",
-         st.duplicates_suppressed},
-        {"beeworker_slow_client_cancels_total", "jobs cancelled because their client fell too far behind",
-         st.slow_client_cancels},
-    };
-    for (size_t i = 0; i < sizeof(repair) / sizeof(repair[0]); i++) {
-        header(out, repair[i].name, "counter", repair[i].help);
-        bw_buf_addf(out, "%s %llu\n", repair[i].name, (unsigned long long)repair[i].v);
-    }
+static void render_repair(const bw_metrics_gauges *g, bw_buf *out)
+{
+    counter(out, "beeworker_engine_losses_total", "engines lost (crash, kill, BYE)", g->engine_losses);
+    counter(out, "beeworker_jobs_resumed_total", "jobs submitted again to a new engine after theirs was lost",
+            g->jobs_resumed);
+    counter(out, "beeworker_tokens_resumed_total", "delivered tokens carried into resumed jobs", g->tokens_resumed);
+    counter(out, "beeworker_token_gaps_repaired_total",
+            "tokens recovered with REPLAY after a gap in the engine's messages", g->tokens_replayed);
+    counter(out, "beeworker_token_gaps_unrepairable_total", "jobs ended because lost messages could not be replayed",
+            g->gaps_unrepairable);
+    counter(out, "beeworker_duplicate_tokens_suppressed_total", "token messages dropped as already delivered or stale",
+            g->duplicates_suppressed);
+    counter(out, "beeworker_slow_client_cancels_total", "jobs cancelled because their client fell too far behind",
+            g->slow_client_cancels);
+}
 
-    /* speculative decoding, by draft source, summed from finished jobs */
+/* speculative decoding, by draft source, summed from finished jobs */
+static void render_spec(const bw_metrics_gauges *g, bw_buf *out)
+{
     static const char *const src[] = {"prediction", "lookup"};
     header(out, "beeworker_spec_draft_tokens_total", "counter", "draft tokens verified, by source");
     for (int i = 0; i < 2; i++)
         bw_buf_addf(out, "beeworker_spec_draft_tokens_total{source=\"%s\"} %llu\n", src[i],
-                    (unsigned long long)st.spec_drafted[i]);
+                    (unsigned long long)g->spec_drafted[i]);
     header(out, "beeworker_spec_accepted_tokens_total", "counter", "draft tokens accepted (sampled as drafted)");
     for (int i = 0; i < 2; i++)
         bw_buf_addf(out, "beeworker_spec_accepted_tokens_total{source=\"%s\"} %llu\n", src[i],
-                    (unsigned long long)st.spec_accepted[i]);
+                    (unsigned long long)g->spec_accepted[i]);
     header(out, "beeworker_spec_rejected_tokens_total", "counter", "draft tokens rejected");
     for (int i = 0; i < 2; i++)
         bw_buf_addf(out, "beeworker_spec_rejected_tokens_total{source=\"%s\"} %llu\n", src[i],
-                    (unsigned long long)(st.spec_drafted[i] - st.spec_accepted[i]));
+                    (unsigned long long)(g->spec_drafted[i] - g->spec_accepted[i]));
     header(out, "beeworker_spec_acceptance_ratio", "gauge", "accepted / drafted tokens since start (0 before any)");
     for (int i = 0; i < 2; i++)
         bw_buf_addf(out, "beeworker_spec_acceptance_ratio{source=\"%s\"} %.4f\n", src[i],
-                    st.spec_drafted[i] ? (double)st.spec_accepted[i] / (double)st.spec_drafted[i] : 0.0);
+                    g->spec_drafted[i] ? (double)g->spec_accepted[i] / (double)g->spec_drafted[i] : 0.0);
+}
+
+void bw_metrics_render(const bw_metrics *m, const bw_metrics_gauges *g, bw_buf *out)
+{
+    static const char *const none[] = {"other"};
+    static const bw_metrics none_yet = {.routes = none, .n_routes = 1};
+    render_own(m ? m : &none_yet, out);
+    render_engine(g, out);
+    render_repair(g, out);
+    render_spec(g, out);
 }

@@ -1,5 +1,4 @@
-/* OpenAI response shapes; see openai.h. The terminal event of a job is parsed once (at its end) to
- * decide between a finish_reason and an error. */
+/* OpenAI response shapes; see openai.h. A job's outcome decides between a finish_reason and an error. */
 #include "frontend/openai.h"
 
 #include <stdio.h>
@@ -23,7 +22,6 @@ void bw_openai_ctx_init(bw_openai_ctx *ctx, int chat, int include_usage, const c
 
 /* How a job ended, in OpenAI's terms. */
 typedef struct {
-    json_t *root;
     int failed;
     const char *finish_reason; /* "stop" | "length" */
     const char *code, *message; /* when failed */
@@ -31,20 +29,15 @@ typedef struct {
 
 static outcome outcome_of(const bw_job *j)
 {
-    size_t len;
-    const char *t = bw_job_terminal(j, &len);
-    outcome o = {.root = t ? json_loadb(t, len, 0, NULL) : NULL};
-    const char *type = json_string_value(json_object_get(o.root, "type"));
-    if (type && strcmp(type, "end") == 0) {
-        const char *r = json_string_value(json_object_get(o.root, "stop_reason"));
-        o.finish_reason = r && strcmp(r, "MAX_TOKENS") == 0 ? "length" : "stop";
+    const bw_job_outcome *r = bw_job_outcome_of(j);
+    outcome o = {0};
+    if (r && r->end == BW_JOB_ENDED) {
+        o.finish_reason = r->stop == BW_STOP_MAX_TOKENS ? "length" : "stop";
         return o;
     }
     o.failed = 1;
-    o.code = json_string_value(json_object_get(o.root, "code"));
-    o.message = json_string_value(json_object_get(o.root, "message"));
-    if (!o.code) o.code = "INTERNAL";
-    if (!o.message) o.message = "the job failed";
+    o.code = r && r->code[0] ? r->code : "INTERNAL";
+    o.message = r && r->message ? r->message : "the job failed";
     return o;
 }
 
@@ -80,8 +73,8 @@ static void head(const bw_openai_ctx *c, bw_buf *out, const char *object)
 static void usage(const bw_job *j, bw_buf *out)
 {
     unsigned long long p = bw_job_n_prompt(j), n = bw_job_n_tokens(j);
-    uint32_t acc, rej;
-    bw_job_prediction(j, &acc, &rej);
+    const bw_job_outcome *o = bw_job_outcome_of(j);
+    uint32_t acc = o ? o->pred_accepted : 0, rej = o ? o->pred_rejected : 0;
     bw_buf_addf(out, "\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,"
                      "\"completion_tokens_details\":{\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u}}",
                 p, n, p + n, acc, rej);
@@ -157,7 +150,6 @@ static void stream_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *
         }
     }
     bw_buf_adds(out, "data: [DONE]\n\n");
-    json_decref(o.root);
 }
 
 static void whole_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *req)
@@ -184,7 +176,6 @@ static void whole_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *r
         usage(j, out);
         bw_buf_adds(out, "}");
     }
-    json_decref(o.root);
     req->res.status = status;
     req->res.reason = status == 200 ? "OK" : status == 400 ? "Bad Request" : status == 503 ? "Service Unavailable"
                                                                                          : "Internal Server Error";

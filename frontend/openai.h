@@ -9,7 +9,6 @@
 
 #include <jansson.h>
 
-#include "frontend/front.h"
 #include "frontend/jobs.h"
 #include "frontend/sse.h"
 

@@ -112,38 +112,40 @@ static int check_readable(const char *path, const char *what)
     return 0;
 }
 
-int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
+enum {
+    O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
+    O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
+    O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
+    O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS, O_SPEC_MAX,
+};
+
+static const struct option long_opts[] = {
+    {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
+    {"model-ref", required_argument, 0, O_MODELREF}, {"backend", required_argument, 0, O_BACKEND},
+    {"device", required_argument, 0, O_DEVICE}, {"port", required_argument, 0, O_PORT},
+    {"bind", required_argument, 0, O_BIND}, {"hive-url", required_argument, 0, O_HIVE},
+    {"queen-url", required_argument, 0, O_HIVE}, {"heartbeat-interval", required_argument, 0, O_HB},
+    {"local-mode", no_argument, 0, O_LOCAL}, {"api-token-file", required_argument, 0, O_TOKENF},
+    {"spawn-engine", no_argument, 0, O_SPAWN}, {"engine-bin", required_argument, 0, O_ENGBIN},
+    {"rundir", required_argument, 0, O_RUNDIR}, {"engine-wait", required_argument, 0, O_WAIT},
+    {"max-body", required_argument, 0, O_MAXBODY}, {"queue-size", required_argument, 0, O_QUEUE},
+    {"open-timeout", required_argument, 0, O_OPENTO}, {"retain", required_argument, 0, O_RETAIN},
+    {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
+    {"spec-max", required_argument, 0, O_SPEC_MAX},
+    {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
+    {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
+    {"reconnect-grace", required_argument, 0, O_GRACE}, {"stream-buffer", required_argument, 0, O_STREAMBUF},
+    {"test-sub-buffer", required_argument, 0, O_TESTSUB}, {"client-sndbuf", required_argument, 0, O_SNDBUF},
+    {"request-timeout", required_argument, 0, O_REQTIMEOUT},
+    {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
+    {"version", no_argument, 0, O_VERSION}, {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
+    {"engine-crash-window", required_argument, 0, O_CRASHWIN},
+    {"engine-hello-timeout", required_argument, 0, O_HELLOTO}, {"cors-origin", required_argument, 0, O_CORS},
+    {0, 0, 0, 0},
+};
+
+static void set_defaults(bw_front_opts *o)
 {
-    enum {
-        O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
-        O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
-        O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
-        O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS, O_SPEC_MAX,
-    };
-    static const struct option opts[] = {
-        {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
-        {"model-ref", required_argument, 0, O_MODELREF}, {"backend", required_argument, 0, O_BACKEND},
-        {"device", required_argument, 0, O_DEVICE}, {"port", required_argument, 0, O_PORT},
-        {"bind", required_argument, 0, O_BIND}, {"hive-url", required_argument, 0, O_HIVE},
-        {"queen-url", required_argument, 0, O_HIVE}, {"heartbeat-interval", required_argument, 0, O_HB},
-        {"local-mode", no_argument, 0, O_LOCAL}, {"api-token-file", required_argument, 0, O_TOKENF},
-        {"spawn-engine", no_argument, 0, O_SPAWN}, {"engine-bin", required_argument, 0, O_ENGBIN},
-        {"rundir", required_argument, 0, O_RUNDIR}, {"engine-wait", required_argument, 0, O_WAIT},
-        {"max-body", required_argument, 0, O_MAXBODY}, {"queue-size", required_argument, 0, O_QUEUE},
-        {"open-timeout", required_argument, 0, O_OPENTO}, {"retain", required_argument, 0, O_RETAIN},
-        {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
-        {"spec-max", required_argument, 0, O_SPEC_MAX},
-        {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
-        {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
-        {"reconnect-grace", required_argument, 0, O_GRACE}, {"stream-buffer", required_argument, 0, O_STREAMBUF},
-        {"test-sub-buffer", required_argument, 0, O_TESTSUB}, {"client-sndbuf", required_argument, 0, O_SNDBUF},
-        {"request-timeout", required_argument, 0, O_REQTIMEOUT},
-        {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
-        {"version", no_argument, 0, O_VERSION}, {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
-        {"engine-crash-window", required_argument, 0, O_CRASHWIN},
-        {"engine-hello-timeout", required_argument, 0, O_HELLOTO}, {"cors-origin", required_argument, 0, O_CORS},
-        {0, 0, 0, 0},
-    };
     memset(o, 0, sizeof(*o));
     o->spec_max = -1;
     o->worker_id = "beeworker";
@@ -164,84 +166,86 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
     o->engine_max_crashes = 5;
     o->engine_crash_window_s = 60;
 
+}
+
+/* One flag c with its value; 1 when it asked to stop here (--help, --version), -1 on a bad value. */
+static int apply_option(int c, const char *arg, char **argv, bw_front_opts *o)
+{
     double d;
-    int c;
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_WORKER:
-            if (!optarg[0] || strlen(optarg) > 128) {
-                fprintf(stderr, "beeworker-front: --worker-id wants 1..128 characters\n");
-                return -1;
-            }
-            o->worker_id = optarg;
-            break;
-        case O_MODEL: o->model = optarg; break;
-        case O_MODELREF: o->model_ref = optarg; break;
-        case O_BACKEND:
-            if (bw_opt_backend(PROG, optarg)) return -1;
-            o->backend = optarg;
-            break;
-        case O_DEVICE: if (bw_opt_int(PROG, "--device", optarg, 0, BW_OPT_DEVICE_MAX, &o->device)) return -1; break;
-        case O_PORT: if (bw_opt_int(PROG, "--port", optarg, 0, 65535, &o->port)) return -1; break;
-        case O_BIND: o->bind = optarg; break;
-        case O_HIVE: if (check_url(optarg, "--hive-url")) return -1; o->hive_url = optarg; break;
-        case O_HB: if (bw_opt_int(PROG, "--heartbeat-interval", optarg, 1, 3600, &o->heartbeat_s)) return -1; break;
-        case O_LOCAL: o->local_mode = 1; break;
-        case O_TOKENF: o->api_token_file = optarg; break;
-        case O_SPAWN: o->spawn_engine = 1; break;
-        case O_ENGBIN: o->engine_bin = optarg; break;
-        case O_RUNDIR: o->rundir = optarg; break;
-        case O_WAIT: if (bw_opt_double(PROG, "--engine-wait", optarg, 0, 86400, &o->engine_wait_s)) return -1; break;
-        case O_MAXBODY: if (bw_opt_size(PROG, "--max-body", optarg, 1024, 64L << 20, &o->max_body)) return -1; break;
-        case O_QUEUE: if (bw_opt_int(PROG, "--queue-size", optarg, 1, 100000, &o->queue_size)) return -1; break;
-        case O_OPENTO: if (bw_opt_int(PROG, "--open-timeout", optarg, 1, 86400, &o->open_timeout_s)) return -1; break;
-        case O_RETAIN: if (bw_opt_int(PROG, "--retain", optarg, 0, 86400, &o->retain_s)) return -1; break;
-        case O_SLOTS: if (bw_opt_int(PROG, "--slots", optarg, 1, BW_OPT_SLOTS_MAX, &o->slots)) return -1; break;
-        case O_THREADS: if (bw_opt_int(PROG, "--threads", optarg, 1, BW_OPT_THREADS_MAX, &o->threads)) return -1; break;
-        case O_CTX: if (bw_opt_int(PROG, "--ctx", optarg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &o->ctx)) return -1; break;
-        case O_SPEC_MAX: if (bw_opt_int(PROG, "--spec-max", optarg, 0, BW_OPT_SPEC_MAX, &o->spec_max)) return -1; break;
-        case O_HTTP2: o->http2 = 1; break;
-        case O_CORS:
-            if (check_origin(optarg) != 0) return -1;
-            if (o->n_cors_origins == BW_MAX_CORS_ORIGINS) {
-                fprintf(stderr, "beeworker-front: at most %d --cors-origin flags\n", BW_MAX_CORS_ORIGINS);
-                return -1;
-            }
-            o->cors_origins[o->n_cors_origins++] = optarg;
-            break;
-        case O_HELLOTO:
-            if (bw_opt_double(PROG, "--engine-hello-timeout", optarg, 0, 3600, &d)) return -1;
-            if (d > 0 && d < 0.5) { /* HELLO comes every 200 ms: less would lose healthy engines */
-                fprintf(stderr, "beeworker-front: --engine-hello-timeout is 0 (off) or at least 0.5 s, got '%s'\n", optarg);
-                return -1;
-            }
-            o->engine_hello_timeout_s = d;
-            break;
-        case O_MAXCRASH: if (bw_opt_int(PROG, "--engine-max-crashes", optarg, 0, 1000, &o->engine_max_crashes)) return -1; break;
-        case O_CRASHWIN: if (bw_opt_int(PROG, "--engine-crash-window", optarg, 1, 86400, &o->engine_crash_window_s)) return -1; break;
-        case O_METRICSAUTH: o->metrics_auth = 1; break;
-        case O_GRACE: if (bw_opt_double(PROG, "--reconnect-grace", optarg, 0, 3600, &o->reconnect_grace_s)) return -1; break;
-        case O_STREAMBUF:
-            if (bw_opt_size(PROG, "--stream-buffer", optarg, 1024, (size_t)1 << 30, &o->stream_buffer)) return -1;
-            break;
-        case O_SNDBUF: if (bw_opt_int(PROG, "--client-sndbuf", optarg, 0, 64 << 20, &o->client_sndbuf)) return -1; break;
-        case O_TESTSUB: if (bw_opt_int(PROG, "--test-sub-buffer", optarg, 1, 8192, &o->test_sub_buffer)) return -1; break;
-        case O_REQTIMEOUT: if (bw_opt_int(PROG, "--request-timeout", optarg, 1, 3600, &o->request_timeout_s)) return -1; break;
-        case O_MAXCONN: if (bw_opt_int(PROG, "--max-connections", optarg, 1, 1000000, &o->max_connections)) return -1; break;
-        case O_MAXHDR: if (bw_opt_size(PROG, "--max-header-bytes", optarg, 1024, 400000, &o->max_header_bytes)) return -1; break;
-        case O_HELP: usage(stdout); return 1;
-        case O_VERSION: printf("beeworker-front %s\n", BW_VERSION); return 1;
-        default:
-            bw_opt_bad_flag(PROG, argv[optind - 1]);
+    switch (c) {
+    case O_WORKER:
+        if (!arg[0] || strlen(arg) > 128) {
+            fprintf(stderr, "beeworker-front: --worker-id wants 1..128 characters\n");
             return -1;
         }
-    }
-    if (optind < argc) {
-        bw_opt_unexpected(PROG, argv[optind]);
+        o->worker_id = arg;
+        break;
+    case O_MODEL: o->model = arg; break;
+    case O_MODELREF: o->model_ref = arg; break;
+    case O_BACKEND:
+        if (bw_opt_backend(PROG, arg)) return -1;
+        o->backend = arg;
+        break;
+    case O_DEVICE: if (bw_opt_int(PROG, "--device", arg, 0, BW_OPT_DEVICE_MAX, &o->device)) return -1; break;
+    case O_PORT: if (bw_opt_int(PROG, "--port", arg, 0, 65535, &o->port)) return -1; break;
+    case O_BIND: o->bind = arg; break;
+    case O_HIVE: if (check_url(arg, "--hive-url")) return -1; o->hive_url = arg; break;
+    case O_HB: if (bw_opt_int(PROG, "--heartbeat-interval", arg, 1, 3600, &o->heartbeat_s)) return -1; break;
+    case O_LOCAL: o->local_mode = 1; break;
+    case O_TOKENF: o->api_token_file = arg; break;
+    case O_SPAWN: o->spawn_engine = 1; break;
+    case O_ENGBIN: o->engine_bin = arg; break;
+    case O_RUNDIR: o->rundir = arg; break;
+    case O_WAIT: if (bw_opt_double(PROG, "--engine-wait", arg, 0, 86400, &o->engine_wait_s)) return -1; break;
+    case O_MAXBODY: if (bw_opt_size(PROG, "--max-body", arg, 1024, 64L << 20, &o->max_body)) return -1; break;
+    case O_QUEUE: if (bw_opt_int(PROG, "--queue-size", arg, 1, 100000, &o->queue_size)) return -1; break;
+    case O_OPENTO: if (bw_opt_int(PROG, "--open-timeout", arg, 1, 86400, &o->open_timeout_s)) return -1; break;
+    case O_RETAIN: if (bw_opt_int(PROG, "--retain", arg, 0, 86400, &o->retain_s)) return -1; break;
+    case O_SLOTS: if (bw_opt_int(PROG, "--slots", arg, 1, BW_OPT_SLOTS_MAX, &o->slots)) return -1; break;
+    case O_THREADS: if (bw_opt_int(PROG, "--threads", arg, 1, BW_OPT_THREADS_MAX, &o->threads)) return -1; break;
+    case O_CTX: if (bw_opt_int(PROG, "--ctx", arg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &o->ctx)) return -1; break;
+    case O_SPEC_MAX: if (bw_opt_int(PROG, "--spec-max", arg, 0, BW_OPT_SPEC_MAX, &o->spec_max)) return -1; break;
+    case O_HTTP2: o->http2 = 1; break;
+    case O_CORS:
+        if (check_origin(arg) != 0) return -1;
+        if (o->n_cors_origins == BW_MAX_CORS_ORIGINS) {
+            fprintf(stderr, "beeworker-front: at most %d --cors-origin flags\n", BW_MAX_CORS_ORIGINS);
+            return -1;
+        }
+        o->cors_origins[o->n_cors_origins++] = arg;
+        break;
+    case O_HELLOTO:
+        if (bw_opt_double(PROG, "--engine-hello-timeout", arg, 0, 3600, &d)) return -1;
+        if (d > 0 && d < 0.5) { /* HELLO comes every 200 ms: less would lose healthy engines */
+            fprintf(stderr, "beeworker-front: --engine-hello-timeout is 0 (off) or at least 0.5 s, got '%s'\n", arg);
+            return -1;
+        }
+        o->engine_hello_timeout_s = d;
+        break;
+    case O_MAXCRASH: if (bw_opt_int(PROG, "--engine-max-crashes", arg, 0, 1000, &o->engine_max_crashes)) return -1; break;
+    case O_CRASHWIN: if (bw_opt_int(PROG, "--engine-crash-window", arg, 1, 86400, &o->engine_crash_window_s)) return -1; break;
+    case O_METRICSAUTH: o->metrics_auth = 1; break;
+    case O_GRACE: if (bw_opt_double(PROG, "--reconnect-grace", arg, 0, 3600, &o->reconnect_grace_s)) return -1; break;
+    case O_STREAMBUF:
+        if (bw_opt_size(PROG, "--stream-buffer", arg, 1024, (size_t)1 << 30, &o->stream_buffer)) return -1;
+        break;
+    case O_SNDBUF: if (bw_opt_int(PROG, "--client-sndbuf", arg, 0, 64 << 20, &o->client_sndbuf)) return -1; break;
+    case O_TESTSUB: if (bw_opt_int(PROG, "--test-sub-buffer", arg, 1, 8192, &o->test_sub_buffer)) return -1; break;
+    case O_REQTIMEOUT: if (bw_opt_int(PROG, "--request-timeout", arg, 1, 3600, &o->request_timeout_s)) return -1; break;
+    case O_MAXCONN: if (bw_opt_int(PROG, "--max-connections", arg, 1, 1000000, &o->max_connections)) return -1; break;
+    case O_MAXHDR: if (bw_opt_size(PROG, "--max-header-bytes", arg, 1024, 400000, &o->max_header_bytes)) return -1; break;
+    case O_HELP: usage(stdout); return 1;
+    case O_VERSION: printf("beeworker-front %s\n", BW_VERSION); return 1;
+    default:
+        bw_opt_bad_flag(PROG, argv[optind - 1]);
         return -1;
     }
+    return 0;
+}
+
+/* What the flags must satisfy together, checked once all are read. */
+static int check_opts(const bw_front_opts *o)
+{
     if (o->spawn_engine && !o->model) {
         fprintf(stderr, "beeworker-front: --spawn-engine needs --model PATH\n");
         return -1;
@@ -254,4 +258,21 @@ int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
         return -1;
     }
     return 0;
+}
+
+int bw_opts_parse(int argc, char **argv, bw_front_opts *o)
+{
+    set_defaults(o);
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        const int rc = apply_option(c, optarg, argv, o);
+        if (rc != 0) return rc;
+    }
+    if (optind < argc) {
+        bw_opt_unexpected(PROG, argv[optind]);
+        return -1;
+    }
+    return check_opts(o);
 }

@@ -1,5 +1,5 @@
-/* h2o setup and routing; see server.h. One catch-all h2o handler dispatches on method and path, so the
- * whole route table is visible in route() below. */
+/* h2o setup and routing; see server.h. One catch-all h2o handler dispatches on method and path through
+ * the route table (routes.c). */
 #include "frontend/server.h"
 
 #include <arpa/inet.h>
@@ -16,8 +16,8 @@
 
 #include "frontend/accesslog.h"
 #include "frontend/cors.h"
-#include "frontend/handlers.h"
 #include "frontend/http.h"
+#include "frontend/routes.h"
 
 typedef struct {
     h2o_handler_t super;
@@ -33,45 +33,10 @@ static int max_conns; /* --max-connections, clamped below the descriptor limit *
 static h2o_timeout_t accept_backoff_to;
 static h2o_timeout_entry_t accept_resume;
 
-static int path_is(const h2o_iovec_t *p, const char *s)
-{
-    return h2o_memis(p->base, p->len, s, strlen(s));
-}
-
-static int method_is(h2o_req_t *req, const char *m)
-{
-    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
-}
-
-/* RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET is allowed. */
-static int method_is_get(h2o_req_t *req)
-{
-    return method_is(req, "GET") || method_is(req, "HEAD");
-}
-
 static int not_allowed(h2o_req_t *req, const char *allow)
 {
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, NULL, allow, strlen(allow));
     bw_http_send_error(req, 405, "METHOD_NOT_ALLOWED", "this method is not allowed on this path");
-    return 0;
-}
-
-/* "/v1/inference/<id>[/stream]" or "/v1/jobs/<id>[/stream]": splits out the id. */
-static int job_path(const h2o_iovec_t *p, const char **id, size_t *id_len, int *stream)
-{
-    static const char *prefixes[] = {"/v1/inference/", "/v1/jobs/"};
-    for (size_t i = 0; i < 2; i++) {
-        size_t n = strlen(prefixes[i]);
-        if (p->len <= n || memcmp(p->base, prefixes[i], n) != 0) continue;
-        const char *s = p->base + n, *end = p->base + p->len;
-        const char *slash = memchr(s, '/', (size_t)(end - s));
-        *id = s;
-        *id_len = (size_t)((slash ? slash : end) - s);
-        if (!slash) *stream = 0;
-        else if ((size_t)(end - slash) == 7 && memcmp(slash, "/stream", 7) == 0) *stream = 1;
-        else return 0;
-        return *id_len > 0;
-    }
     return 0;
 }
 
@@ -84,6 +49,8 @@ static size_t head_bytes(h2o_req_t *req)
     return n;
 }
 
+/* Before the route table: framing, head size and CORS; then the route's access rule, its methods and
+ * its handler. An unknown path is protected like any other, so that it says nothing to a stranger. */
 static int route(h2o_handler_t *self, h2o_req_t *req)
 {
     bw_front *f = ((router *)self)->f;
@@ -95,32 +62,18 @@ static int route(h2o_handler_t *self, h2o_req_t *req)
         bw_http_send_error(req, 431, "HEADERS_TOO_LARGE", "the request line and headers exceed --max-header-bytes");
         return 0;
     }
-
     if (bw_cors_apply(f, req)) return 0;
-    if (path_is(p, "/health")) return method_is_get(req) ? bw_handle_health(f, req) : not_allowed(req, "GET, HEAD");
-    int metrics = path_is(p, "/metrics");
-    if (!(metrics && !f->opts->metrics_auth) && bw_http_authorize(f, req) != 0) return 0;
-    if (metrics) return method_is_get(req) ? bw_handle_metrics(f, req) : not_allowed(req, "GET, HEAD");
 
-    if (path_is(p, "/info")) return method_is_get(req) ? bw_handle_info(f, req) : not_allowed(req, "GET, HEAD");
-    int chat = path_is(p, "/v1/chat/completions");
-    if (chat || path_is(p, "/v1/completions"))
-        return method_is(req, "POST") ? bw_handle_openai(f, req, chat) : not_allowed(req, "POST");
-    if (path_is(p, "/v1/models")) return method_is_get(req) ? bw_handle_models(f, req, NULL, 0) : not_allowed(req, "GET, HEAD");
-    if (p->len > 11 && memcmp(p->base, "/v1/models/", 11) == 0)
-        return method_is_get(req) ? bw_handle_models(f, req, p->base + 11, p->len - 11) : not_allowed(req, "GET, HEAD");
-    int jobs_form = path_is(p, "/v1/jobs");
-    if (jobs_form || path_is(p, "/v1/inference"))
-        return method_is(req, "POST") ? bw_handle_submit(f, req, jobs_form) : not_allowed(req, "POST");
-    const char *id;
-    size_t id_len;
-    int stream;
-    if (job_path(p, &id, &id_len, &stream)) {
-        if (stream) return method_is_get(req) ? bw_handle_stream(f, req, id, id_len) : not_allowed(req, "GET, HEAD");
-        return method_is(req, "DELETE") ? bw_handle_cancel(f, req, id, id_len) : not_allowed(req, "DELETE");
+    bw_route_args a;
+    const bw_route *r = bw_route_find(p->base, p->len, &a);
+    int public = r && (r->access == BW_ROUTE_PUBLIC || (r->access == BW_ROUTE_METRICS && !f->opts->metrics_auth));
+    if (!public && bw_http_authorize(f, req) != 0) return 0;
+    if (!r) {
+        bw_http_send_error(req, 404, "NOT_FOUND", "no such endpoint");
+        return 0;
     }
-    bw_http_send_error(req, 404, "NOT_FOUND", "no such endpoint");
-    return 0;
+    if (!bw_route_allows(r, req->method.base, req->method.len)) return not_allowed(req, r->methods);
+    return r->handle(f, req, &a);
 }
 
 static void on_conn_close(void *data)

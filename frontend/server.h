@@ -1,7 +1,8 @@
-/* The HTTP server: h2o configuration, the listening socket and the route table.
+/* The HTTP server: h2o configuration, the listening socket and the dispatch through the route table.
  *
- * Owns: which method and path reach which handler, authentication before protected routes, and the
- * HTTP/1.1-only default (SPEC §3.0). Request logic lives in handler_*.c. */
+ * Owns: the checks every request passes before its route (framing, head size, CORS), authentication
+ * before protected routes, and the HTTP/1.1-only default (SPEC §3.0). Which path and method reach which
+ * handler is routes.c's; request logic lives in handler_*.c. */
 #ifndef BW_FRONT_SERVER_H
 #define BW_FRONT_SERVER_H
 

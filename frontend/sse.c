@@ -5,15 +5,12 @@
 #include <string.h>
 
 #include "common/clock.h"
-#include "frontend/buf.h"
-#include "frontend/jobs.h"
-#include "frontend/metrics.h"
 
 #define KEEPALIVE_MS 5000
 
-struct bw_sse_stream {
+typedef struct {
     h2o_generator_t gen;
-    bw_front *f;
+    bw_job_reader reader; /* how the job reaches this stream */
     h2o_req_t *req;
     bw_job *job;     /* NULL once detached */
     uint64_t next;   /* SSE id of the next event to format */
@@ -30,18 +27,23 @@ struct bw_sse_stream {
     size_t pend_first, pend_tokens; /* token events in pend, for the latency metrics */
     /* Events are formatted as they arrive, into pend, and handed to h2o from out, one send at a time.
      * Their formatted size (not the token text) is what a slow client costs, so it is what --stream-buffer
-     * bounds (bw_sse_backlog). */
+     * bounds (reader_backlog). */
     bw_buf out;      /* the bytes of the outstanding send; h2o reads them until proceed */
     bw_buf pend;
     h2o_timeout_entry_t keepalive;
-};
+} bw_sse_stream;
 
-static h2o_timeout_t keepalive_to;
+static struct {
+    h2o_loop_t *loop;
+    h2o_timeout_t keepalive_to;
+    bw_metrics *metrics;
+    double reconnect_grace_s;
+} g;
 
 static void arm_keepalive(bw_sse_stream *s)
 {
     if (h2o_timeout_is_linked(&s->keepalive)) h2o_timeout_unlink(&s->keepalive);
-    if (!s->final_sent) h2o_timeout_link(s->f->loop, &keepalive_to, &s->keepalive);
+    if (!s->final_sent) h2o_timeout_link(g.loop, &g.keepalive_to, &s->keepalive);
 }
 
 static void send_out(bw_sse_stream *s, int final)
@@ -62,11 +64,27 @@ typedef struct {
 static void native_started(void *ctx, bw_buf *out, const bw_job *j)
 {
     const native_opts *o = ctx;
-    size_t len;
-    const char *started = bw_job_started(j, &len);
+    const bw_job_start *st = bw_job_started(j);
     bw_buf_adds(out, o->ids ? "id: 0\ndata: " : "data: ");
-    bw_buf_add(out, started, len);
-    bw_buf_adds(out, "\n\n");
+    bw_buf_adds(out, "{\"type\":\"started\",\"job_id\":\"");
+    bw_buf_add_json_str(out, st->job_id, strlen(st->job_id));
+    bw_buf_adds(out, "\",\"model\":\"");
+    bw_buf_add_json_str(out, st->model, strlen(st->model));
+    bw_buf_addf(out, "\",\"seed\":%llu,\"started_at\":\"%lld\",\"architecture\":\"", (unsigned long long)st->seed,
+                st->started_at);
+    bw_buf_add_json_str(out, st->arch, strlen(st->arch));
+    bw_buf_adds(out, "\",\"weight_types\":[");
+    for (const char *p = st->weight_types, *sep = ""; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n) {
+            bw_buf_addf(out, "%s\"", sep);
+            bw_buf_add_json_str(out, p, n);
+            bw_buf_adds(out, "\"");
+            sep = ",";
+        }
+        p += n + (p[n] == ',');
+    }
+    bw_buf_adds(out, "]}\n\n");
 }
 
 static void native_token(void *ctx, bw_buf *out, const bw_job *j, size_t i)
@@ -83,13 +101,36 @@ static void native_token(void *ctx, bw_buf *out, const bw_job *j, size_t i)
     else bw_buf_addf(out, "\",\"i\":%zu}\n\n", i);
 }
 
+static void native_end(bw_buf *out, const bw_job_outcome *o)
+{
+    bw_buf_addf(out, "{\"type\":\"end\",\"tokens_out\":%zu,\"decode_time_ms\":%llu,\"stop_reason\":\"%s\"",
+                o->tokens_out, (unsigned long long)(o->decode_ns / 1000000ull), bw_stop_reason_name(o->stop));
+    if (o->has_prediction)
+        bw_buf_addf(out, ",\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u", o->pred_accepted,
+                    o->pred_rejected);
+    if (o->clamped_to) bw_buf_addf(out, ",\"max_tokens_clamped_to\":%d", (int)o->clamped_to);
+    if (o->has_matched) {
+        bw_buf_adds(out, ",\"stop_sequence_matched\":\"");
+        bw_buf_add_json_str(out, o->matched, o->matched_len);
+        bw_buf_adds(out, "\"");
+    }
+    bw_buf_adds(out, "}");
+}
+
 static void native_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *req)
 {
     (void)ctx, (void)req;
-    size_t len;
-    const char *terminal = bw_job_terminal(j, &len);
+    const bw_job_outcome *o = bw_job_outcome_of(j);
     bw_buf_adds(out, "data: ");
-    bw_buf_add(out, terminal, len);
+    if (o->end == BW_JOB_ENDED) {
+        native_end(out, o);
+    } else {
+        bw_buf_adds(out, "{\"type\":\"error\",\"code\":\"");
+        bw_buf_add_json_str(out, o->code, strlen(o->code));
+        bw_buf_adds(out, "\",\"message\":\"");
+        bw_buf_add_json_str(out, o->message, o->message_len);
+        bw_buf_adds(out, "\"}");
+    }
     bw_buf_adds(out, "\n\ndata: [DONE]\n\n");
 }
 
@@ -127,8 +168,8 @@ static void start_event_stream(bw_sse_stream *s)
 static void format_new(bw_sse_stream *s)
 {
     if (s->pend_final) return;
-    size_t len, n = bw_job_n_tokens(s->job);
-    if (s->next == 0 && bw_job_started(s->job, &len)) {
+    size_t n = bw_job_n_tokens(s->job);
+    if (s->next == 0 && bw_job_started(s->job)) {
         s->fmt->started(s->fmt_ctx, &s->pend, s->job);
         s->next = 1;
     }
@@ -137,7 +178,7 @@ static void format_new(bw_sse_stream *s)
         s->pend_tokens += n - (size_t)(s->next - 1);
         for (; s->next - 1 < n; s->next++) s->fmt->token(s->fmt_ctx, &s->pend, s->job, (size_t)(s->next - 1));
     }
-    if (bw_job_terminal(s->job, &len) && (s->next == 0 ? n == 0 : s->next - 1 >= n)) {
+    if (bw_job_outcome_of(s->job) && (s->next == 0 ? n == 0 : s->next - 1 >= n)) {
         s->fmt->terminal(s->fmt_ctx, &s->pend, s->job, s->req);
         s->pend_final = 1;
     }
@@ -153,17 +194,16 @@ static void format_new(bw_sse_stream *s)
 static void flush(bw_sse_stream *s)
 {
     if (s->final_sent || !s->job) return;
-    size_t len;
     if (s->fmt->whole) {
-        if (!s->sending && bw_job_terminal(s->job, &len)) flush_whole(s, s->fmt->terminal);
+        if (!s->sending && bw_job_outcome_of(s->job)) flush_whole(s, s->fmt->terminal);
         return;
     }
     if (!s->started) {
         /* a deferred start: the status waits for the job's first event; an end before it is a refusal */
-        if (bw_job_started(s->job, &len)) {
+        if (bw_job_started(s->job)) {
             start_event_stream(s);
         } else {
-            if (bw_job_terminal(s->job, &len)) flush_whole(s, s->fmt->refuse);
+            if (bw_job_outcome_of(s->job)) flush_whole(s, s->fmt->refuse);
             return;
         }
     }
@@ -178,7 +218,7 @@ static void flush(bw_sse_stream *s)
     /* measured as the bytes are handed to the socket: h2o writes at once when no send is pending */
     uint64_t now = bw_clock_mono_ns(), prev = s->last_token_write_ns;
     if (s->pend_tokens) s->last_token_write_ns = now;
-    bw_metrics_tokens_written(s->f->metrics, s->job, s->pend_first, s->pend_tokens, prev, now);
+    bw_metrics_tokens_written(g.metrics, bw_job_created_ns(s->job), s->pend_first, s->pend_tokens, prev, now);
     s->pend_tokens = 0;
     send_out(s, s->pend_final);
 }
@@ -218,30 +258,39 @@ static void on_dispose(void *p)
     if (s->job) {
         bw_job *j = s->job;
         s->job = NULL;
-        bw_job_detach(j, s);
+        bw_job_detach(j, &s->reader);
     }
     bw_buf_free(&s->out);
     bw_buf_free(&s->pend);
 }
 
-void bw_sse_init(bw_front *f)
+void bw_sse_init(h2o_loop_t *loop, bw_metrics *metrics, double reconnect_grace_s)
 {
-    h2o_timeout_init(f->loop, &keepalive_to, KEEPALIVE_MS);
+    g.loop = loop;
+    g.metrics = metrics;
+    g.reconnect_grace_s = reconnect_grace_s;
+    h2o_timeout_init(loop, &g.keepalive_to, KEEPALIVE_MS);
 }
 
-void bw_sse_notify(bw_sse_stream *s)
+/* ---- the stream as its job's reader ---- */
+
+static void reader_notify(bw_job_reader *r) { flush(H2O_STRUCT_FROM_MEMBER(bw_sse_stream, reader, r)); }
+
+static uint64_t reader_delivered(const bw_job_reader *r)
 {
-    flush(s);
+    return H2O_STRUCT_FROM_MEMBER(bw_sse_stream, reader, r)->delivered;
 }
 
-uint64_t bw_sse_delivered(const bw_sse_stream *s) { return s->delivered; }
-
-size_t bw_sse_backlog(const bw_sse_stream *s)
+static size_t reader_backlog(const bw_job_reader *r)
 {
+    const bw_sse_stream *s = H2O_STRUCT_FROM_MEMBER(bw_sse_stream, reader, r);
     return (s->sending ? s->out.len : 0) + s->pend.len;
 }
 
-int bw_sse_abandon(bw_sse_stream *s)
+static const bw_job_reader_ops reader_ops = {reader_notify, reader_backlog, reader_delivered};
+
+/* The stream loses its job to a reconnect and its response ends; -1 when it cannot be replaced. */
+static int abandon(bw_sse_stream *s)
 {
     if (s->fmt->whole || !s->started) return -1;
     s->job = NULL;
@@ -253,12 +302,11 @@ int bw_sse_abandon(bw_sse_stream *s)
     return 0;
 }
 
-static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, const bw_sse_format *fmt, void *ctx,
-                       int no_ids)
+static int open_stream(h2o_req_t *req, bw_job *j, uint64_t from, const bw_sse_format *fmt, void *ctx, int no_ids)
 {
     bw_sse_stream *s = h2o_mem_alloc_shared(&req->pool, sizeof(*s), on_dispose);
     memset(s, 0, sizeof(*s));
-    s->f = f;
+    s->reader.ops = &reader_ops;
     s->req = req;
     s->next = from;
     s->out_end = from;
@@ -269,7 +317,7 @@ static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, co
     s->keepalive.cb = on_keepalive;
     bw_buf_init(&s->out);
     bw_buf_init(&s->pend);
-    if (bw_job_attach(j, s) != 0) return -1;
+    if (bw_job_attach(j, &s->reader) != 0) return -1;
     s->job = j;
     s->gen.proceed = on_proceed;
     s->gen.stop = NULL;
@@ -281,7 +329,7 @@ static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, co
     if (!no_ids) {
         /* A browser's EventSource reconnects after its retry time (3 s by default) with Last-Event-ID;
          * the job waits --reconnect-grace for that: ask for a reconnect well within it. */
-        double grace_ms = f->opts->reconnect_grace_s * 1000.0;
+        double grace_ms = g.reconnect_grace_s * 1000.0;
         long retry_ms = grace_ms >= 3000 ? 1000 : (long)(grace_ms / 3);
         if (retry_ms > 0) bw_buf_addf(&s->pend, "retry: %ld\n\n", retry_ms);
     }
@@ -290,14 +338,25 @@ static int open_stream(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, co
     return 0;
 }
 
-int bw_sse_open(bw_front *f, h2o_req_t *req, bw_job *j, uint64_t from, int flags)
+int bw_sse_open(h2o_req_t *req, bw_job *j, uint64_t from, int flags)
 {
     static native_opts opts[4] = {{0, 1}, {1, 1}, {0, 0}, {1, 0}};
     int no_ids = (flags & BW_SSE_NO_IDS) != 0;
-    return open_stream(f, req, j, from, &native, &opts[((flags & BW_SSE_TIMING) ? 1 : 0) + (no_ids ? 2 : 0)], no_ids);
+    return open_stream(req, j, from, &native, &opts[((flags & BW_SSE_TIMING) ? 1 : 0) + (no_ids ? 2 : 0)], no_ids);
 }
 
-int bw_sse_open_as(bw_front *f, h2o_req_t *req, bw_job *j, const bw_sse_format *fmt, void *ctx)
+int bw_sse_open_as(h2o_req_t *req, bw_job *j, const bw_sse_format *fmt, void *ctx)
 {
-    return open_stream(f, req, j, 0, fmt, ctx, 0);
+    return open_stream(req, j, 0, fmt, ctx, 0);
+}
+
+int bw_sse_take_over(h2o_req_t *req, bw_job *j, uint64_t from, int flags)
+{
+    bw_job_reader *old = bw_job_take_reader(j);
+    if (!old) return -1;
+    if (abandon(H2O_STRUCT_FROM_MEMBER(bw_sse_stream, reader, old)) != 0) {
+        bw_job_attach(j, old); /* a whole response cannot be taken over */
+        return -1;
+    }
+    return bw_sse_open(req, j, from, flags);
 }
