@@ -87,7 +87,8 @@ static int32_t device_emulation(bw_sampler *s, const bw_sampler_params *p, float
     /* candidates in a scrambled order */
     const float thr = bw_sc_threshold(maxl, p->temperature);
     int32_t k = 0;
-    const int32_t start = (int32_t)(rnd() % (uint32_t)nv), step = 7919; /* nv is never a multiple of 7919 */
+    /* a prime step that does not divide nv visits every id once (nv may be 7919 or 15838) */
+    const int32_t start = (int32_t)(rnd() % (uint32_t)nv), step = nv % 7919 ? 7919 : 7907;
     for (int32_t c = 0; c < nv; c++) {
         const int32_t i = (int32_t)(((int64_t)start + (int64_t)c * step) % nv);
         if (l[i] >= thr) {
