@@ -14,7 +14,7 @@ rate after the first token, like bench_stream.py), median over the runs. The tex
 compared too: a benchmark of a wrong answer would be worthless. Acceptance rates: the prediction's from
 usage.completion_tokens_details, prompt lookup's from /info.
 
-Run: python3 tests/bench/bench_spec.py [--build build] [--threads 2] [--runs 3] [--spec-max 8]
+Run: python3 tests/bench/bench_spec.py [--build build] [--threads 2] [--runs 3] [--spec-max 15]
 Prints one JSON object. A benchmark, not a test: it asserts nothing but equal outputs."""
 import argparse
 import http.client
@@ -162,7 +162,7 @@ def main():
     ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--spec-max", type=int, default=8)
+    ap.add_argument("--spec-max", type=int, default=15)
     a = ap.parse_args()
     build, model = pathlib.Path(a.build).resolve(), pathlib.Path(a.model).resolve()
     common = ["--threads", str(a.threads)]
