@@ -1671,50 +1671,6 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
     if (r4 < r1) bw_avx2_matmul_rows(W, x, x_stride, act, act_stride, n_tok, y, y_stride, r4, r1);
 }
 
-/* bw_avx2_attn_scores' arithmetic, bit for bit, with two positions per zmm: lanes 0-7 hold position r's
- * eight partial sums, lanes 8-15 position r + 4's, so each FMA does two of the AVX2 kernel's, and a block's
- * key chunk, loaded once, serves up to four heads. The sums reduce with the same tree (bw_hsum8x8) and the
- * positions past the last block of 8 take the same bw_dot. */
-void BW_AVX512 bw_avx512_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n,
-                                     float scale, float *scores)
-{
-    int p0 = 0;
-    if (hd % 8 == 0)
-        for (; p0 + 8 <= n; p0 += 8)
-            for (int h0 = 0; h0 < group; h0 += 4) {
-                const int nh = group - h0 < 4 ? group - h0 : 4;
-                __m512 acc[4][4];
-                for (int h = 0; h < nh; h++)
-                    for (int r = 0; r < 4; r++) acc[h][r] = _mm512_setzero_ps();
-                for (int i = 0; i < hd; i += 8) {
-                    __m512 kp[4];
-                    for (int r = 0; r < 4; r++) {
-                        const __m256 lo = _mm256_loadu_ps(k + (p0 + r) * stride + i);
-                        const __m256 hi = _mm256_loadu_ps(k + (p0 + r + 4) * stride + i);
-                        kp[r] = _mm512_castpd_ps(
-                            _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-                    }
-                    for (int h = 0; h < nh; h++) {
-                        const __m256 q8 = _mm256_loadu_ps(q + (size_t)(h0 + h) * hd + i);
-                        const __m512 qv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(q8)));
-                        for (int r = 0; r < 4; r++) acc[h][r] = _mm512_fmadd_ps(qv, kp[r], acc[h][r]);
-                    }
-                }
-                for (int h = 0; h < nh; h++) {
-                    __m256 a8[8];
-                    for (int r = 0; r < 4; r++) {
-                        a8[r] = _mm512_castps512_ps256(acc[h][r]);
-                        a8[r + 4] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[h][r]), 1));
-                    }
-                    _mm256_storeu_ps(scores + (size_t)(h0 + h) * n + p0,
-                                     _mm256_mul_ps(bw_hsum8x8(a8), _mm256_set1_ps(scale)));
-                }
-            }
-    for (int p = p0; p < n; p++)
-        for (int h = 0; h < group; h++)
-            scores[(size_t)h * n + p] = bw_dot(q + (size_t)h * hd, k + p * stride, hd) * scale;
-}
-
 /* The AVX2 kernel's arithmetic (each output adds its positions in order, one FMA each) with 32
  * registers: 64 outputs of up to four heads at a time, sixteen independent chains, a value row's 64
  * floats loaded once per position for the group. */
