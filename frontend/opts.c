@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,34 +114,86 @@ static int check_readable(const char *path, const char *what)
 }
 
 enum {
-    O_WORKER = 256, O_MODEL, O_MODELREF, O_BACKEND, O_DEVICE, O_PORT, O_BIND, O_HIVE, O_HB, O_LOCAL, O_TOKENF,
-    O_SPAWN, O_ENGBIN, O_RUNDIR, O_WAIT, O_MAXBODY, O_QUEUE, O_OPENTO, O_RETAIN, O_SLOTS, O_THREADS, O_CTX,
-    O_HTTP2, O_METRICSAUTH, O_HELP, O_VERSION, O_GRACE, O_STREAMBUF, O_TESTSUB, O_SNDBUF, O_MAXCRASH, O_CRASHWIN,
-    O_REQTIMEOUT, O_MAXCONN, O_MAXHDR, O_HELLOTO, O_CORS, O_SPEC_MAX,
+    O_WORKER = 256,
+    O_MODEL,
+    O_MODELREF,
+    O_BACKEND,
+    O_DEVICE,
+    O_PORT,
+    O_BIND,
+    O_HIVE,
+    O_HB,
+    O_LOCAL,
+    O_TOKENF,
+    O_SPAWN,
+    O_ENGBIN,
+    O_RUNDIR,
+    O_WAIT,
+    O_MAXBODY,
+    O_QUEUE,
+    O_OPENTO,
+    O_RETAIN,
+    O_SLOTS,
+    O_THREADS,
+    O_CTX,
+    O_HTTP2,
+    O_METRICSAUTH,
+    O_HELP,
+    O_VERSION,
+    O_GRACE,
+    O_STREAMBUF,
+    O_TESTSUB,
+    O_SNDBUF,
+    O_MAXCRASH,
+    O_CRASHWIN,
+    O_REQTIMEOUT,
+    O_MAXCONN,
+    O_MAXHDR,
+    O_HELLOTO,
+    O_CORS,
+    O_SPEC_MAX,
 };
 
 static const struct option long_opts[] = {
-    {"worker-id", required_argument, 0, O_WORKER}, {"model", required_argument, 0, O_MODEL},
-    {"model-ref", required_argument, 0, O_MODELREF}, {"backend", required_argument, 0, O_BACKEND},
-    {"device", required_argument, 0, O_DEVICE}, {"port", required_argument, 0, O_PORT},
-    {"bind", required_argument, 0, O_BIND}, {"hive-url", required_argument, 0, O_HIVE},
-    {"queen-url", required_argument, 0, O_HIVE}, {"heartbeat-interval", required_argument, 0, O_HB},
-    {"local-mode", no_argument, 0, O_LOCAL}, {"api-token-file", required_argument, 0, O_TOKENF},
-    {"spawn-engine", no_argument, 0, O_SPAWN}, {"engine-bin", required_argument, 0, O_ENGBIN},
-    {"rundir", required_argument, 0, O_RUNDIR}, {"engine-wait", required_argument, 0, O_WAIT},
-    {"max-body", required_argument, 0, O_MAXBODY}, {"queue-size", required_argument, 0, O_QUEUE},
-    {"open-timeout", required_argument, 0, O_OPENTO}, {"retain", required_argument, 0, O_RETAIN},
-    {"slots", required_argument, 0, O_SLOTS}, {"threads", required_argument, 0, O_THREADS},
+    {"worker-id", required_argument, 0, O_WORKER},
+    {"model", required_argument, 0, O_MODEL},
+    {"model-ref", required_argument, 0, O_MODELREF},
+    {"backend", required_argument, 0, O_BACKEND},
+    {"device", required_argument, 0, O_DEVICE},
+    {"port", required_argument, 0, O_PORT},
+    {"bind", required_argument, 0, O_BIND},
+    {"hive-url", required_argument, 0, O_HIVE},
+    {"queen-url", required_argument, 0, O_HIVE},
+    {"heartbeat-interval", required_argument, 0, O_HB},
+    {"local-mode", no_argument, 0, O_LOCAL},
+    {"api-token-file", required_argument, 0, O_TOKENF},
+    {"spawn-engine", no_argument, 0, O_SPAWN},
+    {"engine-bin", required_argument, 0, O_ENGBIN},
+    {"rundir", required_argument, 0, O_RUNDIR},
+    {"engine-wait", required_argument, 0, O_WAIT},
+    {"max-body", required_argument, 0, O_MAXBODY},
+    {"queue-size", required_argument, 0, O_QUEUE},
+    {"open-timeout", required_argument, 0, O_OPENTO},
+    {"retain", required_argument, 0, O_RETAIN},
+    {"slots", required_argument, 0, O_SLOTS},
+    {"threads", required_argument, 0, O_THREADS},
     {"spec-max", required_argument, 0, O_SPEC_MAX},
-    {"ctx", required_argument, 0, O_CTX}, {"http2", no_argument, 0, O_HTTP2},
-    {"metrics-auth", no_argument, 0, O_METRICSAUTH}, {"help", no_argument, 0, O_HELP},
-    {"reconnect-grace", required_argument, 0, O_GRACE}, {"stream-buffer", required_argument, 0, O_STREAMBUF},
-    {"test-sub-buffer", required_argument, 0, O_TESTSUB}, {"client-sndbuf", required_argument, 0, O_SNDBUF},
+    {"ctx", required_argument, 0, O_CTX},
+    {"http2", no_argument, 0, O_HTTP2},
+    {"metrics-auth", no_argument, 0, O_METRICSAUTH},
+    {"help", no_argument, 0, O_HELP},
+    {"reconnect-grace", required_argument, 0, O_GRACE},
+    {"stream-buffer", required_argument, 0, O_STREAMBUF},
+    {"test-sub-buffer", required_argument, 0, O_TESTSUB},
+    {"client-sndbuf", required_argument, 0, O_SNDBUF},
     {"request-timeout", required_argument, 0, O_REQTIMEOUT},
-    {"max-connections", required_argument, 0, O_MAXCONN}, {"max-header-bytes", required_argument, 0, O_MAXHDR},
-    {"version", no_argument, 0, O_VERSION}, {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
+    {"max-connections", required_argument, 0, O_MAXCONN},
+    {"max-header-bytes", required_argument, 0, O_MAXHDR},
+    {"version", no_argument, 0, O_VERSION},
+    {"engine-max-crashes", required_argument, 0, O_MAXCRASH},
     {"engine-crash-window", required_argument, 0, O_CRASHWIN},
-    {"engine-hello-timeout", required_argument, 0, O_HELLOTO}, {"cors-origin", required_argument, 0, O_CORS},
+    {"engine-hello-timeout", required_argument, 0, O_HELLOTO},
+    {"cors-origin", required_argument, 0, O_CORS},
     {0, 0, 0, 0},
 };
 
@@ -165,12 +218,43 @@ static void set_defaults(bw_front_opts *o)
     o->stream_buffer = 1 << 20;
     o->engine_max_crashes = 5;
     o->engine_crash_window_s = 60;
-
 }
 
 /* One flag c with its value; 1 when it asked to stop here (--help, --version), -1 on a bad value. */
+/* The flags that take an integer in a range into an int of the options. */
+static const struct {
+    int code;
+    const char *flag;
+    long lo, hi;
+    size_t field;
+} int_flags[] = {
+    {O_DEVICE, "--device", 0, BW_OPT_DEVICE_MAX, offsetof(bw_front_opts, device)},
+    {O_PORT, "--port", 0, 65535, offsetof(bw_front_opts, port)},
+    {O_HB, "--heartbeat-interval", 1, 3600, offsetof(bw_front_opts, heartbeat_s)},
+    {O_QUEUE, "--queue-size", 1, 100000, offsetof(bw_front_opts, queue_size)},
+    {O_OPENTO, "--open-timeout", 1, 86400, offsetof(bw_front_opts, open_timeout_s)},
+    {O_RETAIN, "--retain", 0, 86400, offsetof(bw_front_opts, retain_s)},
+    {O_SLOTS, "--slots", 1, BW_OPT_SLOTS_MAX, offsetof(bw_front_opts, slots)},
+    {O_THREADS, "--threads", 1, BW_OPT_THREADS_MAX, offsetof(bw_front_opts, threads)},
+    {O_CTX, "--ctx", BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, offsetof(bw_front_opts, ctx)},
+    {O_SPEC_MAX, "--spec-max", 0, BW_OPT_SPEC_MAX, offsetof(bw_front_opts, spec_max)},
+    {O_MAXCRASH, "--engine-max-crashes", 0, 1000, offsetof(bw_front_opts, engine_max_crashes)},
+    {O_CRASHWIN, "--engine-crash-window", 1, 86400, offsetof(bw_front_opts, engine_crash_window_s)},
+    {O_SNDBUF, "--client-sndbuf", 0, 64 << 20, offsetof(bw_front_opts, client_sndbuf)},
+    {O_TESTSUB, "--test-sub-buffer", 1, 8192, offsetof(bw_front_opts, test_sub_buffer)},
+    {O_REQTIMEOUT, "--request-timeout", 1, 3600, offsetof(bw_front_opts, request_timeout_s)},
+    {O_MAXCONN, "--max-connections", 1, 1000000, offsetof(bw_front_opts, max_connections)},
+};
+
 static int apply_option(int c, const char *arg, char **argv, bw_front_opts *o)
 {
+    for (size_t i = 0; i < sizeof int_flags / sizeof int_flags[0]; i++)
+        if (int_flags[i].code == c) {
+            long v;
+            if (bw_opt_long(PROG, int_flags[i].flag, arg, int_flags[i].lo, int_flags[i].hi, &v)) return -1;
+            *(int *)((char *)o + int_flags[i].field) = (int)v;
+            return 0;
+        }
     double d;
     switch (c) {
     case O_WORKER:
@@ -186,25 +270,22 @@ static int apply_option(int c, const char *arg, char **argv, bw_front_opts *o)
         if (bw_opt_backend(PROG, arg)) return -1;
         o->backend = arg;
         break;
-    case O_DEVICE: if (bw_opt_int(PROG, "--device", arg, 0, BW_OPT_DEVICE_MAX, &o->device)) return -1; break;
-    case O_PORT: if (bw_opt_int(PROG, "--port", arg, 0, 65535, &o->port)) return -1; break;
     case O_BIND: o->bind = arg; break;
-    case O_HIVE: if (check_url(arg, "--hive-url")) return -1; o->hive_url = arg; break;
-    case O_HB: if (bw_opt_int(PROG, "--heartbeat-interval", arg, 1, 3600, &o->heartbeat_s)) return -1; break;
+    case O_HIVE:
+        if (check_url(arg, "--hive-url")) return -1;
+        o->hive_url = arg;
+        break;
     case O_LOCAL: o->local_mode = 1; break;
     case O_TOKENF: o->api_token_file = arg; break;
     case O_SPAWN: o->spawn_engine = 1; break;
     case O_ENGBIN: o->engine_bin = arg; break;
     case O_RUNDIR: o->rundir = arg; break;
-    case O_WAIT: if (bw_opt_double(PROG, "--engine-wait", arg, 0, 86400, &o->engine_wait_s)) return -1; break;
-    case O_MAXBODY: if (bw_opt_size(PROG, "--max-body", arg, 1024, 64L << 20, &o->max_body)) return -1; break;
-    case O_QUEUE: if (bw_opt_int(PROG, "--queue-size", arg, 1, 100000, &o->queue_size)) return -1; break;
-    case O_OPENTO: if (bw_opt_int(PROG, "--open-timeout", arg, 1, 86400, &o->open_timeout_s)) return -1; break;
-    case O_RETAIN: if (bw_opt_int(PROG, "--retain", arg, 0, 86400, &o->retain_s)) return -1; break;
-    case O_SLOTS: if (bw_opt_int(PROG, "--slots", arg, 1, BW_OPT_SLOTS_MAX, &o->slots)) return -1; break;
-    case O_THREADS: if (bw_opt_int(PROG, "--threads", arg, 1, BW_OPT_THREADS_MAX, &o->threads)) return -1; break;
-    case O_CTX: if (bw_opt_int(PROG, "--ctx", arg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &o->ctx)) return -1; break;
-    case O_SPEC_MAX: if (bw_opt_int(PROG, "--spec-max", arg, 0, BW_OPT_SPEC_MAX, &o->spec_max)) return -1; break;
+    case O_WAIT:
+        if (bw_opt_double(PROG, "--engine-wait", arg, 0, 86400, &o->engine_wait_s)) return -1;
+        break;
+    case O_MAXBODY:
+        if (bw_opt_size(PROG, "--max-body", arg, 1024, 64L << 20, &o->max_body)) return -1;
+        break;
     case O_HTTP2: o->http2 = 1; break;
     case O_CORS:
         if (check_origin(arg) != 0) return -1;
@@ -222,23 +303,19 @@ static int apply_option(int c, const char *arg, char **argv, bw_front_opts *o)
         }
         o->engine_hello_timeout_s = d;
         break;
-    case O_MAXCRASH: if (bw_opt_int(PROG, "--engine-max-crashes", arg, 0, 1000, &o->engine_max_crashes)) return -1; break;
-    case O_CRASHWIN: if (bw_opt_int(PROG, "--engine-crash-window", arg, 1, 86400, &o->engine_crash_window_s)) return -1; break;
     case O_METRICSAUTH: o->metrics_auth = 1; break;
-    case O_GRACE: if (bw_opt_double(PROG, "--reconnect-grace", arg, 0, 3600, &o->reconnect_grace_s)) return -1; break;
+    case O_GRACE:
+        if (bw_opt_double(PROG, "--reconnect-grace", arg, 0, 3600, &o->reconnect_grace_s)) return -1;
+        break;
     case O_STREAMBUF:
         if (bw_opt_size(PROG, "--stream-buffer", arg, 1024, (size_t)1 << 30, &o->stream_buffer)) return -1;
         break;
-    case O_SNDBUF: if (bw_opt_int(PROG, "--client-sndbuf", arg, 0, 64 << 20, &o->client_sndbuf)) return -1; break;
-    case O_TESTSUB: if (bw_opt_int(PROG, "--test-sub-buffer", arg, 1, 8192, &o->test_sub_buffer)) return -1; break;
-    case O_REQTIMEOUT: if (bw_opt_int(PROG, "--request-timeout", arg, 1, 3600, &o->request_timeout_s)) return -1; break;
-    case O_MAXCONN: if (bw_opt_int(PROG, "--max-connections", arg, 1, 1000000, &o->max_connections)) return -1; break;
-    case O_MAXHDR: if (bw_opt_size(PROG, "--max-header-bytes", arg, 1024, 400000, &o->max_header_bytes)) return -1; break;
+    case O_MAXHDR:
+        if (bw_opt_size(PROG, "--max-header-bytes", arg, 1024, 400000, &o->max_header_bytes)) return -1;
+        break;
     case O_HELP: usage(stdout); return 1;
     case O_VERSION: printf("beeworker-front %s\n", BW_VERSION); return 1;
-    default:
-        bw_opt_bad_flag(PROG, argv[optind - 1]);
-        return -1;
+    default: bw_opt_bad_flag(PROG, argv[optind - 1]); return -1;
     }
     return 0;
 }
