@@ -10,12 +10,11 @@
 
 /* Writes "<module>: <message>" into err (truncated to errlen); does nothing when err is NULL or empty. */
 __attribute__((format(printf, 4, 5))) static inline void bw_err_set(char *err, size_t errlen, const char *module,
-                                                                    const char *fmt, ...) {
-    if (!err || errlen == 0)
-        return;
+                                                                    const char *fmt, ...)
+{
+    if (!err || errlen == 0) return;
     int n = snprintf(err, errlen, "%s: ", module);
-    if (n < 0 || (size_t)n >= errlen)
-        return;
+    if (n < 0 || (size_t)n >= errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err + n, errlen - (size_t)n, fmt, ap);

@@ -33,23 +33,20 @@
 /* every message from this module starts "chat: " */
 #define set_err(err, errlen, ...) bw_err_set(err, errlen, "chat", __VA_ARGS__)
 
-static const char *find_in(const char *hay, size_t n, const char *needle) {
+static const char *find_in(const char *hay, size_t n, const char *needle)
+{
     return memmem(hay, n, needle, strlen(needle));
 }
 
-enum bw_chat_kind bw_chat_detect(const char *tmpl, size_t len) {
-    if (!tmpl || len == 0)
-        return BW_CHAT_CHATML;
-    if (find_in(tmpl, len, "<|start_header_id|>"))
-        return BW_CHAT_LLAMA3;
-    if (find_in(tmpl, len, "<|im_start|>"))
-        return BW_CHAT_CHATML;
-    if (find_in(tmpl, len, "[INST]"))
-        return BW_CHAT_LLAMA2;
+enum bw_chat_kind bw_chat_detect(const char *tmpl, size_t len)
+{
+    if (!tmpl || len == 0) return BW_CHAT_CHATML;
+    if (find_in(tmpl, len, "<|start_header_id|>")) return BW_CHAT_LLAMA3;
+    if (find_in(tmpl, len, "<|im_start|>")) return BW_CHAT_CHATML;
+    if (find_in(tmpl, len, "[INST]")) return BW_CHAT_LLAMA2;
     if (find_in(tmpl, len, "<|user|>") && find_in(tmpl, len, "<|assistant|>") && find_in(tmpl, len, "<|end|>"))
         return BW_CHAT_PHI3;
-    if (find_in(tmpl, len, "<start_of_turn>"))
-        return BW_CHAT_GEMMA;
+    if (find_in(tmpl, len, "<start_of_turn>")) return BW_CHAT_GEMMA;
     return BW_CHAT_UNKNOWN;
 }
 
@@ -61,9 +58,9 @@ typedef struct {
     bool oom;
 } sbuf;
 
-static void put(sbuf *b, const char *s, size_t n) {
-    if (b->oom)
-        return;
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) {
@@ -91,18 +88,17 @@ static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
 /* ---------------------------------------------------------------- Python str.strip() */
 
 /* Length of the whitespace character at s (Python's str.isspace set), 0 if none. */
-static size_t space_at(const unsigned char *s, size_t n) {
-    if (n == 0)
-        return 0;
+static size_t space_at(const unsigned char *s, size_t n)
+{
+    if (n == 0) return 0;
     unsigned char c = s[0];
-    if ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20))
-        return 1;
-    if (n >= 2 && c == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0))
-        return 2;
+    if ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20)) return 1;
+    if (n >= 2 && c == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0)) return 2;
     if (n >= 3 && c == 0xE1 && s[1] == 0x9A && s[2] == 0x80) /* U+1680 */
         return 3;
-    if (n >= 3 && c == 0xE2 && s[1] == 0x80 && ((s[2] >= 0x80 && s[2] <= 0x8A) || s[2] == 0xA8 || s[2] == 0xA9 ||
-                                                s[2] == 0xAF)) /* U+2000..200A, 2028, 2029, 202F */
+    if (n >= 3 && c == 0xE2 && s[1] == 0x80 &&
+        ((s[2] >= 0x80 && s[2] <= 0x8A) || s[2] == 0xA8 || s[2] == 0xA9 ||
+         s[2] == 0xAF)) /* U+2000..200A, 2028, 2029, 202F */
         return 3;
     if (n >= 3 && c == 0xE2 && s[1] == 0x81 && s[2] == 0x9F) /* U+205F */
         return 3;
@@ -113,11 +109,11 @@ static size_t space_at(const unsigned char *s, size_t n) {
 
 /* Jinja's trim and Python's strip() drop Unicode whitespace at both ends. A byte-wise scan is safe:
  * no whitespace sequence starts with a UTF-8 continuation byte. */
-static void strip(const char *s, size_t n, size_t *start, size_t *len) {
+static void strip(const char *s, size_t n, size_t *start, size_t *len)
+{
     const unsigned char *u = (const unsigned char *)s;
     size_t a = 0;
-    for (size_t k; a < n && (k = space_at(u + a, n - a)) > 0;)
-        a += k;
+    for (size_t k; a < n && (k = space_at(u + a, n - a)) > 0;) a += k;
     size_t end = a;
     for (size_t i = a; i < n;) {
         size_t k = space_at(u + i, n - i);
@@ -131,7 +127,8 @@ static void strip(const char *s, size_t n, size_t *start, size_t *len) {
     *len = end - a;
 }
 
-static void put_stripped(sbuf *b, const char *s) {
+static void put_stripped(sbuf *b, const char *s)
+{
     size_t a, n;
     strip(s, strlen(s), &a, &n);
     put(b, s + a, n);
@@ -141,33 +138,25 @@ static void put_stripped(sbuf *b, const char *s) {
 
 /* SmolLM2's template writes a system turn when messages[0] is not a system message. Returns the
  * malloc'd text of that default message, or NULL when the template has none. */
-static char *chatml_default_system(const char *tmpl, size_t len) {
-    if (!tmpl)
-        return NULL;
+static char *chatml_default_system(const char *tmpl, size_t len)
+{
+    if (!tmpl) return NULL;
     const char *cond = find_in(tmpl, len, "messages[0]['role'] != 'system'");
-    if (!cond)
-        cond = find_in(tmpl, len, "messages[0][\"role\"] != \"system\"");
-    if (!cond)
-        return NULL;
+    if (!cond) cond = find_in(tmpl, len, "messages[0][\"role\"] != \"system\"");
+    if (!cond) return NULL;
     size_t rest = len - (size_t)(cond - tmpl);
     const char *open = find_in(cond, rest, "<|im_start|>system");
-    if (!open)
-        return NULL;
+    if (!open) return NULL;
     const char *p = open + strlen("<|im_start|>system");
     const char *end = tmpl + len;
     /* The newline after the role is either a real newline or a Jinja escape. */
-    if (p < end && *p == '\n')
-        p++;
-    else if (end - p >= 2 && p[0] == '\\' && p[1] == 'n')
-        p += 2;
-    else
-        return NULL;
+    if (p < end && *p == '\n') p++;
+    else if (end - p >= 2 && p[0] == '\\' && p[1] == 'n') p += 2;
+    else return NULL;
     const char *close = find_in(p, (size_t)(end - p), "<|im_end|>");
-    if (!close)
-        return NULL;
+    if (!close) return NULL;
     char *out = malloc((size_t)(close - p) + 1);
-    if (!out)
-        return NULL;
+    if (!out) return NULL;
     size_t o = 0;
     for (const char *q = p; q < close; q++) {
         if (*q == '\\' && q + 1 < close) {
@@ -182,7 +171,8 @@ static char *chatml_default_system(const char *tmpl, size_t len) {
     return out;
 }
 
-static void chatml_turn(sbuf *b, const char *role, const char *content) {
+static void chatml_turn(sbuf *b, const char *role, const char *content)
+{
     puts_(b, "<|im_start|>");
     puts_(b, role);
     puts_(b, "\n");
@@ -190,11 +180,11 @@ static void chatml_turn(sbuf *b, const char *role, const char *content) {
     puts_(b, "<|im_end|>\n");
 }
 
-static void render_chatml(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n) {
+static void render_chatml(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n)
+{
     char *def = chatml_default_system(tmpl, tmpl_len);
     for (size_t i = 0; i < n; i++) {
-        if (i == 0 && def && strcmp(msgs[0].role, "system") != 0)
-            chatml_turn(b, "system", def);
+        if (i == 0 && def && strcmp(msgs[0].role, "system") != 0) chatml_turn(b, "system", def);
         chatml_turn(b, msgs[i].role, msgs[i].content);
     }
     puts_(b, "<|im_start|>assistant\n");
@@ -203,7 +193,8 @@ static void render_chatml(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_c
 
 /* ---------------------------------------------------------------- Llama 2 */
 
-static bool render_llama2(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, size_t errlen) {
+static bool render_llama2(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, size_t errlen)
+{
     const char *system = NULL;
     if (n == 0) {
         /* The template indexes messages[0]; Jinja fails on an empty conversation, and so do we. */
@@ -218,8 +209,9 @@ static bool render_llama2(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err,
     for (size_t i = 0; i < n; i++) {
         bool is_user = strcmp(msgs[i].role, "user") == 0;
         if (is_user != (i % 2 == 0)) {
-            set_err(err, errlen, "Llama 2 template: conversation roles must alternate user/assistant/user/... "
-                                 "(message %zu is '%s')",
+            set_err(err, errlen,
+                    "Llama 2 template: conversation roles must alternate user/assistant/user/... "
+                    "(message %zu is '%s')",
                     i + (system ? 1 : 0), msgs[i].role);
             return false;
         }
@@ -251,10 +243,10 @@ static bool render_llama2(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err,
 
 /* ---------------------------------------------------------------- Llama 3 */
 
-static void render_llama3(sbuf *b, const bw_chat_msg *msgs, size_t n) {
+static void render_llama3(sbuf *b, const bw_chat_msg *msgs, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
-        if (i == 0)
-            puts_(b, "<|begin_of_text|>");
+        if (i == 0) puts_(b, "<|begin_of_text|>");
         puts_(b, "<|start_header_id|>");
         puts_(b, msgs[i].role);
         puts_(b, "<|end_header_id|>\n\n");
@@ -266,12 +258,12 @@ static void render_llama3(sbuf *b, const bw_chat_msg *msgs, size_t n) {
 
 /* ---------------------------------------------------------------- Phi-3 */
 
-static void render_phi3(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n) {
+static void render_phi3(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n)
+{
     if (tmpl && find_in(tmpl, tmpl_len, "<|system|>")) {
         for (size_t i = 0; i < n; i++) {
             const char *r = msgs[i].role;
-            if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
-                continue;
+            if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) continue;
             puts_(b, "<|");
             puts_(b, r);
             puts_(b, "|>\n");
@@ -282,8 +274,7 @@ static void render_phi3(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_cha
         return;
     }
     /* the early form: each user turn carries the assistant's header */
-    if (tmpl && find_in(tmpl, tmpl_len, "bos_token"))
-        puts_(b, "<s>");
+    if (tmpl && find_in(tmpl, tmpl_len, "bos_token")) puts_(b, "<s>");
     for (size_t i = 0; i < n; i++) {
         if (strcmp(msgs[i].role, "user") == 0) {
             puts_(b, "<|user|>\n");
@@ -298,7 +289,8 @@ static void render_phi3(sbuf *b, const char *tmpl, size_t tmpl_len, const bw_cha
 
 /* ---------------------------------------------------------------- Gemma */
 
-static bool render_gemma(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, size_t errlen) {
+static bool render_gemma(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, size_t errlen)
+{
     if (n == 0) {
         set_err(err, errlen, "Gemma template: the conversation has no messages");
         return false;
@@ -313,8 +305,9 @@ static bool render_gemma(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, 
     for (size_t i = 0; i < n; i++) {
         bool is_user = strcmp(msgs[i].role, "user") == 0;
         if (is_user != (i % 2 == 0)) {
-            set_err(err, errlen, "Gemma template: conversation roles must alternate user/assistant/user/... "
-                                 "(message %zu is '%s')",
+            set_err(err, errlen,
+                    "Gemma template: conversation roles must alternate user/assistant/user/... "
+                    "(message %zu is '%s')",
                     i + (system ? 1 : 0), msgs[i].role);
             return false;
         }
@@ -332,8 +325,9 @@ static bool render_gemma(sbuf *b, const bw_chat_msg *msgs, size_t n, char *err, 
     return true;
 }
 
-char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs,
-                     size_t n_msgs, char *err, size_t errlen) {
+char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n_msgs,
+                     char *err, size_t errlen)
+{
     if (n_msgs > 0 && !msgs) {
         set_err(err, errlen, "no messages given");
         return NULL;
@@ -347,21 +341,15 @@ char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, 
     sbuf b = {0};
     puts_(&b, ""); /* an empty conversation still yields a string */
     switch (kind) {
-    case BW_CHAT_CHATML:
-        render_chatml(&b, tmpl, tmpl ? tmpl_len : 0, msgs, n_msgs);
-        break;
+    case BW_CHAT_CHATML: render_chatml(&b, tmpl, tmpl ? tmpl_len : 0, msgs, n_msgs); break;
     case BW_CHAT_LLAMA2:
         if (!render_llama2(&b, msgs, n_msgs, err, errlen)) {
             free(b.p);
             return NULL;
         }
         break;
-    case BW_CHAT_LLAMA3:
-        render_llama3(&b, msgs, n_msgs);
-        break;
-    case BW_CHAT_PHI3:
-        render_phi3(&b, tmpl, tmpl ? tmpl_len : 0, msgs, n_msgs);
-        break;
+    case BW_CHAT_LLAMA3: render_llama3(&b, msgs, n_msgs); break;
+    case BW_CHAT_PHI3: render_phi3(&b, tmpl, tmpl ? tmpl_len : 0, msgs, n_msgs); break;
     case BW_CHAT_GEMMA:
         if (!render_gemma(&b, msgs, n_msgs, err, errlen)) {
             free(b.p);
@@ -370,11 +358,13 @@ char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, 
         break;
     default:
         if (!tmpl || tmpl_len == 0)
-            set_err(err, errlen, "the model file has no chat template (tokenizer.chat_template) and its vocabulary "
-                                 "is not ChatML's; send a plain prompt");
+            set_err(err, errlen,
+                    "the model file has no chat template (tokenizer.chat_template) and its vocabulary "
+                    "is not ChatML's; send a plain prompt");
         else
-            set_err(err, errlen, "the model's chat template is not one we render (supported: ChatML, Llama 2, "
-                                 "Llama 3, Phi-3, Gemma)");
+            set_err(err, errlen,
+                    "the model's chat template is not one we render (supported: ChatML, Llama 2, "
+                    "Llama 3, Phi-3, Gemma)");
         free(b.p);
         return NULL;
     }

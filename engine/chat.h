@@ -12,7 +12,7 @@
 enum bw_chat_kind { BW_CHAT_UNKNOWN = 0, BW_CHAT_CHATML, BW_CHAT_LLAMA2, BW_CHAT_LLAMA3, BW_CHAT_PHI3, BW_CHAT_GEMMA };
 
 typedef struct {
-    const char *role;    /* "system", "user", "assistant" */
+    const char *role; /* "system", "user", "assistant" */
     const char *content;
 } bw_chat_msg;
 
@@ -22,7 +22,7 @@ enum bw_chat_kind bw_chat_detect(const char *tmpl, size_t len);
 /* Renders msgs with the generation prompt for the assistant appended. `tmpl` is the model's template
  * (some forms carry a default system prompt, e.g. SmolLM2's). Returns a malloc'd NUL-terminated string,
  * or NULL with a reason in err. The text contains special-token markers: encode it with parse_special. */
-char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs,
-                     size_t n_msgs, char *err, size_t errlen);
+char *bw_chat_render(enum bw_chat_kind kind, const char *tmpl, size_t tmpl_len, const bw_chat_msg *msgs, size_t n_msgs,
+                     char *err, size_t errlen);
 
 #endif

@@ -223,8 +223,7 @@ static void handle_message(nng_msg *msg)
     case BW_MSG_REPLAY:
         if (mine) bw_sched_replay(d.sched, m.h.job_id, m.u.replay.from_seq);
         break;
-    default:
-        bw_log_warn("dropped a %s message: engines do not take it", bw_proto_type_name(m.h.type));
+    default: bw_log_warn("dropped a %s message: engines do not take it", bw_proto_type_name(m.h.type));
     }
 }
 

@@ -8,10 +8,7 @@
 
 #include "common/utf8.h"
 
-void bw_detok_init(bw_detok *d)
-{
-    memset(d, 0, sizeof *d);
-}
+void bw_detok_init(bw_detok *d) { memset(d, 0, sizeof *d); }
 
 typedef struct {
     char *out;

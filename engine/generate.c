@@ -76,10 +76,7 @@ const int32_t *bw_gen_tokens(const bw_gen *g, size_t *n)
     return g->hist;
 }
 
-int32_t bw_gen_n_generated(const bw_gen *g)
-{
-    return g->next_index;
-}
+int32_t bw_gen_n_generated(const bw_gen *g) { return g->next_index; }
 
 static int held_append(bw_gen *g, const char *s, size_t n)
 {
@@ -136,10 +133,7 @@ static long find_stop(const bw_gen *g, int *which)
     return best;
 }
 
-const bw_sampler_params *bw_gen_sampling(const bw_gen *g)
-{
-    return &g->p.sampling;
-}
+const bw_sampler_params *bw_gen_sampling(const bw_gen *g) { return &g->p.sampling; }
 
 const int32_t *bw_gen_history(const bw_gen *g, size_t *n)
 {
@@ -147,10 +141,7 @@ const int32_t *bw_gen_history(const bw_gen *g, size_t *n)
     return g->hist;
 }
 
-uint64_t bw_gen_draw_index(const bw_gen *g)
-{
-    return (uint64_t)g->next_index;
-}
+uint64_t bw_gen_draw_index(const bw_gen *g) { return (uint64_t)g->next_index; }
 
 int bw_gen_next(bw_gen *g, bw_sampler *s, float *logits, bw_gen_token *out)
 {

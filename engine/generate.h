@@ -36,8 +36,8 @@ void bw_gen_free(bw_gen *g);
 const int32_t *bw_gen_tokens(const bw_gen *g, size_t *n);
 
 typedef struct {
-    int32_t index;  /* position in the job's output: 0, 1, 2, ... */
-    int32_t id;     /* token id */
+    int32_t index;    /* position in the job's output: 0, 1, 2, ... */
+    int32_t id;       /* token id */
     const char *text; /* text released with this token (may be ""), valid until the next call */
     size_t text_len;
     enum bw_stop_reason stop; /* BW_STOP_NONE while the job goes on */
@@ -53,7 +53,7 @@ int bw_gen_next(bw_gen *g, bw_sampler *s, float *logits, bw_gen_token *out);
  * with these inputs and the same arithmetic): what the next draw needs, then the chosen id. */
 const bw_sampler_params *bw_gen_sampling(const bw_gen *g);
 const int32_t *bw_gen_history(const bw_gen *g, size_t *n); /* prompt and generated tokens so far */
-uint64_t bw_gen_draw_index(const bw_gen *g);                /* the index of the next draw */
+uint64_t bw_gen_draw_index(const bw_gen *g);               /* the index of the next draw */
 int bw_gen_accept(bw_gen *g, int32_t id, bw_gen_token *out);
 
 int32_t bw_gen_n_generated(const bw_gen *g);

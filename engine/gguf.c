@@ -56,11 +56,11 @@ typedef struct {
 /* Names of ggml types we know but cannot compute with, so the operator learns which quantization the
  * file uses. */
 static const char *const ggml_type_names[] = {
-    [6] = "Q5_0", [7] = "Q5_1", [10] = "Q2_K", [11] = "Q3_K", [12] = "Q4_K", [13] = "Q5_K",
-    [14] = "Q6_K", [15] = "Q8_K", [16] = "IQ2_XXS", [17] = "IQ2_XS", [18] = "IQ3_XXS", [19] = "IQ1_S",
-    [20] = "IQ4_NL", [21] = "IQ3_S", [22] = "IQ2_S", [23] = "IQ4_XS", [24] = "I8", [25] = "I16",
-    [26] = "I32", [27] = "I64", [28] = "F64", [29] = "IQ1_M", [34] = "TQ1_0", [35] = "TQ2_0",
-    [39] = "MXFP4",
+    [6] = "Q5_0",     [7] = "Q5_1",   [10] = "Q2_K",   [11] = "Q3_K",    [12] = "Q4_K",
+    [13] = "Q5_K",    [14] = "Q6_K",  [15] = "Q8_K",   [16] = "IQ2_XXS", [17] = "IQ2_XS",
+    [18] = "IQ3_XXS", [19] = "IQ1_S", [20] = "IQ4_NL", [21] = "IQ3_S",   [22] = "IQ2_S",
+    [23] = "IQ4_XS",  [24] = "I8",    [25] = "I16",    [26] = "I32",     [27] = "I64",
+    [28] = "F64",     [29] = "IQ1_M", [34] = "TQ1_0",  [35] = "TQ2_0",   [39] = "MXFP4",
 };
 
 static const char *type_name(uint32_t type)
@@ -90,17 +90,14 @@ static const char *human(uint64_t n, char buf[32])
     return buf;
 }
 
-static uint64_t remaining(const cursor *c)
-{
-    return c->g->size - c->pos;
-}
+static uint64_t remaining(const cursor *c) { return c->g->size - c->pos; }
 
 static int need(cursor *c, uint64_t n)
 {
     if (n <= remaining(c)) return 0;
     char a[32];
-    return fail(c, "model file truncated: %s needs %" PRIu64 " bytes at offset %" PRIu64 ", file has %s",
-                c->where, n, c->pos, human(c->g->size, a));
+    return fail(c, "model file truncated: %s needs %" PRIu64 " bytes at offset %" PRIu64 ", file has %s", c->where, n,
+                c->pos, human(c->g->size, a));
 }
 
 static uint32_t peek_u32(const uint8_t *p)
@@ -139,11 +136,12 @@ static int check_count(cursor *c, const char *what, uint64_t count, uint64_t min
 {
     char a[32];
     if (count > cap)
-        return fail(c, "absurd %s count %" PRIu64 " in %s (limit %" PRIu64 "): corrupt model file", what,
-                    count, c->where, cap);
+        return fail(c, "absurd %s count %" PRIu64 " in %s (limit %" PRIu64 "): corrupt model file", what, count,
+                    c->where, cap);
     if (count > remaining(c) / min_bytes)
-        return fail(c, "%s count %" PRIu64 " in %s cannot fit in the %" PRIu64
-                       " bytes left of the file (%s): corrupt or truncated model file",
+        return fail(c,
+                    "%s count %" PRIu64 " in %s cannot fit in the %" PRIu64
+                    " bytes left of the file (%s): corrupt or truncated model file",
                     what, count, c->where, remaining(c), human(c->g->size, a));
     return 0;
 }
@@ -153,8 +151,8 @@ static int read_str(cursor *c, bw_gguf_str *out)
     uint64_t len;
     if (read_u64(c, &len)) return -1;
     if (len > c->g->size)
-        return fail(c, "absurd string length %" PRIu64 " in %s (the file has only %" PRIu64
-                       " bytes): corrupt model file",
+        return fail(c,
+                    "absurd string length %" PRIu64 " in %s (the file has only %" PRIu64 " bytes): corrupt model file",
                     len, c->where, c->g->size);
     if (need(c, len)) return -1;
     out->len = len;
@@ -167,10 +165,17 @@ static int read_str(cursor *c, bw_gguf_str *out)
 static uint64_t scalar_size(uint32_t t)
 {
     switch (t) {
-    case BW_GGUF_U8: case BW_GGUF_I8: case BW_GGUF_BOOL: return 1;
-    case BW_GGUF_U16: case BW_GGUF_I16: return 2;
-    case BW_GGUF_U32: case BW_GGUF_I32: case BW_GGUF_F32: return 4;
-    case BW_GGUF_U64: case BW_GGUF_I64: case BW_GGUF_F64: return 8;
+    case BW_GGUF_U8:
+    case BW_GGUF_I8:
+    case BW_GGUF_BOOL: return 1;
+    case BW_GGUF_U16:
+    case BW_GGUF_I16: return 2;
+    case BW_GGUF_U32:
+    case BW_GGUF_I32:
+    case BW_GGUF_F32: return 4;
+    case BW_GGUF_U64:
+    case BW_GGUF_I64:
+    case BW_GGUF_F64: return 8;
     default: return 0;
     }
 }
@@ -270,10 +275,7 @@ static uint64_t name_hash(const char *s, uint64_t len)
     return h;
 }
 
-static int str_eq(bw_gguf_str a, const char *b, size_t blen)
-{
-    return a.len == blen && memcmp(a.str, b, blen) == 0;
-}
+static int str_eq(bw_gguf_str a, const char *b, size_t blen) { return a.len == blen && memcmp(a.str, b, blen) == 0; }
 
 /* Slot of `name` in the tensor hash: either the one holding it or the empty one where it would go. */
 static uint64_t hash_slot(const bw_gguf *g, const char *name, size_t len)
@@ -317,14 +319,14 @@ static int parse_tensor_info(cursor *c, uint64_t i)
         return fail(c, "tensor %s has %" PRId64 " columns, not a multiple of the %s block size %d", nm, t->ne[0],
                     ti->name, ti->block_size);
     uint64_t n_rows = n_elems / (uint64_t)t->ne[0];
-    if (n_rows > UINT64_MAX / row)
-        return fail(c, "tensor %s is impossibly large: corrupt model file", nm);
+    if (n_rows > UINT64_MAX / row) return fail(c, "tensor %s is impossibly large: corrupt model file", nm);
     t->nbytes = n_rows * row;
 
     if (read_u64(c, &t->offset)) return -1;
     if (t->offset % g->alignment)
-        return fail(c, "tensor %s has offset %" PRIu64 ", not a multiple of the file's alignment %" PRIu64
-                       ": corrupt model file",
+        return fail(c,
+                    "tensor %s has offset %" PRIu64 ", not a multiple of the file's alignment %" PRIu64
+                    ": corrupt model file",
                     nm, t->offset, g->alignment);
 
     uint64_t slot = hash_slot(g, t->name.str, t->name.len);
@@ -356,16 +358,17 @@ static int place_tensors(cursor *c, uint64_t data_start)
     bw_gguf *g = c->g;
     char a[32], b[32];
     if (g->n_tensors && data_start > g->size)
-        return fail(c, "model file truncated: tensor data would start at offset %" PRIu64 ", file has %s",
-                    data_start, human(g->size, a));
+        return fail(c, "model file truncated: tensor data would start at offset %" PRIu64 ", file has %s", data_start,
+                    human(g->size, a));
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         bw_gguf_tensor *t = &g->tensors[i];
         char nm[97];
         bw_gguf_str_print(t->name, nm, sizeof nm);
         uint64_t room = g->size - data_start;
         if (t->offset >= room)
-            return fail(c, "tensor %s starts at offset %" PRIu64 " of the data section, past the end of the "
-                           "file (%s of tensor data): corrupt or truncated model file",
+            return fail(c,
+                        "tensor %s starts at offset %" PRIu64 " of the data section, past the end of the "
+                        "file (%s of tensor data): corrupt or truncated model file",
                         nm, t->offset, human(room, a));
         if (t->nbytes > room - t->offset)
             return fail(c, "model file truncated: tensor %s ends at %s, file has %s", nm,
@@ -385,8 +388,8 @@ static int parse_header(cursor *c)
         if (g->size >= 4 && (!memcmp(m, "lmgg", 4) || !memcmp(m, "fmgg", 4) || !memcmp(m, "tjgg", 4)))
             return fail(c, "this is an old GGML/GGJT model file; convert it to GGUF with a current llama.cpp");
         if (g->size < 4) return need(c, 4);
-        return fail(c, "not a GGUF model file (bad magic %02x %02x %02x %02x, expected 'GGUF')", g->map[0],
-                    g->map[1], g->map[2], g->map[3]);
+        return fail(c, "not a GGUF model file (bad magic %02x %02x %02x %02x, expected 'GGUF')", g->map[0], g->map[1],
+                    g->map[2], g->map[3]);
     }
     c->pos = 4;
     if (read_u32(c, &g->version)) return -1;
@@ -510,10 +513,7 @@ uint32_t bw_gguf_version(const bw_gguf *g) { return g->version; }
 uint64_t bw_gguf_n_kv(const bw_gguf *g) { return g->n_kv; }
 uint64_t bw_gguf_n_tensors(const bw_gguf *g) { return g->n_tensors; }
 
-const bw_gguf_kv *bw_gguf_kv_at(const bw_gguf *g, uint64_t i)
-{
-    return i < g->n_kv ? &g->kvs[i].pub : NULL;
-}
+const bw_gguf_kv *bw_gguf_kv_at(const bw_gguf *g, uint64_t i) { return i < g->n_kv ? &g->kvs[i].pub : NULL; }
 
 const bw_gguf_kv *bw_gguf_find(const bw_gguf *g, const char *key)
 {
@@ -549,13 +549,33 @@ int bw_gguf_get_u32(const bw_gguf *g, const char *key, uint32_t *out)
     uint64_t u = 0;
     int is_signed = 1;
     switch (kv->type) {
-    case BW_GGUF_U8: u = p[0]; is_signed = 0; break;
+    case BW_GGUF_U8:
+        u = p[0];
+        is_signed = 0;
+        break;
     case BW_GGUF_I8: s = (int8_t)p[0]; break;
-    case BW_GGUF_U16: { uint16_t v; memcpy(&v, p, 2); u = v; is_signed = 0; break; }
-    case BW_GGUF_I16: { int16_t v; memcpy(&v, p, 2); s = v; break; }
-    case BW_GGUF_U32: u = peek_u32(p); is_signed = 0; break;
+    case BW_GGUF_U16: {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        u = v;
+        is_signed = 0;
+        break;
+    }
+    case BW_GGUF_I16: {
+        int16_t v;
+        memcpy(&v, p, 2);
+        s = v;
+        break;
+    }
+    case BW_GGUF_U32:
+        u = peek_u32(p);
+        is_signed = 0;
+        break;
     case BW_GGUF_I32: s = (int32_t)peek_u32(p); break;
-    case BW_GGUF_U64: u = peek_u64(p); is_signed = 0; break;
+    case BW_GGUF_U64:
+        u = peek_u64(p);
+        is_signed = 0;
+        break;
     case BW_GGUF_I64: s = (int64_t)peek_u64(p); break;
     default: return -1;
     }

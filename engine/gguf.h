@@ -11,12 +11,25 @@
 #include <stdint.h>
 
 enum bw_gguf_vtype {
-    BW_GGUF_U8 = 0, BW_GGUF_I8 = 1, BW_GGUF_U16 = 2, BW_GGUF_I16 = 3, BW_GGUF_U32 = 4, BW_GGUF_I32 = 5,
-    BW_GGUF_F32 = 6, BW_GGUF_BOOL = 7, BW_GGUF_STRING = 8, BW_GGUF_ARRAY = 9, BW_GGUF_U64 = 10,
-    BW_GGUF_I64 = 11, BW_GGUF_F64 = 12,
+    BW_GGUF_U8 = 0,
+    BW_GGUF_I8 = 1,
+    BW_GGUF_U16 = 2,
+    BW_GGUF_I16 = 3,
+    BW_GGUF_U32 = 4,
+    BW_GGUF_I32 = 5,
+    BW_GGUF_F32 = 6,
+    BW_GGUF_BOOL = 7,
+    BW_GGUF_STRING = 8,
+    BW_GGUF_ARRAY = 9,
+    BW_GGUF_U64 = 10,
+    BW_GGUF_I64 = 11,
+    BW_GGUF_F64 = 12,
 };
 
-typedef struct { uint64_t len; const char *str; } bw_gguf_str; /* not NUL-terminated */
+typedef struct {
+    uint64_t len;
+    const char *str;
+} bw_gguf_str; /* not NUL-terminated */
 
 typedef struct {
     bw_gguf_str key;
@@ -29,13 +42,13 @@ typedef struct {
 } bw_gguf_kv;
 
 typedef struct {
-    bw_gguf_str name;  /* also NUL-terminated (a copy owned by the reader, valid until close) */
-    uint32_t type;     /* enum bw_type number; validated to be one we support */
-    uint32_t n_dims;   /* 1..4 */
-    int64_t ne[4];     /* unused dims are 1 */
-    uint64_t offset;   /* relative to the data section */
+    bw_gguf_str name; /* also NUL-terminated (a copy owned by the reader, valid until close) */
+    uint32_t type;    /* enum bw_type number; validated to be one we support */
+    uint32_t n_dims;  /* 1..4 */
+    int64_t ne[4];    /* unused dims are 1 */
+    uint64_t offset;  /* relative to the data section */
     uint64_t nbytes;
-    const void *data;  /* inside the mapping, aligned to the file's alignment */
+    const void *data; /* inside the mapping, aligned to the file's alignment */
 } bw_gguf_tensor;
 
 typedef struct bw_gguf bw_gguf;

@@ -12,8 +12,8 @@ static void report(void (*progress)(float, void *), void *ctx, float v)
     if (progress) progress(v, ctx);
 }
 
-int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float, void *), void *ctx,
-                   char *err, size_t errlen)
+int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float, void *), void *ctx, char *err,
+                   size_t errlen)
 {
     memset(e, 0, sizeof *e);
     const char *want = o->backend ? o->backend : "auto";
@@ -28,8 +28,8 @@ int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float
     e->tok = bw_tok_load(e->gguf, err, errlen);
     if (!e->tok) goto fail;
     if (bw_tok_n_vocab(e->tok) != e->model.cfg.n_vocab) {
-        snprintf(err, errlen, "tokenizer has %d tokens but the output matrix has %d rows",
-                 bw_tok_n_vocab(e->tok), e->model.cfg.n_vocab);
+        snprintf(err, errlen, "tokenizer has %d tokens but the output matrix has %d rows", bw_tok_n_vocab(e->tok),
+                 e->model.cfg.n_vocab);
         goto fail;
     }
     report(progress, ctx, 0.3f);
@@ -59,8 +59,8 @@ int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float
     if (!cuda) e->backend = bw_backend_cpu_create(&e->model, &bp, err, errlen);
     if (!e->backend) goto fail;
     report(progress, ctx, 1.0f);
-    bw_log_info("loaded %s (%s, %s): %d layers, width %d, vocab %d, context %d x %d slots, backend %s",
-                e->model.id, e->model.cfg.arch, e->model.weight_types, e->model.cfg.n_layer, e->model.cfg.n_embd,
+    bw_log_info("loaded %s (%s, %s): %d layers, width %d, vocab %d, context %d x %d slots, backend %s", e->model.id,
+                e->model.cfg.arch, e->model.weight_types, e->model.cfg.n_layer, e->model.cfg.n_embd,
                 e->model.cfg.n_vocab, e->n_ctx, e->n_slots, e->backend->ops->name);
     return 0;
 fail:

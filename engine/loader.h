@@ -16,17 +16,17 @@
 
 typedef struct {
     const char *model_path;
-    const char *backend;   /* "auto" (default: cuda when built and a device is visible), "cpu" or "cuda" */
+    const char *backend; /* "auto" (default: cuda when built and a device is visible), "cpu" or "cuda" */
     int device;
-    int n_slots;           /* 0 = backend default (4 on the CPU, 64 on a GPU) */
-    int n_threads;         /* 0 = number of online CPUs */
-    int n_ctx;             /* 0 = the model's training context, capped at 4096 */
-    int max_batch;         /* prefill chunk, default 512 */
+    int n_slots;            /* 0 = backend default (4 on the CPU, 64 on a GPU) */
+    int n_threads;          /* 0 = number of online CPUs */
+    int n_ctx;              /* 0 = the model's training context, capped at 4096 */
+    int max_batch;          /* prefill chunk, default 512 */
     double prefill_step_ms; /* daemon: see bw_sched_set_prefill_step_ms; < 0 = the scheduler's default */
-    int spec_max;          /* draft tokens per job and step (bw_sched_set_spec_max); 0 = off */
-    int spec_fixed;        /* bw_sched_set_spec_fixed */
-    const char *rundir;    /* daemon mode: where the front's ipc sockets are */
-    int tokenizer_only;    /* load the model's metadata and tokenizer, no backend (--tokenize) */
+    int spec_max;           /* draft tokens per job and step (bw_sched_set_spec_max); 0 = off */
+    int spec_fixed;         /* bw_sched_set_spec_fixed */
+    const char *rundir;     /* daemon mode: where the front's ipc sockets are */
+    int tokenizer_only;     /* load the model's metadata and tokenizer, no backend (--tokenize) */
 } bw_engine_opts;
 
 typedef struct {
@@ -40,8 +40,8 @@ typedef struct {
 
 /* Loads everything; on failure returns -1 with one line in err and leaves nothing allocated.
  * progress (may be NULL) is called with values in [0,1] as loading advances. */
-int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float, void *), void *ctx,
-                   char *err, size_t errlen);
+int bw_engine_load(bw_engine *e, const bw_engine_opts *o, void (*progress)(float, void *), void *ctx, char *err,
+                   size_t errlen);
 void bw_engine_unload(bw_engine *e);
 
 #endif

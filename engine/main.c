@@ -54,93 +54,143 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-          "usage: beeworker-engine --model PATH [options] MODE\n"
-          "\n"
-          "Modes:\n"
-          "  --rundir DIR          serve the front over ipc sockets in DIR (the daemon; default mode)\n"
-          "  --drain SECONDS       daemon: on SIGTERM finish running jobs for up to SECONDS while new jobs\n"
-          "                        wait in the front for the next engine (default 0: stop at once)\n"
-          "  --prefill-step-ms MS  daemon: while other jobs decode, feed a new prompt in chunks of about MS\n"
-          "                        of work per step, so their tokens keep flowing (default 50; 0: whole\n"
-          "                        --batch chunks)\n"
-          "  --spec-max N          speculative decoding: verify up to N draft tokens per job and step\n"
-          "                        (prompt lookup and the job's predicted output; the tokens are exactly\n"
-          "                        those of plain decoding); 0..%d, 0 = off (default %d). Each job sends\n"
-          "                        the part of its draft that pays, from its measured acceptance and the\n"
-          "                        measured cost of a step's tokens\n"
-          "  --spec-fixed          send every draft whole, up to --spec-max (tests, measurements)\n"
-          "  --generate            generate from --prompt and print each token as it is sampled\n"
-          "  --generate --prompt-file FILE\n"
-          "                        run every job of FILE (JSON lines: prompt, chat, max_tokens, temperature,\n"
-          "                        top_p, top_k, min_p, seed, stop, prediction) through the daemon's\n"
-          "                        scheduler, --slots at a time; one JSON line per job, in file order\n"
-          "  --tokenize            read text on stdin, print a JSON array of token ids\n"
-          "  --detokenize          read a JSON array of token ids on stdin, print the text\n"
-          "  --bench               prefill and decode tokens/s (like llama-bench pp/tg)\n"
-          "\n"
-          "Engine:\n"
-          "  --model PATH          GGUF model file (llama family)\n"
-          "  --backend auto|cpu|cuda  compute backend (default auto: cuda if built in and a GPU is visible)\n"
-          "  --device N            GPU ordinal (default 0)\n"
-          "  --threads N, -t N     CPU threads (default: all online CPUs)\n"
-          "  --slots N             concurrent sequences (default 4 on the CPU, 64 on a GPU)\n"
-          "  --ctx N               context per sequence (default: the model's, at most 4096)\n"
-          "  --batch N             prefill chunk in tokens (default 512)\n"
-          "\n"
-          "Generation (--generate):\n"
-          "  --prompt TEXT         the prompt\n"
-          "  --chat                wrap the prompt in the model's chat template (user message)\n"
-          "  --system TEXT         system message for --chat\n"
-          "  --special             parse special-token text in the prompt (implied by --chat)\n"
-          "  --max-tokens N        1..2048 (default 128)\n"
-          "  --temperature T       0..2, 0 = greedy (default 1.0)\n"
-          "  --top-p P --top-k K --min-p P --repeat-penalty R --seed S\n"
-          "  --stop STR            stop string (up to 4)\n"
-          "  --json                one JSON line per token, then a summary line\n"
-          "  --top-logits K        with --json: the K best logits of every step\n"
-          "  --dump-logits FILE    write the first step's logits (float32) to FILE\n"
-          "\n"
-          "Tokenizer (--tokenize):\n"
-          "  --no-special          treat special-token text as plain text (default: parsed)\n"
-          "  --bos / --no-bos      override the model's add-BOS default\n"
-          "\n"
-          "Benchmark (--bench):\n"
-          "  -p N                  prompt tokens (default 512)\n"
-          "  -n N                  generated tokens (default 128)\n"
-          "  -r N                  repetitions (default 3)\n"
-          "  -d N                  measure both after a context of N tokens (default 0; like llama-bench -d)\n"
-          "\n"
-          "  --help, --version\n",
-          BW_SCHED_SPEC_MAX, SPEC_MAX_DEFAULT);
+            "usage: beeworker-engine --model PATH [options] MODE\n"
+            "\n"
+            "Modes:\n"
+            "  --rundir DIR          serve the front over ipc sockets in DIR (the daemon; default mode)\n"
+            "  --drain SECONDS       daemon: on SIGTERM finish running jobs for up to SECONDS while new jobs\n"
+            "                        wait in the front for the next engine (default 0: stop at once)\n"
+            "  --prefill-step-ms MS  daemon: while other jobs decode, feed a new prompt in chunks of about MS\n"
+            "                        of work per step, so their tokens keep flowing (default 50; 0: whole\n"
+            "                        --batch chunks)\n"
+            "  --spec-max N          speculative decoding: verify up to N draft tokens per job and step\n"
+            "                        (prompt lookup and the job's predicted output; the tokens are exactly\n"
+            "                        those of plain decoding); 0..%d, 0 = off (default %d). Each job sends\n"
+            "                        the part of its draft that pays, from its measured acceptance and the\n"
+            "                        measured cost of a step's tokens\n"
+            "  --spec-fixed          send every draft whole, up to --spec-max (tests, measurements)\n"
+            "  --generate            generate from --prompt and print each token as it is sampled\n"
+            "  --generate --prompt-file FILE\n"
+            "                        run every job of FILE (JSON lines: prompt, chat, max_tokens, temperature,\n"
+            "                        top_p, top_k, min_p, seed, stop, prediction) through the daemon's\n"
+            "                        scheduler, --slots at a time; one JSON line per job, in file order\n"
+            "  --tokenize            read text on stdin, print a JSON array of token ids\n"
+            "  --detokenize          read a JSON array of token ids on stdin, print the text\n"
+            "  --bench               prefill and decode tokens/s (like llama-bench pp/tg)\n"
+            "\n"
+            "Engine:\n"
+            "  --model PATH          GGUF model file (llama family)\n"
+            "  --backend auto|cpu|cuda  compute backend (default auto: cuda if built in and a GPU is visible)\n"
+            "  --device N            GPU ordinal (default 0)\n"
+            "  --threads N, -t N     CPU threads (default: all online CPUs)\n"
+            "  --slots N             concurrent sequences (default 4 on the CPU, 64 on a GPU)\n"
+            "  --ctx N               context per sequence (default: the model's, at most 4096)\n"
+            "  --batch N             prefill chunk in tokens (default 512)\n"
+            "\n"
+            "Generation (--generate):\n"
+            "  --prompt TEXT         the prompt\n"
+            "  --chat                wrap the prompt in the model's chat template (user message)\n"
+            "  --system TEXT         system message for --chat\n"
+            "  --special             parse special-token text in the prompt (implied by --chat)\n"
+            "  --max-tokens N        1..2048 (default 128)\n"
+            "  --temperature T       0..2, 0 = greedy (default 1.0)\n"
+            "  --top-p P --top-k K --min-p P --repeat-penalty R --seed S\n"
+            "  --stop STR            stop string (up to 4)\n"
+            "  --json                one JSON line per token, then a summary line\n"
+            "  --top-logits K        with --json: the K best logits of every step\n"
+            "  --dump-logits FILE    write the first step's logits (float32) to FILE\n"
+            "\n"
+            "Tokenizer (--tokenize):\n"
+            "  --no-special          treat special-token text as plain text (default: parsed)\n"
+            "  --bos / --no-bos      override the model's add-BOS default\n"
+            "\n"
+            "Benchmark (--bench):\n"
+            "  -p N                  prompt tokens (default 512)\n"
+            "  -n N                  generated tokens (default 128)\n"
+            "  -r N                  repetitions (default 3)\n"
+            "  -d N                  measure both after a context of N tokens (default 0; like llama-bench -d)\n"
+            "\n"
+            "  --help, --version\n",
+            BW_SCHED_SPEC_MAX, SPEC_MAX_DEFAULT);
 }
 
 static int parse_args(int argc, char **argv, cli *c)
 {
     enum {
-        O_MODEL = 256, O_BACKEND, O_DEVICE, O_SLOTS, O_CTX, O_BATCH, O_RUNDIR, O_GENERATE, O_TOKENIZE,
-        O_DETOKENIZE, O_BENCH, O_PROMPT, O_SYSTEM, O_CHAT, O_SPECIAL, O_NOSPECIAL, O_BOS, O_NOBOS, O_MAXTOK,
-        O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REPPEN, O_SEED, O_STOP, O_JSON, O_TOPLOG, O_DUMP, O_HELP, O_VERSION,
-        O_DRAIN, O_PREFILL_MS, O_SPEC_MAX, O_PROMPT_FILE, O_SPEC_FIXED,
+        O_MODEL = 256,
+        O_BACKEND,
+        O_DEVICE,
+        O_SLOTS,
+        O_CTX,
+        O_BATCH,
+        O_RUNDIR,
+        O_GENERATE,
+        O_TOKENIZE,
+        O_DETOKENIZE,
+        O_BENCH,
+        O_PROMPT,
+        O_SYSTEM,
+        O_CHAT,
+        O_SPECIAL,
+        O_NOSPECIAL,
+        O_BOS,
+        O_NOBOS,
+        O_MAXTOK,
+        O_TEMP,
+        O_TOPP,
+        O_TOPK,
+        O_MINP,
+        O_REPPEN,
+        O_SEED,
+        O_STOP,
+        O_JSON,
+        O_TOPLOG,
+        O_DUMP,
+        O_HELP,
+        O_VERSION,
+        O_DRAIN,
+        O_PREFILL_MS,
+        O_SPEC_MAX,
+        O_PROMPT_FILE,
+        O_SPEC_FIXED,
     };
     static const struct option opts[] = {
-        {"model", required_argument, 0, O_MODEL}, {"backend", required_argument, 0, O_BACKEND},
-        {"device", required_argument, 0, O_DEVICE}, {"threads", required_argument, 0, 't'},
-        {"slots", required_argument, 0, O_SLOTS}, {"ctx", required_argument, 0, O_CTX},
-        {"batch", required_argument, 0, O_BATCH}, {"rundir", required_argument, 0, O_RUNDIR},
-        {"generate", no_argument, 0, O_GENERATE}, {"tokenize", no_argument, 0, O_TOKENIZE},
-        {"detokenize", no_argument, 0, O_DETOKENIZE}, {"bench", no_argument, 0, O_BENCH},
-        {"prompt", required_argument, 0, O_PROMPT}, {"system", required_argument, 0, O_SYSTEM},
-        {"chat", no_argument, 0, O_CHAT}, {"special", no_argument, 0, O_SPECIAL},
-        {"no-special", no_argument, 0, O_NOSPECIAL}, {"bos", no_argument, 0, O_BOS},
-        {"no-bos", no_argument, 0, O_NOBOS}, {"max-tokens", required_argument, 0, O_MAXTOK},
-        {"temperature", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
-        {"top-k", required_argument, 0, O_TOPK}, {"min-p", required_argument, 0, O_MINP},
-        {"repeat-penalty", required_argument, 0, O_REPPEN}, {"seed", required_argument, 0, O_SEED},
-        {"stop", required_argument, 0, O_STOP}, {"json", no_argument, 0, O_JSON},
-        {"top-logits", required_argument, 0, O_TOPLOG}, {"dump-logits", required_argument, 0, O_DUMP},
-        {"help", no_argument, 0, O_HELP}, {"version", no_argument, 0, O_VERSION},
-        {"drain", required_argument, 0, O_DRAIN}, {"prefill-step-ms", required_argument, 0, O_PREFILL_MS},
-        {"spec-max", required_argument, 0, O_SPEC_MAX}, {"prompt-file", required_argument, 0, O_PROMPT_FILE},
+        {"model", required_argument, 0, O_MODEL},
+        {"backend", required_argument, 0, O_BACKEND},
+        {"device", required_argument, 0, O_DEVICE},
+        {"threads", required_argument, 0, 't'},
+        {"slots", required_argument, 0, O_SLOTS},
+        {"ctx", required_argument, 0, O_CTX},
+        {"batch", required_argument, 0, O_BATCH},
+        {"rundir", required_argument, 0, O_RUNDIR},
+        {"generate", no_argument, 0, O_GENERATE},
+        {"tokenize", no_argument, 0, O_TOKENIZE},
+        {"detokenize", no_argument, 0, O_DETOKENIZE},
+        {"bench", no_argument, 0, O_BENCH},
+        {"prompt", required_argument, 0, O_PROMPT},
+        {"system", required_argument, 0, O_SYSTEM},
+        {"chat", no_argument, 0, O_CHAT},
+        {"special", no_argument, 0, O_SPECIAL},
+        {"no-special", no_argument, 0, O_NOSPECIAL},
+        {"bos", no_argument, 0, O_BOS},
+        {"no-bos", no_argument, 0, O_NOBOS},
+        {"max-tokens", required_argument, 0, O_MAXTOK},
+        {"temperature", required_argument, 0, O_TEMP},
+        {"top-p", required_argument, 0, O_TOPP},
+        {"top-k", required_argument, 0, O_TOPK},
+        {"min-p", required_argument, 0, O_MINP},
+        {"repeat-penalty", required_argument, 0, O_REPPEN},
+        {"seed", required_argument, 0, O_SEED},
+        {"stop", required_argument, 0, O_STOP},
+        {"json", no_argument, 0, O_JSON},
+        {"top-logits", required_argument, 0, O_TOPLOG},
+        {"dump-logits", required_argument, 0, O_DUMP},
+        {"help", no_argument, 0, O_HELP},
+        {"version", no_argument, 0, O_VERSION},
+        {"drain", required_argument, 0, O_DRAIN},
+        {"prefill-step-ms", required_argument, 0, O_PREFILL_MS},
+        {"spec-max", required_argument, 0, O_SPEC_MAX},
+        {"prompt-file", required_argument, 0, O_PROMPT_FILE},
         {"spec-fixed", no_argument, 0, O_SPEC_FIXED},
         {0, 0, 0, 0},
     };
@@ -153,13 +203,25 @@ static int parse_args(int argc, char **argv, cli *c)
             if (bw_opt_backend(PROG, optarg)) return -1;
             c->eng.backend = optarg;
             break;
-        case O_DEVICE: if (bw_opt_int(PROG, "--device", optarg, 0, BW_OPT_DEVICE_MAX, &c->eng.device)) return -1; break;
-        case 't': if (bw_opt_int(PROG, "--threads", optarg, 1, BW_OPT_THREADS_MAX, &c->eng.n_threads)) return -1; break;
-        case O_SLOTS: if (bw_opt_int(PROG, "--slots", optarg, 1, BW_OPT_SLOTS_MAX, &c->eng.n_slots)) return -1; break;
-        case O_CTX: if (bw_opt_int(PROG, "--ctx", optarg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &c->eng.n_ctx)) return -1; break;
-        case O_BATCH: if (bw_opt_int(PROG, "--batch", optarg, 1, 8192, &c->eng.max_batch)) return -1; break;
+        case O_DEVICE:
+            if (bw_opt_int(PROG, "--device", optarg, 0, BW_OPT_DEVICE_MAX, &c->eng.device)) return -1;
+            break;
+        case 't':
+            if (bw_opt_int(PROG, "--threads", optarg, 1, BW_OPT_THREADS_MAX, &c->eng.n_threads)) return -1;
+            break;
+        case O_SLOTS:
+            if (bw_opt_int(PROG, "--slots", optarg, 1, BW_OPT_SLOTS_MAX, &c->eng.n_slots)) return -1;
+            break;
+        case O_CTX:
+            if (bw_opt_int(PROG, "--ctx", optarg, BW_OPT_CTX_MIN, BW_OPT_CTX_MAX, &c->eng.n_ctx)) return -1;
+            break;
+        case O_BATCH:
+            if (bw_opt_int(PROG, "--batch", optarg, 1, 8192, &c->eng.max_batch)) return -1;
+            break;
         case O_RUNDIR: c->eng.rundir = optarg; break;
-        case O_DRAIN: if (bw_opt_float(PROG, "--drain", optarg, 0, 86400, &c->drain_s)) return -1; break;
+        case O_DRAIN:
+            if (bw_opt_float(PROG, "--drain", optarg, 0, 86400, &c->drain_s)) return -1;
+            break;
         case O_PREFILL_MS: {
             float ms;
             if (bw_opt_float(PROG, "--prefill-step-ms", optarg, 0, 60000, &ms)) return -1;
@@ -189,11 +251,15 @@ static int parse_args(int argc, char **argv, cli *c)
             if (bw_opt_float(PROG, "--temperature", optarg, 0, BW_PROTO_TEMPERATURE_MAX, &c->gen.sampling.temperature))
                 return -1;
             break;
-        case O_TOPP: if (bw_opt_float(PROG, "--top-p", optarg, 0, 1, &c->gen.sampling.top_p)) return -1; break;
+        case O_TOPP:
+            if (bw_opt_float(PROG, "--top-p", optarg, 0, 1, &c->gen.sampling.top_p)) return -1;
+            break;
         case O_TOPK:
             if (bw_opt_int(PROG, "--top-k", optarg, 0, BW_PROTO_TOP_K_MAX, &c->gen.sampling.top_k)) return -1;
             break;
-        case O_MINP: if (bw_opt_float(PROG, "--min-p", optarg, 0, 1, &c->gen.sampling.min_p)) return -1; break;
+        case O_MINP:
+            if (bw_opt_float(PROG, "--min-p", optarg, 0, 1, &c->gen.sampling.min_p)) return -1;
+            break;
         case O_REPPEN:
             if (bw_opt_float(PROG, "--repeat-penalty", optarg, 0, BW_PROTO_REPETITION_PENALTY_MAX,
                              &c->gen.sampling.repetition_penalty))
@@ -212,17 +278,25 @@ static int parse_args(int argc, char **argv, cli *c)
             strcpy(c->gen.stop[c->gen.n_stop++], optarg);
             break;
         case O_JSON: c->json = 1; break;
-        case O_TOPLOG: if (bw_opt_int(PROG, "--top-logits", optarg, 0, 100, &c->top_logits)) return -1; break;
+        case O_TOPLOG:
+            if (bw_opt_int(PROG, "--top-logits", optarg, 0, 100, &c->top_logits)) return -1;
+            break;
         case O_DUMP: c->dump_logits = optarg; break;
-        case 'p': if (bw_opt_int(PROG, "-p", optarg, 1, 1 << 16, &c->bench_p)) return -1; break;
-        case 'n': if (bw_opt_int(PROG, "-n", optarg, 1, 1 << 16, &c->bench_n)) return -1; break;
-        case 'r': if (bw_opt_int(PROG, "-r", optarg, 1, 1000, &c->bench_reps)) return -1; break;
-        case 'd': if (bw_opt_int(PROG, "-d", optarg, 0, 1 << 20, &c->bench_d)) return -1; break;
+        case 'p':
+            if (bw_opt_int(PROG, "-p", optarg, 1, 1 << 16, &c->bench_p)) return -1;
+            break;
+        case 'n':
+            if (bw_opt_int(PROG, "-n", optarg, 1, 1 << 16, &c->bench_n)) return -1;
+            break;
+        case 'r':
+            if (bw_opt_int(PROG, "-r", optarg, 1, 1000, &c->bench_reps)) return -1;
+            break;
+        case 'd':
+            if (bw_opt_int(PROG, "-d", optarg, 0, 1 << 20, &c->bench_d)) return -1;
+            break;
         case O_HELP: usage(stdout); exit(0);
         case O_VERSION: printf("beeworker-engine %s\n", BW_VERSION); exit(0);
-        default:
-            bw_opt_bad_flag(PROG, argv[optind - 1]);
-            return -1;
+        default: bw_opt_bad_flag(PROG, argv[optind - 1]); return -1;
         }
     }
     if (optind < argc) {
@@ -238,7 +312,8 @@ static int parse_args(int argc, char **argv, cli *c)
         return -1;
     }
     if (c->mode == MODE_NONE && !c->eng.rundir) {
-        fprintf(stderr, "beeworker-engine: choose a mode: --rundir DIR, --generate, --tokenize, --detokenize or --bench\n");
+        fprintf(stderr,
+                "beeworker-engine: choose a mode: --rundir DIR, --generate, --tokenize, --detokenize or --bench\n");
         return -1;
     }
     return 0;
@@ -311,7 +386,8 @@ static int run_detokenize(const bw_tok *tok)
     char buf[512];
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         json_int_t id = json_integer_value(v);
         if (!json_is_integer(v) || id < 0 || id >= bw_tok_n_vocab(tok)) {
             fprintf(stderr, "beeworker-engine: element %zu is not a token id in 0..%d\n", i, bw_tok_n_vocab(tok) - 1);
@@ -528,11 +604,11 @@ static void file_publish(void *ctx, const uint8_t *buf, size_t len)
         j->n_out += m.u.token.text_len;
     } else if (m.h.type == BW_MSG_DONE) {
         const bw_proto_done *x = &m.u.done;
-        j->done = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "stop_reason", bw_stop_reason_name(x->stop),
-                            "tokens_out", (json_int_t)x->n_generated, "prompt_tokens", (json_int_t)x->n_prompt,
-                            "pred_drafted", (json_int_t)x->pred_drafted, "pred_accepted", (json_int_t)x->pred_accepted,
-                            "lookup_drafted", (json_int_t)x->lookup_drafted,
-                            "lookup_accepted", (json_int_t)x->lookup_accepted);
+        j->done =
+            json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "stop_reason", bw_stop_reason_name(x->stop), "tokens_out",
+                      (json_int_t)x->n_generated, "prompt_tokens", (json_int_t)x->n_prompt, "pred_drafted",
+                      (json_int_t)x->pred_drafted, "pred_accepted", (json_int_t)x->pred_accepted, "lookup_drafted",
+                      (json_int_t)x->lookup_drafted, "lookup_accepted", (json_int_t)x->lookup_accepted);
         if (j->done && x->stop_matched_len)
             json_object_set_new(j->done, "stop_sequence_matched", json_stringn(x->stop_matched, x->stop_matched_len));
         r->n_done++;
@@ -571,12 +647,13 @@ static const char *file_submit(json_t *line, const cli *c, bw_proto_msg *m, cons
     if ((v = json_object_get(line, "max_tokens"))) x->max_tokens = (int32_t)json_integer_value(v);
     if (!(x->temperature >= 0 && x->temperature <= BW_PROTO_TEMPERATURE_MAX) || !(x->top_p >= 0 && x->top_p <= 1) ||
         !(x->min_p >= 0 && x->min_p <= 1) ||
-        !(x->repetition_penalty >= 0 && x->repetition_penalty <= BW_PROTO_REPETITION_PENALTY_MAX) ||
-        x->top_k < 0 || x->max_tokens < 1 || x->max_tokens > BW_PROTO_MAX_TOKENS)
+        !(x->repetition_penalty >= 0 && x->repetition_penalty <= BW_PROTO_REPETITION_PENALTY_MAX) || x->top_k < 0 ||
+        x->max_tokens < 1 || x->max_tokens > BW_PROTO_MAX_TOKENS)
         return "a sampling value is out of range";
     json_t *stop = json_object_get(line, "stop");
     size_t k;
-    json_array_foreach(stop, k, v) {
+    json_array_foreach(stop, k, v)
+    {
         if (k >= BW_PROTO_MAX_STOP || !json_is_string(v) || json_string_length(v) == 0 ||
             json_string_length(v) > BW_PROTO_MAX_STOP_LEN)
             return "stop must be up to 4 strings of 1..100 bytes";

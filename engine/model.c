@@ -62,10 +62,7 @@ static int get_float(loader *L, const char *key, float def, float lo, float hi, 
     return 0;
 }
 
-static int str_is(bw_gguf_str s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.str, lit, s.len) == 0;
-}
+static int str_is(bw_gguf_str s, const char *lit) { return s.len == strlen(lit) && memcmp(s.str, lit, s.len) == 0; }
 
 /* What an architecture is, as far as the forward pass cares. Every other difference between them is in
  * which optional tensors their layers carry, found by name. */
@@ -239,8 +236,8 @@ static int get_tensor(loader *L, bw_tensor *t, const char *name, int64_t cols, i
         char extra[48] = "";
         if (gt->ne[2] != 1 || gt->ne[3] != 1)
             snprintf(extra, sizeof extra, "x%" PRId64 "x%" PRId64, gt->ne[2], gt->ne[3]);
-        return fail(L, "tensor %s has shape %" PRId64 "x%" PRId64 "%s, expected %" PRId64 "x%" PRId64, name,
-                    gt->ne[0], gt->ne[1], extra, cols, rows);
+        return fail(L, "tensor %s has shape %" PRId64 "x%" PRId64 "%s, expected %" PRId64 "x%" PRId64, name, gt->ne[0],
+                    gt->ne[1], extra, cols, rows);
     }
     if (f32_only && gt->type != BW_TYPE_F32)
         return fail(L, "tensor %s has type %s, expected F32", name, bw_type_info(gt->type)->name);
@@ -288,8 +285,7 @@ static int opt_tensor(loader *L, bw_tensor *t, const char *name, int64_t cols, i
 static int get_layer(loader *L, int i, bw_layer_weights *w, const arch_desc *a)
 {
     const bw_model_config *c = &L->m->cfg;
-    const int64_t e = c->n_embd, q = c->q_dim, kv = (int64_t)c->n_head_kv * c->head_dim, ff = c->n_ff,
-                  hd = c->head_dim;
+    const int64_t e = c->n_embd, q = c->q_dim, kv = (int64_t)c->n_head_kv * c->head_dim, ff = c->n_ff, hd = c->head_dim;
     char n[64];
 #define NAME(part) (snprintf(n, sizeof n, "blk.%d.%s", i, part), n)
     if (get_tensor(L, &w->attn_norm, NAME("attn_norm.weight"), e, 1, 1) ||

@@ -29,14 +29,14 @@ enum bw_ffn_act {
 };
 
 typedef struct {
-    char arch[16];   /* general.architecture */
+    char arch[16]; /* general.architecture */
     int n_layer;
-    int n_embd;      /* model width */
-    int n_head;      /* query heads */
-    int n_head_kv;   /* key/value heads (GQA when < n_head) */
-    int head_dim;    /* attention.key_length, default n_embd / n_head (differs in qwen3, gemma3) */
-    int q_dim;       /* n_head * head_dim: width of the queries and of the attention output */
-    int n_ff;        /* feed-forward width */
+    int n_embd;    /* model width */
+    int n_head;    /* query heads */
+    int n_head_kv; /* key/value heads (GQA when < n_head) */
+    int head_dim;  /* attention.key_length, default n_embd / n_head (differs in qwen3, gemma3) */
+    int q_dim;     /* n_head * head_dim: width of the queries and of the attention output */
+    int n_ff;      /* feed-forward width */
     int n_vocab;
     int n_ctx_train; /* context length the model was trained for */
     int n_rot;       /* rotated dimensions per head (rope.dimension_count, default head_dim) */
@@ -56,23 +56,23 @@ typedef struct {
  * row ranges of the fused matrix, so every backend reads separate wq/wk/wv and w_gate/w_up. */
 typedef struct {
     bw_tensor attn_norm, wq, wk, wv, wo;
-    bw_tensor bq, bk, bv;           /* optional (qwen2) */
-    bw_tensor q_norm, k_norm;       /* optional per-head RMS norms, head_dim wide (qwen3, gemma3) */
-    bw_tensor attn_post_norm;       /* optional norm of the attention output before the residual (gemma3) */
+    bw_tensor bq, bk, bv;     /* optional (qwen2) */
+    bw_tensor q_norm, k_norm; /* optional per-head RMS norms, head_dim wide (qwen3, gemma3) */
+    bw_tensor attn_post_norm; /* optional norm of the attention output before the residual (gemma3) */
     bw_tensor ffn_norm, w_gate, w_up, w_down;
-    bw_tensor ffn_post_norm;        /* optional norm of the FFN output before the residual (gemma3) */
-    int swa;                        /* 1: attends to the last n_swa positions only */
-    float rope_base, rope_scale;    /* this layer's rope (gemma3's sliding layers have their own base) */
+    bw_tensor ffn_post_norm;     /* optional norm of the FFN output before the residual (gemma3) */
+    int swa;                     /* 1: attends to the last n_swa positions only */
+    float rope_base, rope_scale; /* this layer's rope (gemma3's sliding layers have their own base) */
 } bw_layer_weights;
 
 typedef struct {
     bw_model_config cfg;
-    bw_tensor tok_embd;  /* rows = n_vocab, cols = n_embd */
+    bw_tensor tok_embd; /* rows = n_vocab, cols = n_embd */
     bw_tensor out_norm;
-    bw_tensor output;    /* == tok_embd when the file ties them */
+    bw_tensor output;        /* == tok_embd when the file ties them */
     const float *rope_freqs; /* optional per-dimension frequency factors (Llama 3.1), n_rot/2, or NULL */
     bw_layer_weights layers[BW_MAX_LAYERS];
-    char id[128];        /* model id for the API: general.name or the file's base name */
+    char id[128];          /* model id for the API: general.name or the file's base name */
     char weight_types[96]; /* the file's tensor types, most bytes first ("Q4_1,Q8_0,F32") */
     const bw_gguf *gguf;
 } bw_model;

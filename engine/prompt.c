@@ -27,8 +27,8 @@ enum bw_chat_kind bw_prompt_chat_kind(const bw_tok *tok, const char *tmpl, size_
     return BW_CHAT_UNKNOWN;
 }
 
-int32_t *bw_prompt_encode(const bw_prompt_ctx *ctx, const bw_prompt_req *req, size_t extra, size_t *n,
-                          char *err, size_t errlen)
+int32_t *bw_prompt_encode(const bw_prompt_ctx *ctx, const bw_prompt_req *req, size_t extra, size_t *n, char *err,
+                          size_t errlen)
 {
     const char *text = req->text;
     size_t len = req->text_len;

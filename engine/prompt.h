@@ -20,7 +20,7 @@ typedef struct {
 } bw_prompt_ctx;
 
 typedef struct {
-    const char *text;  /* plain prompt (when msgs is NULL) */
+    const char *text; /* plain prompt (when msgs is NULL) */
     size_t text_len;
     const bw_chat_msg *msgs; /* chat messages, or NULL */
     size_t n_msgs;
@@ -35,7 +35,7 @@ enum bw_chat_kind bw_prompt_chat_kind(const bw_tok *tok, const char *tmpl, size_
 
 /* Returns a malloc'd array of *n ids with room for `extra` more after them (resume tokens), or NULL with
  * a one-line reason in err. An empty result is an error ("the prompt is empty"). */
-int32_t *bw_prompt_encode(const bw_prompt_ctx *ctx, const bw_prompt_req *req, size_t extra, size_t *n,
-                          char *err, size_t errlen);
+int32_t *bw_prompt_encode(const bw_prompt_ctx *ctx, const bw_prompt_req *req, size_t extra, size_t *n, char *err,
+                          size_t errlen);
 
 #endif

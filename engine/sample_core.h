@@ -102,10 +102,7 @@ BW_SC_FN float bw_sc_threshold(float maxl, float temperature)
 }
 
 /* The candidate order: larger logit first, ties by smaller id. */
-BW_SC_FN int bw_sc_before(float va, int32_t ia, float vb, int32_t ib)
-{
-    return va != vb ? va > vb : ia < ib;
-}
+BW_SC_FN int bw_sc_before(float va, int32_t ia, float vb, int32_t ib) { return va != vb ? va > vb : ia < ib; }
 
 /* exp(x) rounded to float, for x in [-88, 0]: x = k ln2 + r with |r| <= ln2/2 (ln2 in two parts, the
  * product k*ln2_hi exact), e^r by its Taylor series to r^13 in double (relative error < 1e-17 on
@@ -115,7 +112,7 @@ BW_SC_FN float bw_sc_expf(float xf)
 {
     const double x = (double)xf;
     if (!(x >= -87.0)) return 0.0f; /* below float's normal range (e^-87 ~ 1.6e-38), or NaN */
-    if (x > 0.0) return 1.0f;        /* never asked: candidates are at most the maximum */
+    if (x > 0.0) return 1.0f;       /* never asked: candidates are at most the maximum */
     /* k = round(x / ln2), computed as floor(x*log2e + 0.5) */
     const double t = bw_sc_dfma(x, 1.4426950408889634, 0.5);
     int64_t k = (int64_t)t;
@@ -178,10 +175,7 @@ BW_SC_FN void bw_sc_bitonic_step(int32_t *id, float *v, int32_t i, int32_t j, in
 }
 
 /* How many sorted candidates top-k leaves. */
-BW_SC_FN int32_t bw_sc_top_k(int32_t n, const bw_sc_params *p)
-{
-    return p->top_k > 0 && p->top_k < n ? p->top_k : n;
-}
+BW_SC_FN int32_t bw_sc_top_k(int32_t n, const bw_sc_params *p) { return p->top_k > 0 && p->top_k < n ? p->top_k : n; }
 
 /* A candidate's unnormalised probability at the temperature: exp((v - maxl) / T). Element-wise, so
  * the device computes them in parallel. */

@@ -60,13 +60,10 @@ void bw_sampler_free(bw_sampler *s)
     free(s);
 }
 
-double bw_sampler_uniform(uint64_t seed, uint64_t index)
-{
-    return bw_sc_uniform(seed, index);
-}
+double bw_sampler_uniform(uint64_t seed, uint64_t index) { return bw_sc_uniform(seed, index); }
 
-static void apply_repetition_penalty(const bw_sampler_params *p, float *logits, int32_t n_vocab,
-                                     const int32_t *history, size_t n_history)
+static void apply_repetition_penalty(const bw_sampler_params *p, float *logits, int32_t n_vocab, const int32_t *history,
+                                     size_t n_history)
 {
     if (p->repetition_penalty == 1.0f || n_history == 0 || p->repeat_last_n == 0) return;
     size_t n = n_history;
@@ -103,8 +100,8 @@ static int cand_desc(const void *a, const void *b)
     return bw_sc_before(x->v, x->id, y->v, y->id) ? -1 : 1;
 }
 
-int32_t bw_sample(bw_sampler *s, const bw_sampler_params *p, float *logits, const int32_t *history,
-                  size_t n_history, uint64_t index)
+int32_t bw_sample(bw_sampler *s, const bw_sampler_params *p, float *logits, const int32_t *history, size_t n_history,
+                  uint64_t index)
 {
     const int32_t nv = s->n_vocab;
     apply_repetition_penalty(p, logits, nv, history, n_history);

@@ -28,8 +28,8 @@ void bw_sampler_free(bw_sampler *s);
 
 /* Picks the token at index `index` of the job. logits (n_vocab) may be modified. history holds the
  * prompt and generated tokens so far (for the repetition penalty). */
-int32_t bw_sample(bw_sampler *s, const bw_sampler_params *p, float *logits, const int32_t *history,
-                  size_t n_history, uint64_t index);
+int32_t bw_sample(bw_sampler *s, const bw_sampler_params *p, float *logits, const int32_t *history, size_t n_history,
+                  uint64_t index);
 
 /* The uniform [0,1) draw for (seed, index); exposed for tests. */
 double bw_sampler_uniform(uint64_t seed, uint64_t index);

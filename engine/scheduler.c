@@ -21,8 +21,8 @@
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 
-#define QUEUE_MAX 1024  /* jobs waiting for a slot; more is QUEUE_FULL */
-#define RETIRED_MAX 64  /* finished jobs whose history is kept for REPLAY */
+#define QUEUE_MAX 1024        /* jobs waiting for a slot; more is QUEUE_FULL */
+#define RETIRED_MAX 64        /* finished jobs whose history is kept for REPLAY */
 #define PREFILL_MIN_TOKENS 32 /* the smallest prompt chunk beside decoding jobs (and the first, unmeasured one) */
 #define PREFILL_STEP_MS 50.0  /* default target time of a step that prefills beside decoding jobs */
 #define SPEC_LOOKUP_NGRAM 3   /* prompt lookup: the shortest n-gram of the output's tail to look up */
@@ -42,10 +42,10 @@ typedef struct job {
     bw_gen *gen;
     const int32_t *toks; /* the prompt, owned by gen */
     size_t n_prompt;
-    size_t n_fed;        /* positions in the slot's KV cache */
-    size_t chunk;        /* prompt tokens in the current step's batch */
+    size_t n_fed; /* positions in the slot's KV cache */
+    size_t chunk; /* prompt tokens in the current step's batch */
     int prefilled;
-    int32_t next_tok;    /* sampled, to be fed in the next step */
+    int32_t next_tok; /* sampled, to be fed in the next step */
     int slot;
     int cancelled;
     uint64_t seq;
@@ -54,13 +54,13 @@ typedef struct job {
     int32_t max_tokens;
     uint32_t n_published;
     /* speculation (see draft()) */
-    int32_t *pred;    /* the client's predicted output as tokens, or NULL */
-    size_t n_pred, pred_pos; /* pred_pos: where the output is believed to be in pred */
+    int32_t *pred;                 /* the client's predicted output as tokens, or NULL */
+    size_t n_pred, pred_pos;       /* pred_pos: where the output is believed to be in pred */
     double acc_hit[2], acc_try[2]; /* decayed draft tokens accepted / verified, by source (acceptance) */
-    int probe_in;     /* steps until a one-token probe while drafting does not pay */
+    int probe_in;                  /* steps until a one-token probe while drafting does not pay */
     int n_draft, draft_src;
-    int32_t *draft;   /* spec_max tokens */
-    size_t row0;      /* first logits row of this step */
+    int32_t *draft; /* spec_max tokens */
+    size_t row0;    /* first logits row of this step */
     uint32_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
     uint64_t t_admit, t_first;
     struct {
@@ -98,10 +98,10 @@ struct bw_sched {
     uint8_t *b_want;
     job **b_rows;
     float *logits;
-    float *forced; /* one logits row that leaves the sampler a single choice (resume replay) */
-    int device_sampling;          /* CUDA backend: rows are sampled on the device, only ids come back */
-    bw_cuda_sample_req *req;      /* per logits row, for the device sampler */
-    int32_t *ids;                 /* per logits row: the device's choice */
+    float *forced;           /* one logits row that leaves the sampler a single choice (resume replay) */
+    int device_sampling;     /* CUDA backend: rows are sampled on the device, only ids come back */
+    bw_cuda_sample_req *req; /* per logits row, for the device sampler */
+    int32_t *ids;            /* per logits row: the device's choice */
     enum bw_chat_kind chat_kind;
     bw_gguf_str tmpl;
 };
@@ -295,8 +295,8 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->device_sampling = bw_backend_is_cuda(e->backend) && cs && strcmp(cs, "device") == 0;
     s->req = malloc((size_t)s->n_slots * sizeof(*s->req));
     s->ids = malloc((size_t)s->n_slots * sizeof(*s->ids));
-    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->cost_w || !s->cost_t || !s->logits ||
-        !s->forced || !s->req || !s->ids)
+    if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->cost_w ||
+        !s->cost_t || !s->logits || !s->forced || !s->req || !s->ids)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
     s->chat_kind = bw_prompt_chat_kind(e->tok, s->tmpl.str, s->tmpl.len);
@@ -308,15 +308,9 @@ oom:
     return NULL;
 }
 
-void bw_sched_set_prefill_step_ms(bw_sched *s, double ms)
-{
-    s->prefill_step_ns = ms > 0 ? ms * 1e6 : 0;
-}
+void bw_sched_set_prefill_step_ms(bw_sched *s, double ms) { s->prefill_step_ns = ms > 0 ? ms * 1e6 : 0; }
 
-void bw_sched_set_spec_fixed(bw_sched *s, int on)
-{
-    s->spec_fixed = on != 0;
-}
+void bw_sched_set_spec_fixed(bw_sched *s, int on) { s->spec_fixed = on != 0; }
 
 int bw_sched_set_spec_max(bw_sched *s, int k)
 {
@@ -941,7 +935,7 @@ int bw_sched_step(bw_sched *s)
             if (j->slot < 0 || d == n_draft || t != j->draft[d]) break;
             accepted++;
             count_draft(s, j, 0, 1); /* before the next token, whose DONE may carry the counts */
-            j->n_fed++; /* the draft at this position is what plain decoding would have fed */
+            j->n_fed++;              /* the draft at this position is what plain decoding would have fed */
         }
         if (n_draft > 0 && j->slot >= 0) adapt(s, j, accepted);
     }

@@ -119,7 +119,4 @@ bw_f16 bw_f32_to_f16(float f)
     return (bw_f16)(sign | half);
 }
 
-float bw_bf16_to_f32(bw_bf16 h)
-{
-    return f32_from_bits((uint32_t)h << 16);
-}
+float bw_bf16_to_f32(bw_bf16 h) { return f32_from_bits((uint32_t)h << 16); }

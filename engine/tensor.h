@@ -35,13 +35,39 @@ typedef uint16_t bw_f16;  /* IEEE half, bit pattern */
 typedef uint16_t bw_bf16; /* bfloat16, bit pattern */
 
 /* Block layouts, identical to the GGUF on-disk format. */
-typedef struct { bw_f16 d; uint8_t qs[BW_QK / 2]; } bw_block_q4_0;          /* x = d * (q - 8) */
-typedef struct { bw_f16 d; bw_f16 m; uint8_t qs[BW_QK / 2]; } bw_block_q4_1; /* x = d * q + m */
-typedef struct { bw_f16 d; int8_t qs[BW_QK]; } bw_block_q8_0;                /* x = d * q */
-typedef struct { bw_f16 d; bw_f16 s; int8_t qs[BW_QK]; } bw_block_q8_1;     /* s = d * sum(q) */
-typedef struct { bw_f16 d; uint8_t qh[4]; uint8_t qs[BW_QK / 2]; } bw_block_q5_0; /* x = d * (q - 16) */
-typedef struct { bw_f16 d; bw_f16 m; uint8_t qh[4]; uint8_t qs[BW_QK / 2]; } bw_block_q5_1; /* x = d * q + m */
-typedef struct { bw_f16 d; uint8_t qs[BW_QK / 2]; } bw_block_iq4_nl; /* x = d * bw_iq4nl_values[q] */
+typedef struct {
+    bw_f16 d;
+    uint8_t qs[BW_QK / 2];
+} bw_block_q4_0; /* x = d * (q - 8) */
+typedef struct {
+    bw_f16 d;
+    bw_f16 m;
+    uint8_t qs[BW_QK / 2];
+} bw_block_q4_1; /* x = d * q + m */
+typedef struct {
+    bw_f16 d;
+    int8_t qs[BW_QK];
+} bw_block_q8_0; /* x = d * q */
+typedef struct {
+    bw_f16 d;
+    bw_f16 s;
+    int8_t qs[BW_QK];
+} bw_block_q8_1; /* s = d * sum(q) */
+typedef struct {
+    bw_f16 d;
+    uint8_t qh[4];
+    uint8_t qs[BW_QK / 2];
+} bw_block_q5_0; /* x = d * (q - 16) */
+typedef struct {
+    bw_f16 d;
+    bw_f16 m;
+    uint8_t qh[4];
+    uint8_t qs[BW_QK / 2];
+} bw_block_q5_1; /* x = d * q + m */
+typedef struct {
+    bw_f16 d;
+    uint8_t qs[BW_QK / 2];
+} bw_block_iq4_nl; /* x = d * bw_iq4nl_values[q] */
 /* Nibble order in q4/q5/iq4 blocks: element j (j < 16) is the low nibble of qs[j], element j + 16 the
  * high. Q5: bit j of the little-endian 32-bit qh is the fifth (value 16) bit of element j. */
 
@@ -62,9 +88,24 @@ typedef struct { bw_f16 d; uint8_t qs[BW_QK / 2]; } bw_block_iq4_nl; /* x = d * 
  *         low 4 bits from ql[64h + l + 32(k%2)] (low nibble for k < 2), high 2 bits
  *         (qh[32h + l] >> 2k) & 3.
  *   Q8_K  (activations) x = d * q, bsums[g] = sum of q over elements 16g .. 16g+15. */
-typedef struct { uint8_t scales[BW_QK_K / 16]; uint8_t qs[BW_QK_K / 4]; bw_f16 d; bw_f16 dmin; } bw_block_q2_k;
-typedef struct { uint8_t hmask[BW_QK_K / 8]; uint8_t qs[BW_QK_K / 4]; uint8_t scales[12]; bw_f16 d; } bw_block_q3_k;
-typedef struct { bw_f16 d; bw_f16 dmin; uint8_t scales[12]; uint8_t qs[BW_QK_K / 2]; } bw_block_q4_k;
+typedef struct {
+    uint8_t scales[BW_QK_K / 16];
+    uint8_t qs[BW_QK_K / 4];
+    bw_f16 d;
+    bw_f16 dmin;
+} bw_block_q2_k;
+typedef struct {
+    uint8_t hmask[BW_QK_K / 8];
+    uint8_t qs[BW_QK_K / 4];
+    uint8_t scales[12];
+    bw_f16 d;
+} bw_block_q3_k;
+typedef struct {
+    bw_f16 d;
+    bw_f16 dmin;
+    uint8_t scales[12];
+    uint8_t qs[BW_QK_K / 2];
+} bw_block_q4_k;
 typedef struct {
     bw_f16 d;
     bw_f16 dmin;
@@ -78,7 +119,11 @@ typedef struct {
     int8_t scales[BW_QK_K / 16];
     bw_f16 d;
 } bw_block_q6_k;
-typedef struct { float d; int8_t qs[BW_QK_K]; int16_t bsums[BW_QK_K / 16]; } bw_block_q8_k;
+typedef struct {
+    float d;
+    int8_t qs[BW_QK_K];
+    int16_t bsums[BW_QK_K / 16];
+} bw_block_q8_k;
 
 /* The 16 levels of IQ4_NL, indexed by the 4-bit code. */
 extern const int8_t bw_iq4nl_values[16];

@@ -17,16 +17,16 @@ bw_tok *bw_tok_load(const bw_gguf *g, char *err, size_t errlen);
 void bw_tok_free(bw_tok *t);
 
 int32_t bw_tok_n_vocab(const bw_tok *t);
-int32_t bw_tok_bos(const bw_tok *t);      /* -1 if none */
-int32_t bw_tok_eos(const bw_tok *t);      /* -1 if none */
-int bw_tok_add_bos(const bw_tok *t);      /* tokenizer.ggml.add_bos_token (model default) */
+int32_t bw_tok_bos(const bw_tok *t);            /* -1 if none */
+int32_t bw_tok_eos(const bw_tok *t);            /* -1 if none */
+int bw_tok_add_bos(const bw_tok *t);            /* tokenizer.ggml.add_bos_token (model default) */
 int bw_tok_is_eog(const bw_tok *t, int32_t id); /* EOS, EOT, <|im_end|>, <|eot_id|> and the like */
 
 /* Encodes text (len bytes, any bytes) into out (capacity cap). add_bos: prepend BOS when the model has
  * one. parse_special: text like "<|im_start|>" becomes the special token instead of plain text.
  * Returns the number of tokens, or -(needed) if cap is too small, or INT32_MIN on an internal error. */
-int32_t bw_tok_encode(const bw_tok *t, const char *text, size_t len, int add_bos, int parse_special,
-                      int32_t *out, int32_t cap);
+int32_t bw_tok_encode(const bw_tok *t, const char *text, size_t len, int add_bos, int parse_special, int32_t *out,
+                      int32_t cap);
 
 /* The bytes a token stands for when printed (byte-level decoding applied; control tokens give "" unless
  * render_special). Returns the byte count written (at most cap) or -(needed). Streaming text out of

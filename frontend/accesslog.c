@@ -74,8 +74,11 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     if (begin->tv_sec == 0 || ms < 0) ms = 0;
     int status = req->res.status; /* 0: the client left before a response was started */
     bw_log_field fields[] = {
-        {"method", method, 0}, {"path", path, 0}, {"status", NULL, status},
-        {"job_id", job[0] ? job : "-", 0}, {"duration_ms", NULL, (double)(long long)(ms * 10 + 0.5) / 10},
+        {"method", method, 0},
+        {"path", path, 0},
+        {"status", NULL, status},
+        {"job_id", job[0] ? job : "-", 0},
+        {"duration_ms", NULL, (double)(long long)(ms * 10 + 0.5) / 10},
     };
     bw_log_fields(BW_LOG_INFO, "request", fields, (int)(sizeof(fields) / sizeof(fields[0])));
     bw_metrics_request(l->f->metrics, bw_route_label(req->path_normalized.base, req->path_normalized.len), status);

@@ -60,13 +60,15 @@ bw_auth *bw_auth_create(const bw_front_opts *o, char *err, size_t errlen)
         unsetenv("LLORCH_API_TOKEN");
     }
     if (o->local_mode && token[0]) {
-        snprintf(err, errlen, "--local-mode serves without authentication: unset LLORCH_API_TOKEN / "
-                              "--api-token-file, or drop --local-mode");
+        snprintf(err, errlen,
+                 "--local-mode serves without authentication: unset LLORCH_API_TOKEN / "
+                 "--api-token-file, or drop --local-mode");
         return NULL;
     }
     if (!o->local_mode && !token[0]) {
-        snprintf(err, errlen, "network mode needs a bearer token: set LLORCH_API_TOKEN or --api-token-file "
-                              "(or use --local-mode for 127.0.0.1 without auth)");
+        snprintf(err, errlen,
+                 "network mode needs a bearer token: set LLORCH_API_TOKEN or --api-token-file "
+                 "(or use --local-mode for 127.0.0.1 without auth)");
         return NULL;
     }
     bw_auth *a = calloc(1, sizeof(*a));

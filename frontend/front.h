@@ -36,7 +36,7 @@ typedef struct bw_front {
     bw_sup *sup; /* NULL unless --spawn-engine */
     bw_metrics *metrics;
     bw_heartbeat *heartbeat; /* NULL unless --hive-url */
-    int port;    /* the bound port (resolves --port 0) */
+    int port;                /* the bound port (resolves --port 0) */
     int stopping;
 } bw_front;
 

@@ -12,12 +12,11 @@ static json_t *resume_json(bw_front *f)
 {
     bw_jobs_stats st;
     bw_jobs_stats_get(f->jobs, &st);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "engine_losses", (json_int_t)st.engine_losses,
-                     "jobs_resumed", (json_int_t)st.jobs_resumed, "tokens_resumed", (json_int_t)st.tokens_resumed,
-                     "tokens_replayed", (json_int_t)st.tokens_replayed, "duplicates_suppressed",
-                     (json_int_t)st.duplicates_suppressed, "gaps_unrepairable", (json_int_t)st.gaps_unrepairable,
-                     "slow_client_cancels", (json_int_t)st.slow_client_cancels, "jobs_engine_lost",
-                     (json_int_t)st.jobs_engine_lost);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "engine_losses", (json_int_t)st.engine_losses, "jobs_resumed",
+                     (json_int_t)st.jobs_resumed, "tokens_resumed", (json_int_t)st.tokens_resumed, "tokens_replayed",
+                     (json_int_t)st.tokens_replayed, "duplicates_suppressed", (json_int_t)st.duplicates_suppressed,
+                     "gaps_unrepairable", (json_int_t)st.gaps_unrepairable, "slow_client_cancels",
+                     (json_int_t)st.slow_client_cancels, "jobs_engine_lost", (json_int_t)st.jobs_engine_lost);
 }
 
 /* Speculative decoding by draft source (issue 14): the counters /metrics exports. */
@@ -45,8 +44,9 @@ json_t *bw_info_json(bw_front *f)
     snprintf(epoch, sizeof(epoch), "%016llx", (unsigned long long)bw_link_epoch(f->link));
     unsigned epochs = bw_link_epochs_seen(f->link);
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "id", f->opts->worker_id, "model_id", bw_model_id(f),
-                          "model_name", bw_model_name(f), "device", device, "port", f->port, "status", bw_link_state(f->link) == BW_LINK_READY ? "ready" : "not_ready",
-                          "implementation", "beeworker", "version", BW_VERSION);
+                          "model_name", bw_model_name(f), "device", device, "port", f->port, "status",
+                          bw_link_state(f->link) == BW_LINK_READY ? "ready" : "not_ready", "implementation",
+                          "beeworker", "version", BW_VERSION);
     json_t *e = json_pack("{s:s,s:s,s:{s:I,s:I},s:I,s:I,s:I}", "epoch", epoch, "state", bw_link_state_name(f->link),
                           "slots", "total", (json_int_t)h->slots_total, "busy", (json_int_t)h->slots_busy,
                           "queue_depth", (json_int_t)h->queue_depth, "restarts", (json_int_t)(epochs ? epochs - 1 : 0),

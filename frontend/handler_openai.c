@@ -17,7 +17,8 @@ int bw_handle_openai(bw_front *f, h2o_req_t *req, const bw_route_args *a)
     bw_job_params p;
     bw_openai_req o = {.chat = chat};
     json_t *root;
-    json_t *bad = bw_request_parse_openai(req->entity.base, req->entity.len, bw_link_hello(f->link)->n_ctx, &p, &o, &root);
+    json_t *bad =
+        bw_request_parse_openai(req->entity.base, req->entity.len, bw_link_hello(f->link)->n_ctx, &p, &o, &root);
     if (bad) {
         bw_openai_send_invalid(req, bad);
         return 0;

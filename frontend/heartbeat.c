@@ -59,8 +59,8 @@ static char *build_body(bw_front *f, const char *status)
     gmtime_r(&t, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
     json_t *info = bw_info_json(f);
-    json_t *o = info ? json_pack("{s:s,s:s,s:s,s:o}", "worker_id", f->opts->worker_id, "timestamp", ts,
-                                 "health_status", status, "worker", info)
+    json_t *o = info ? json_pack("{s:s,s:s,s:s,s:o}", "worker_id", f->opts->worker_id, "timestamp", ts, "health_status",
+                                 status, "worker", info)
                      : NULL;
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -124,8 +124,7 @@ static void post(bw_heartbeat *h, CURL *c, const char *body)
     if (h->logged_failing++ % 12 != 0) return; /* a long outage: a line now and then, not per beat */
     if (rc != CURLE_OK)
         bw_log_warn("heartbeat to %s failed: %s", h->shown_url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
-    else
-        bw_log_warn("heartbeat to %s answered HTTP %ld", h->shown_url, code);
+    else bw_log_warn("heartbeat to %s answered HTTP %ld", h->shown_url, code);
 }
 
 static void *sender(void *arg)

@@ -62,8 +62,9 @@ static int is_openai_route(h2o_req_t *req)
 void bw_http_send_error_obj(h2o_req_t *req, int status, json_t *error)
 {
     if (error && is_openai_route(req)) {
-        const char *type = status == 401 ? "authentication_error" : status >= 500 ? "server_error"
-                                                                                  : "invalid_request_error";
+        const char *type = status == 401   ? "authentication_error"
+                           : status >= 500 ? "server_error"
+                                           : "invalid_request_error";
         json_object_set_new(error, "type", json_string(type));
         if (!json_object_get(error, "param")) json_object_set_new(error, "param", json_null());
     }
@@ -119,8 +120,7 @@ int bw_http_authorize(bw_front *f, h2o_req_t *req)
     }
     if (i >= 0) v = &req->headers.entries[i].value;
     switch (bw_auth_check(f->auth, v ? v->base : NULL, v ? v->len : 0)) {
-    case BW_AUTH_OK:
-        return 0;
+    case BW_AUTH_OK: return 0;
     case BW_AUTH_MISSING:
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         bw_http_send_error(req, 401, "MISSING_API_KEY", "this endpoint needs 'Authorization: Bearer <token>'");

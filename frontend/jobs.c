@@ -22,10 +22,10 @@
 
 #define N_BUCKETS 4096
 #define TICK_MS 100
-#define REPLAY_RETRY_MS 100   /* a REPLAY that filled nothing is asked again after this */
-#define REPLAY_MAX_TRIES 50   /* then the gap is unrepairable: 5 s of asking without progress */
-#define PROBE_IDLE_MS 1000    /* a job silent this long gets a REPLAY probe: its last messages may be lost */
-#define EVENT_OVERHEAD 40     /* bytes of an SSE token event besides its text, for a job without a reader */
+#define REPLAY_RETRY_MS 100 /* a REPLAY that filled nothing is asked again after this */
+#define REPLAY_MAX_TRIES 50 /* then the gap is unrepairable: 5 s of asking without progress */
+#define PROBE_IDLE_MS 1000  /* a job silent this long gets a REPLAY probe: its last messages may be lost */
+#define EVENT_OVERHEAD 40   /* bytes of an SSE token event besides its text, for a job without a reader */
 
 enum job_state { JOB_QUEUED, JOB_SUBMITTED, JOB_RUNNING, JOB_FINISHED };
 
@@ -42,30 +42,30 @@ struct bw_job {
     h2o_linklist_t state_link; /* js->resume, js->queued or js->inflight */
     enum job_state state;
     bw_job_params p;
-    char *prompt; /* kept until the job is finished: a resumed job sends it again */
-    char *prediction; /* likewise, or NULL */
+    char *prompt;                         /* kept until the job is finished: a resumed job sends it again */
+    char *prediction;                     /* likewise, or NULL */
     uint32_t pred_drafted, pred_accepted; /* from the engine's DONE */
 
-    uint64_t epoch;       /* engine the job was last submitted to */
-    unsigned n_submits;   /* 0: never reached an engine (QUEUE_TIMEOUT rather than ENGINE_LOST) */
-    int resume_pending;   /* requeued after its engine was lost: the next submission is a resume */
-    uint64_t next_seq;    /* next message expected from that engine */
-    int gap;              /* a later message arrived first: a REPLAY is outstanding */
-    uint64_t gap_end;     /* messages below this seq that arrive now came through a replay */
+    uint64_t epoch;     /* engine the job was last submitted to */
+    unsigned n_submits; /* 0: never reached an engine (QUEUE_TIMEOUT rather than ENGINE_LOST) */
+    int resume_pending; /* requeued after its engine was lost: the next submission is a resume */
+    uint64_t next_seq;  /* next message expected from that engine */
+    int gap;            /* a later message arrived first: a REPLAY is outstanding */
+    uint64_t gap_end;   /* messages below this seq that arrive now came through a replay */
     unsigned replay_tries;
     uint64_t replay_ms, last_msg_ms;
 
     int has_start;
     bw_job_start start;
-    char *model;     /* start.model's storage */
+    char *model; /* start.model's storage */
     char arch[BW_PROTO_MAX_NAME + 1], weight_types[BW_PROTO_MAX_NAME + 1];
     tok_rec *toks;
     size_t n_toks, cap_toks;
     bw_buf text;
-    uint64_t decode_ns; /* summed over the job's runs */
+    uint64_t decode_ns;                 /* summed over the job's runs */
     uint64_t run_first_ns, run_last_ns; /* engine stamps of the current run's first and last token */
-    bw_job_outcome out; /* end == BW_JOB_RUNNING until the job is FINISHED */
-    char *out_text;     /* storage of out.message or out.matched */
+    bw_job_outcome out;                 /* end == BW_JOB_RUNNING until the job is FINISHED */
+    char *out_text;                     /* storage of out.message or out.matched */
 
     bw_job_reader *reader;
     uint64_t delivered; /* SSE id of the first event the last reader had not written yet */
@@ -548,10 +548,10 @@ static int fit_context(bw_jobs *js, bw_job *j)
         return 0;
     }
     char msg[256];
-    snprintf(msg, sizeof(msg), "This model's maximum context length is %u tokens. However, you requested %lld tokens "
+    snprintf(msg, sizeof(msg),
+             "This model's maximum context length is %u tokens. However, you requested %lld tokens "
              "(%u in the prompt, %d in the completion). Please reduce the length of the prompt or the completion.",
-             n_ctx, (long long)j->n_prompt + j->p.max_tokens, j->n_prompt,
-             (int)j->p.max_tokens);
+             n_ctx, (long long)j->n_prompt + j->p.max_tokens, j->n_prompt, (int)j->p.max_tokens);
     cancel_with_error(js, j, "context_length_exceeded", msg);
     return -1;
 }
@@ -566,8 +566,11 @@ static void on_accepted(bw_jobs *js, bw_job *j, const bw_proto_msg *m)
     j->model = strdup(js->c.engine.model_id(js->c.engine.ctx));
     snprintf(j->arch, sizeof(j->arch), "%s", h->arch);
     snprintf(j->weight_types, sizeof(j->weight_types), "%s", h->weight_types);
-    j->start = (bw_job_start){.job_id = j->id, .model = j->model ? j->model : "", .arch = j->arch,
-                              .weight_types = j->weight_types, .seed = m->u.accepted.seed,
+    j->start = (bw_job_start){.job_id = j->id,
+                              .model = j->model ? j->model : "",
+                              .arch = j->arch,
+                              .weight_types = j->weight_types,
+                              .seed = m->u.accepted.seed,
                               .started_at = (long long)(m->h.real_ns / 1000000000ull)};
     j->has_start = 1;
 }
@@ -697,8 +700,7 @@ void bw_jobs_on_msg(bw_jobs *js, const bw_proto_msg *m)
         }
         finish_error(j, bw_proto_errcode_name(m->u.error.code), m->u.error.message, m->u.error.message_len);
         return;
-    default:
-        return;
+    default: return;
     }
     notify(j);
 }

@@ -75,7 +75,7 @@ typedef struct {
     int queue_size;           /* jobs that may wait for an engine */
     size_t stream_buffer;     /* bytes a client may leave unread before SLOW_CLIENT */
     bw_jobs_engine engine;
-    bw_metrics *metrics;      /* may be NULL */
+    bw_metrics *metrics; /* may be NULL */
 } bw_jobs_config;
 
 bw_jobs *bw_jobs_create(const bw_jobs_config *c);
@@ -126,7 +126,7 @@ typedef struct {
     const char *arch;         /* general.architecture of the engine's model */
     const char *weight_types; /* its tensor types, "Q4_1,Q8_0,F32" */
     uint64_t seed;
-    long long started_at;     /* unix seconds */
+    long long started_at; /* unix seconds */
 } bw_job_start;
 
 /* How a job ended. */
@@ -134,18 +134,18 @@ enum bw_job_end { BW_JOB_RUNNING = 0, BW_JOB_ENDED, BW_JOB_FAILED };
 typedef struct {
     enum bw_job_end end;
     /* BW_JOB_ENDED */
-    uint8_t stop;               /* enum bw_stop_reason */
-    int has_matched;            /* stop is a stop sequence the engine named */
-    const char *matched;        /* that sequence (not NUL-terminated) */
+    uint8_t stop;        /* enum bw_stop_reason */
+    int has_matched;     /* stop is a stop sequence the engine named */
+    const char *matched; /* that sequence (not NUL-terminated) */
     size_t matched_len;
     size_t tokens_out;
-    uint64_t decode_ns;         /* summed over the job's runs */
-    int has_prediction;         /* the job carried a predicted output: */
+    uint64_t decode_ns;                    /* summed over the job's runs */
+    int has_prediction;                    /* the job carried a predicted output: */
     uint32_t pred_accepted, pred_rejected; /* its draft tokens, from the engine's DONE */
-    int32_t clamped_to;         /* max_tokens as the context allowed it, when less than asked (else 0) */
+    int32_t clamped_to;                    /* max_tokens as the context allowed it, when less than asked (else 0) */
     /* BW_JOB_FAILED */
-    char code[32];              /* ENGINE_LOST, QUEUE_TIMEOUT, an engine's GENERATION_ERROR, ... */
-    const char *message;        /* NUL-terminated */
+    char code[32];       /* ENGINE_LOST, QUEUE_TIMEOUT, an engine's GENERATION_ERROR, ... */
+    const char *message; /* NUL-terminated */
     size_t message_len;
 } bw_job_outcome;
 
@@ -176,8 +176,8 @@ const bw_job_start *bw_job_started(const bw_job *j); /* NULL before the engine a
 size_t bw_job_n_tokens(const bw_job *j);
 void bw_job_token(const bw_job *j, size_t i, const char **text, size_t *len, uint64_t *ts_ns);
 const bw_job_outcome *bw_job_outcome_of(const bw_job *j); /* NULL while the job runs */
-uint32_t bw_job_n_prompt(const bw_job *j);   /* prompt tokens as the engine counted them (0 before ACCEPTED) */
-int bw_job_no_ids(const bw_job *j);          /* the job's stream omits id: lines by default */
+uint32_t bw_job_n_prompt(const bw_job *j); /* prompt tokens as the engine counted them (0 before ACCEPTED) */
+int bw_job_no_ids(const bw_job *j);        /* the job's stream omits id: lines by default */
 /* A stream has handed the job's terminal event to its client: every event has been sent. A reconnect
  * that has seen every token then gets 204, which tells a browser's EventSource to stop reconnecting. */
 void bw_job_set_all_sent(bw_job *j);

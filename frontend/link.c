@@ -283,7 +283,8 @@ static void on_hello(bw_link *l, const bw_proto_msg *m, nng_pipe p)
     default: start_drain(l); break;
     }
     if (l->state == BW_LINK_READY) {
-        if (prev != BW_LINK_READY) bw_log_info("engine ready: %u slots, context %u", l->hello.slots_total, l->hello.n_ctx);
+        if (prev != BW_LINK_READY)
+            bw_log_info("engine ready: %u slots, context %u", l->hello.slots_total, l->hello.n_ctx);
         l->pending_ready = 1;
     }
 }

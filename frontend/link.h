@@ -19,8 +19,8 @@
 typedef struct bw_link bw_link;
 
 enum bw_link_state {
-    BW_LINK_NONE,     /* no engine has said HELLO yet */
-    BW_LINK_LOADING,  /* HELLO with state loading */
+    BW_LINK_NONE,    /* no engine has said HELLO yet */
+    BW_LINK_LOADING, /* HELLO with state loading */
     BW_LINK_READY,
     BW_LINK_DRAINING, /* the engine is exiting */
     BW_LINK_LOST,     /* an engine was there and is gone */

@@ -137,8 +137,10 @@ static int check_rundir(const char *dir, char *err, size_t errlen)
     else if (st.st_uid != geteuid()) why = "it is owned by another user";
     else if (st.st_mode & (S_IWGRP | S_IWOTH)) why = "it is writable by group or others";
     if (why) {
-        snprintf(err, errlen, "refusing run directory '%s': %s (it must be a directory of uid %u with mode 0700 "
-                              "or 0750)", dir, why, (unsigned)geteuid());
+        snprintf(err, errlen,
+                 "refusing run directory '%s': %s (it must be a directory of uid %u with mode 0700 "
+                 "or 0750)",
+                 dir, why, (unsigned)geteuid());
         return -1;
     }
     return 0;
@@ -208,9 +210,14 @@ static int create_core(bw_front *f, char *err, size_t errlen)
     f->metrics = bw_metrics_create(labels, n_labels); /* NULL (out of memory) only loses the counters */
     bw_sse_init(f->loop, f->metrics, o->reconnect_grace_s);
     bw_jobs_config jc = {
-        .loop = f->loop, .engine_wait_s = o->engine_wait_s, .reconnect_grace_s = o->reconnect_grace_s,
-        .retain_s = o->retain_s, .open_timeout_s = o->open_timeout_s, .queue_size = o->queue_size,
-        .stream_buffer = o->stream_buffer, .metrics = f->metrics,
+        .loop = f->loop,
+        .engine_wait_s = o->engine_wait_s,
+        .reconnect_grace_s = o->reconnect_grace_s,
+        .retain_s = o->retain_s,
+        .open_timeout_s = o->open_timeout_s,
+        .queue_size = o->queue_size,
+        .stream_buffer = o->stream_buffer,
+        .metrics = f->metrics,
         .engine = {f, engine_send, engine_ready_epoch, engine_hello, engine_model_id},
     };
     if (!(f->jobs = bw_jobs_create(&jc))) {
@@ -218,8 +225,11 @@ static int create_core(bw_front *f, char *err, size_t errlen)
         return -1;
     }
     bw_link_config lc = {
-        .loop = f->loop, .rundir = f->rundir, .hello_timeout_s = o->engine_hello_timeout_s,
-        .sub_buffer = o->test_sub_buffer, .supervised = f->sup != NULL,
+        .loop = f->loop,
+        .rundir = f->rundir,
+        .hello_timeout_s = o->engine_hello_timeout_s,
+        .sub_buffer = o->test_sub_buffer,
+        .supervised = f->sup != NULL,
         .ev = {f, on_engine_msg, on_engine_lost, on_engine_ready, on_engine_hung},
     };
     f->link = bw_link_create(&lc, err, errlen);

@@ -137,8 +137,8 @@ static void render_histogram(bw_buf *out, const char *name, const char *help, co
         cum += h->counts[i];
         bw_buf_addf(out, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
     }
-    bw_buf_addf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name,
-                (unsigned long long)h->total, name, h->sum, name, (unsigned long long)h->total);
+    bw_buf_addf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)h->total,
+                name, h->sum, name, (unsigned long long)h->total);
 }
 
 static void gauge(bw_buf *out, const char *name, const char *help, double v)

@@ -36,15 +36,15 @@ void bw_metrics_tokens_written(bw_metrics *m, uint64_t created_ns, size_t first,
 
 /* The values /metrics exports from other modules, read when it is rendered. */
 typedef struct {
-    unsigned queued, running, streams;   /* the job table's */
-    uint64_t engine_queue_depth;         /* the engine's own queue (0 unless it is up) */
-    unsigned slots_total, slots_busy;    /* likewise */
-    const char *engine_state;            /* "starting|loading|ready|restarting|down|draining" */
-    unsigned restarts;                   /* engine epochs after the first */
-    unsigned long bad_messages;          /* engine messages dropped as invalid */
+    unsigned queued, running, streams; /* the job table's */
+    uint64_t engine_queue_depth;       /* the engine's own queue (0 unless it is up) */
+    unsigned slots_total, slots_busy;  /* likewise */
+    const char *engine_state;          /* "starting|loading|ready|restarting|down|draining" */
+    unsigned restarts;                 /* engine epochs after the first */
+    unsigned long bad_messages;        /* engine messages dropped as invalid */
     /* what engine losses cost and what the job table repaired */
-    uint64_t engine_losses, jobs_resumed, tokens_resumed, tokens_replayed, gaps_unrepairable,
-        duplicates_suppressed, slow_client_cancels;
+    uint64_t engine_losses, jobs_resumed, tokens_resumed, tokens_replayed, gaps_unrepairable, duplicates_suppressed,
+        slow_client_cancels;
     /* speculative decoding: [0] predicted outputs, [1] prompt lookup */
     uint64_t spec_drafted[2], spec_accepted[2];
 } bw_metrics_gauges;

@@ -23,7 +23,7 @@ void bw_openai_ctx_init(bw_openai_ctx *ctx, int chat, int include_usage, const c
 /* How a job ended, in OpenAI's terms. */
 typedef struct {
     int failed;
-    const char *finish_reason; /* "stop" | "length" */
+    const char *finish_reason;  /* "stop" | "length" */
     const char *code, *message; /* when failed */
 } outcome;
 
@@ -75,8 +75,9 @@ static void usage(const bw_job *j, bw_buf *out)
     unsigned long long p = bw_job_n_prompt(j), n = bw_job_n_tokens(j);
     const bw_job_outcome *o = bw_job_outcome_of(j);
     uint32_t acc = o ? o->pred_accepted : 0, rej = o ? o->pred_rejected : 0;
-    bw_buf_addf(out, "\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,"
-                     "\"completion_tokens_details\":{\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u}}",
+    bw_buf_addf(out,
+                "\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,"
+                "\"completion_tokens_details\":{\"accepted_prediction_tokens\":%u,\"rejected_prediction_tokens\":%u}}",
                 p, n, p + n, acc, rej);
 }
 
@@ -84,7 +85,8 @@ static void error_body(bw_buf *out, int status, const outcome *o)
 {
     bw_buf_addf(out, "{\"error\":{\"message\":");
     add_str(out, o->message);
-    bw_buf_addf(out, ",\"type\":\"%s\",\"param\":null,\"code\":", status >= 500 ? "server_error" : "invalid_request_error");
+    bw_buf_addf(out,
+                ",\"type\":\"%s\",\"param\":null,\"code\":", status >= 500 ? "server_error" : "invalid_request_error");
     add_str(out, o->code);
     bw_buf_adds(out, "}}");
 }
@@ -170,15 +172,18 @@ static void whole_terminal(void *ctx, bw_buf *out, const bw_job *j, h2o_req_t *r
             bw_job_token(j, i, &text, &len, &ts);
             bw_buf_add_json_str(out, text, len); /* a token never ends inside a UTF-8 sequence */
         }
-        bw_buf_adds(out, c->chat ? "\"},\"logprobs\":null,\"finish_reason\":" : "\",\"logprobs\":null,\"finish_reason\":");
+        bw_buf_adds(out,
+                    c->chat ? "\"},\"logprobs\":null,\"finish_reason\":" : "\",\"logprobs\":null,\"finish_reason\":");
         add_str(out, o.finish_reason);
         bw_buf_adds(out, "}],");
         usage(j, out);
         bw_buf_adds(out, "}");
     }
     req->res.status = status;
-    req->res.reason = status == 200 ? "OK" : status == 400 ? "Bad Request" : status == 503 ? "Service Unavailable"
-                                                                                         : "Internal Server Error";
+    req->res.reason = status == 200   ? "OK"
+                      : status == 400 ? "Bad Request"
+                      : status == 503 ? "Service Unavailable"
+                                      : "Internal Server Error";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
 }
@@ -201,7 +206,8 @@ void bw_openai_send_invalid(h2o_req_t *req, json_t *bad)
     bw_buf_init(&msg);
     size_t i;
     json_t *e;
-    json_array_foreach(errs, i, e) {
+    json_array_foreach(errs, i, e)
+    {
         if (i) bw_buf_adds(&msg, "; ");
         const char *m = json_string_value(json_object_get(e, "message"));
         if (m) bw_buf_adds(&msg, m);
@@ -209,8 +215,8 @@ void bw_openai_send_invalid(h2o_req_t *req, json_t *bad)
     size_t len;
     char *text = bw_buf_take(&msg, &len);
     json_t *first = json_array_get(errs, 0);
-    json_t *err = json_pack("{s:s,s:s,s:O?,s:O}", "code", "VALIDATION_FAILED", "message", text ? text : "invalid request",
-                            "param", json_object_get(first, "field"), "errors", errs);
+    json_t *err = json_pack("{s:s,s:s,s:O?,s:O}", "code", "VALIDATION_FAILED", "message",
+                            text ? text : "invalid request", "param", json_object_get(first, "field"), "errors", errs);
     free(text);
     json_decref(bad);
     bw_http_send_error_obj(req, 400, err);

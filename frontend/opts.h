@@ -27,14 +27,14 @@ typedef struct {
     double engine_hello_timeout_s; /* an engine silent this long is lost (0 = never) */
     size_t max_body;
     int queue_size;
-    int open_timeout_s; /* cancel a job whose stream is never opened */
-    int retain_s;       /* keep a finished job for resume */
-    double reconnect_grace_s; /* a running job whose reader left waits this long for a Last-Event-ID reconnect */
-    size_t stream_buffer;     /* bytes of events a client may leave unread before SLOW_CLIENT */
-    int client_sndbuf;        /* SO_SNDBUF of client connections; 0 = the kernel's autotuning */
-    int test_sub_buffer;      /* tests only: SUB receive buffer in messages (0 = the normal 8192) */
-    int slots, threads, ctx; /* forwarded to a spawned engine; 0 = its default */
-    int spec_max;            /* forwarded to a spawned engine as --spec-max; -1 = its default */
+    int open_timeout_s;        /* cancel a job whose stream is never opened */
+    int retain_s;              /* keep a finished job for resume */
+    double reconnect_grace_s;  /* a running job whose reader left waits this long for a Last-Event-ID reconnect */
+    size_t stream_buffer;      /* bytes of events a client may leave unread before SLOW_CLIENT */
+    int client_sndbuf;         /* SO_SNDBUF of client connections; 0 = the kernel's autotuning */
+    int test_sub_buffer;       /* tests only: SUB receive buffer in messages (0 = the normal 8192) */
+    int slots, threads, ctx;   /* forwarded to a spawned engine; 0 = its default */
+    int spec_max;              /* forwarded to a spawned engine as --spec-max; -1 = its default */
     int engine_max_crashes;    /* --spawn-engine gives up after this many exits ... */
     int engine_crash_window_s; /* ... within this many seconds (0 crashes = never give up) */
     int http2;

@@ -132,8 +132,10 @@ static void get_prompt(json_t *root, json_t *errs, int one_of_array, bw_job_para
     }
     if (one_of_array && json_is_array(v)) {
         if (json_array_size(v) != 1 || !json_is_string(json_array_get(v, 0))) {
-            add_err(errs, "prompt", "type", "prompt must be a string or an array of exactly one string (token "
-                                            "arrays and batches are not supported)", NULL);
+            add_err(errs, "prompt", "type",
+                    "prompt must be a string or an array of exactly one string (token "
+                    "arrays and batches are not supported)",
+                    NULL);
             return;
         }
         v = json_array_get(v, 0);
@@ -200,10 +202,8 @@ static void get_seed(json_t *root, json_t *errs, int null_ok, const big_seed *bi
     if (big->present) {
         if (!json_is_integer(v) || json_integer_value(v) != BIG_SEED_PLACEHOLDER_VALUE)
             add_err(errs, "seed", "type", "an integer beyond 64 bits is only read as the top-level seed", NULL);
-        else if (big->overflow)
-            add_err(errs, "seed", "range", SEED_RANGE_MESSAGE, NULL);
-        else
-            p->seed = big->value;
+        else if (big->overflow) add_err(errs, "seed", "range", SEED_RANGE_MESSAGE, NULL);
+        else p->seed = big->value;
         return;
     }
     if (v && !(null_ok && json_is_null(v))) {
@@ -380,7 +380,8 @@ static void refuse_unsupported(json_t *root, json_t *errs)
     static const char *const empty_only[] = {"tools", "functions", "logit_bias"};
     for (size_t i = 0; i < 3; i++) {
         v = json_object_get(root, empty_only[i]);
-        if (v && !json_is_null(v) && !((json_is_array(v) && !json_array_size(v)) || (json_is_object(v) && !json_object_size(v)))) {
+        if (v && !json_is_null(v) &&
+            !((json_is_array(v) && !json_array_size(v)) || (json_is_object(v) && !json_object_size(v)))) {
             char msg[96];
             snprintf(msg, sizeof(msg), "%s is not supported by this worker", empty_only[i]);
             add_err(errs, empty_only[i], "unsupported", msg, NULL);
@@ -418,7 +419,8 @@ static int content_text(json_t *c, int role, bw_buf *text, const char **why)
     }
     size_t i;
     json_t *part;
-    json_array_foreach(c, i, part) {
+    json_array_foreach(c, i, part)
+    {
         json_t *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
         if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0 || !json_is_string(t)) {
             *why = "content parts must be {\"type\":\"text\",\"text\":\"…\"} (images and audio are not supported)";
@@ -439,8 +441,8 @@ static void get_messages(json_t *root, json_t *errs, bw_job_params *p, bw_openai
         return;
     }
     if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > BW_PROTO_MAX_MESSAGES) {
-        add_err(errs, "messages", json_is_array(v) ? "length" : "type", "messages must be an array of 1 to 1024 messages",
-                NULL);
+        add_err(errs, "messages", json_is_array(v) ? "length" : "type",
+                "messages must be an array of 1 to 1024 messages", NULL);
         return;
     }
     bw_buf packed, text;
@@ -449,7 +451,8 @@ static void get_messages(json_t *root, json_t *errs, bw_job_params *p, bw_openai
     size_t i, chars = 0;
     int failed = 0;
     json_t *m;
-    json_array_foreach(v, i, m) {
+    json_array_foreach(v, i, m)
+    {
         char field[48], msg[160];
         const char *why = NULL, *what = "content";
         json_t *r = json_object_get(m, "role");
@@ -543,7 +546,8 @@ json_t *bw_request_parse_openai(const char *body, size_t len, unsigned n_ctx, bw
         add_err(errs, "stream_options", "type", "stream_options must be an object", so);
     else get_bool(errs, so, "include_usage", "stream_options.include_usage", &o->include_usage);
     json_t *user = json_object_get(root, "user");
-    if (user && !json_is_null(user) && !json_is_string(user)) add_err(errs, "user", "type", "user must be a string", user);
+    if (user && !json_is_null(user) && !json_is_string(user))
+        add_err(errs, "user", "type", "user must be a string", user);
     refuse_unsupported(root, errs);
     get_sampling(root, errs, 1, &big, p);
     if (chat) get_messages(root, errs, p, o);

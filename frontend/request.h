@@ -21,7 +21,7 @@ json_t *bw_request_parse_infer(const char *body, size_t len, unsigned n_ctx, bw_
 
 /* What an OpenAI request asks for beyond the job itself. */
 typedef struct {
-    int chat;          /* /v1/chat/completions (set by the caller) */
+    int chat; /* /v1/chat/completions (set by the caller) */
     int stream;
     int include_usage; /* stream_options.include_usage */
     const char *model; /* echoed back; points into root, NULL when absent */

@@ -13,7 +13,7 @@
 enum bw_route_access {
     BW_ROUTE_PROTECTED, /* a bearer token is needed (SPEC §3.1) */
     BW_ROUTE_PUBLIC,
-    BW_ROUTE_METRICS,   /* public unless --metrics-auth */
+    BW_ROUTE_METRICS, /* public unless --metrics-auth */
 };
 
 typedef struct {

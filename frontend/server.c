@@ -24,7 +24,7 @@ typedef struct {
     bw_front *f;
 } router;
 
-#define FD_RESERVE 64        /* descriptors kept for what is not a client: engine pipes, logs, the hive */
+#define FD_RESERVE 64         /* descriptors kept for what is not a client: engine pipes, logs, the hive */
 #define ACCEPT_BACKOFF_MS 100 /* out of descriptors: stop accepting this long instead of spinning */
 
 static h2o_socket_t *listener;
@@ -85,9 +85,10 @@ static void on_conn_close(void *data)
 /* Over --max-connections: a short answer instead of a silent reset, so a client knows to back off. */
 static void refuse_busy(h2o_socket_t *sock)
 {
-    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                               "Retry-After: 1\r\nConnection: close\r\nContent-Length: 85\r\n\r\n"
-                               "{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"connection limit reached; retry\"}}";
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Retry-After: 1\r\nConnection: close\r\nContent-Length: 85\r\n\r\n"
+        "{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"connection limit reached; retry\"}}";
     ssize_t w = send(h2o_socket_get_fd(sock), busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)w;
     h2o_socket_close(sock);
@@ -175,8 +176,9 @@ static void fit_connection_limit(bw_front *f)
     if (rl.rlim_cur < rl.rlim_max) {
         struct rlimit want = {rl.rlim_max, rl.rlim_max};
         if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
-        else bw_log_warn("cannot raise the descriptor limit from %llu to %llu: %s", (unsigned long long)rl.rlim_cur,
-                         (unsigned long long)rl.rlim_max, strerror(errno));
+        else
+            bw_log_warn("cannot raise the descriptor limit from %llu to %llu: %s", (unsigned long long)rl.rlim_cur,
+                        (unsigned long long)rl.rlim_max, strerror(errno));
     }
     if (rl.rlim_cur == RLIM_INFINITY) return;
     long room = (long)rl.rlim_cur - FD_RESERVE;

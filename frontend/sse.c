@@ -12,23 +12,23 @@ typedef struct {
     h2o_generator_t gen;
     bw_job_reader reader; /* how the job reaches this stream */
     h2o_req_t *req;
-    bw_job *job;     /* NULL once detached */
-    uint64_t next;   /* SSE id of the next event to format */
+    bw_job *job;        /* NULL once detached */
+    uint64_t next;      /* SSE id of the next event to format */
     uint64_t out_end;   /* SSE id after the last event of the outstanding send */
     uint64_t delivered; /* SSE id of the first event not in a completed send (the job's buffer bound) */
     const bw_sse_format *fmt;
     void *fmt_ctx;
-    int no_ids;      /* ?ids=0: no id: lines, keep-alives as bare blank lines */
+    int no_ids;                   /* ?ids=0: no id: lines, keep-alives as bare blank lines */
     uint64_t last_token_write_ns; /* for inter-token latency; 0 before the first */
-    int started;     /* the response has begun (a deferred start waits for the job's first event) */
-    int sending;     /* an h2o_send is outstanding: wait for proceed */
+    int started;                  /* the response has begun (a deferred start waits for the job's first event) */
+    int sending;                  /* an h2o_send is outstanding: wait for proceed */
     int final_sent;
-    int pend_final;  /* pend ends the response */
+    int pend_final;                 /* pend ends the response */
     size_t pend_first, pend_tokens; /* token events in pend, for the latency metrics */
     /* Events are formatted as they arrive, into pend, and handed to h2o from out, one send at a time.
      * Their formatted size (not the token text) is what a slow client costs, so it is what --stream-buffer
      * bounds (reader_backlog). */
-    bw_buf out;      /* the bytes of the outstanding send; h2o reads them until proceed */
+    bw_buf out; /* the bytes of the outstanding send; h2o reads them until proceed */
     bw_buf pend;
     h2o_timeout_entry_t keepalive;
 } bw_sse_stream;

@@ -75,8 +75,8 @@ static int find_engine(const bw_front_opts *o, char *out, size_t cap, char *err,
  * front's). Only the front speaks for its unit. */
 static void child_environment(bw_sup *s)
 {
-    static const char *drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_PID=", "LISTEN_FDS=",
-                                 "LISTEN_FDNAMES="};
+    static const char *drop[] = {
+        "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="};
     extern char **environ;
     size_t k = 0;
     for (char **e = environ; *e && k + 1 < MAX_ENV; e++) {

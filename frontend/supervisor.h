@@ -23,9 +23,9 @@ int bw_sup_start(bw_sup *s);
 void bw_sup_reap(bw_sup *s, int stopping);
 /* Restarts the engine when its backoff has passed (call periodically). */
 void bw_sup_tick(bw_sup *s);
-void bw_sup_terminate(bw_sup *s); /* SIGTERM to the child */
-void bw_sup_kill(bw_sup *s);      /* SIGKILL and wait: the last resort at shutdown */
-void bw_sup_kill_hung(bw_sup *s); /* SIGKILL an engine that stopped answering; reaped and restarted as a crash */
+void bw_sup_terminate(bw_sup *s);  /* SIGTERM to the child */
+void bw_sup_kill(bw_sup *s);       /* SIGKILL and wait: the last resort at shutdown */
+void bw_sup_kill_hung(bw_sup *s);  /* SIGKILL an engine that stopped answering; reaped and restarted as a crash */
 pid_t bw_sup_pid(const bw_sup *s); /* 0 when no child runs */
 unsigned bw_sup_restarts(const bw_sup *s);
 /* 1 once the supervisor stopped restarting a crashing engine: /health says the engine is down and the

@@ -246,10 +246,7 @@ void bw_proto_init(bw_proto_msg *m, uint16_t type, uint64_t epoch, const char *j
     }
 }
 
-int32_t bw_proto_token_at(const uint8_t *le, uint32_t i)
-{
-    return (int32_t)le32(le + 4 * (size_t)i);
-}
+int32_t bw_proto_token_at(const uint8_t *le, uint32_t i) { return (int32_t)le32(le + 4 * (size_t)i); }
 
 /* ---- encode ---- */
 
@@ -315,11 +312,8 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
         put_bytes(w, m->u.error.message, m->u.error.message_len);
         return 0;
     case BW_MSG_BYE:
-    case BW_MSG_CANCEL:
-        return 0;
-    case BW_MSG_REPLAY:
-        put_u64(w, m->u.replay.from_seq);
-        return 0;
+    case BW_MSG_CANCEL: return 0;
+    case BW_MSG_REPLAY: put_u64(w, m->u.replay.from_seq); return 0;
     case BW_MSG_SUBMIT: {
         const bw_proto_submit *x = &m->u.submit;
         if (x->text_len > BW_PROTO_MAX_PROMPT_TEXT || x->n_tokens > BW_PROTO_MAX_PROMPT_TOKENS ||
@@ -354,8 +348,7 @@ static int put_body(wbuf *w, const bw_proto_msg *m)
         }
         return 0;
     }
-    default:
-        return BW_PROTO_ETYPE;
+    default: return BW_PROTO_ETYPE;
     }
 }
 
@@ -479,10 +472,7 @@ static void get_header(rbuf *r, bw_proto_header *h, uint32_t *body_len)
              "body length %u does not match the %zu bytes received", *body_len, r->len - BW_PROTO_HEADER_SIZE);
 }
 
-static int needs_job(uint16_t type)
-{
-    return type != BW_MSG_HELLO && type != BW_MSG_BYE;
-}
+static int needs_job(uint16_t type) { return type != BW_MSG_HELLO && type != BW_MSG_BYE; }
 
 static void get_token_array(rbuf *r, uint32_t n, const uint8_t **out, const char *what)
 {
@@ -599,8 +589,7 @@ static void get_submit(rbuf *r, bw_proto_submit *x)
             fail(r, BW_PROTO_EINVAL, "chat/bos/messages flags apply to text prompts only");
         else if ((x->flags & BW_SUBMIT_MESSAGES) && !(x->flags & BW_SUBMIT_CHAT))
             fail(r, BW_PROTO_EINVAL, "a messages submit must also be a chat submit");
-        else if (x->flags & BW_SUBMIT_MESSAGES)
-            check_chat(r, x->text, x->text_len);
+        else if (x->flags & BW_SUBMIT_MESSAGES) check_chat(r, x->text, x->text_len);
     }
 
     x->n_stop = get_u8(r, "stop count");
@@ -647,8 +636,7 @@ static void get_body(rbuf *r, bw_proto_msg *m)
         m->u.accepted.seed = get_u64(r, "seed");
         m->u.accepted.n_prompt = get_u32(r, "n_prompt");
         m->u.accepted.first_index = get_i32(r, "first_index");
-        if (r->status == BW_PROTO_OK && m->u.accepted.first_index < 0)
-            fail(r, BW_PROTO_EINVAL, "negative first_index");
+        if (r->status == BW_PROTO_OK && m->u.accepted.first_index < 0) fail(r, BW_PROTO_EINVAL, "negative first_index");
         break;
     case BW_MSG_TOKEN:
         m->u.token.index = get_i32(r, "index");
@@ -683,16 +671,10 @@ static void get_body(rbuf *r, bw_proto_msg *m)
         m->u.error.message = get_str(r, m->u.error.message_len, BW_PROTO_MAX_ERRMSG, "error message");
         break;
     case BW_MSG_BYE:
-    case BW_MSG_CANCEL:
-        break;
-    case BW_MSG_REPLAY:
-        m->u.replay.from_seq = get_u64(r, "from_seq");
-        break;
-    case BW_MSG_SUBMIT:
-        get_submit(r, &m->u.submit);
-        break;
-    default:
-        fail(r, BW_PROTO_ETYPE, "unknown message type %u", m->h.type);
+    case BW_MSG_CANCEL: break;
+    case BW_MSG_REPLAY: m->u.replay.from_seq = get_u64(r, "from_seq"); break;
+    case BW_MSG_SUBMIT: get_submit(r, &m->u.submit); break;
+    default: fail(r, BW_PROTO_ETYPE, "unknown message type %u", m->h.type);
     }
 }
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BW_PROTO_VERSION 2u /* 2: HELLO carries the model's architecture and weight types */
+#define BW_PROTO_VERSION 2u        /* 2: HELLO carries the model's architecture and weight types */
 #define BW_PROTO_MAGIC 0x31505742u /* "BWP1" read as little-endian */
 #define BW_PROTO_HEADER_SIZE 96u
 
@@ -32,14 +32,14 @@
 
 /* A job's limits and defaults (SPEC §3.2), defined here once: the front validates requests against them,
  * the engine's command line takes the same ranges, and the decoder enforces the stop-string limits. */
-#define BW_PROTO_MAX_STOP 4u        /* stop strings per job */
-#define BW_PROTO_MAX_STOP_LEN 100u  /* bytes of one stop string */
+#define BW_PROTO_MAX_STOP 4u            /* stop strings per job */
+#define BW_PROTO_MAX_STOP_LEN 100u      /* bytes of one stop string */
 #define BW_PROTO_PROMPT_MAX_CHARS 32768 /* characters (code points) of a prompt text */
-#define BW_PROTO_MAX_TOKENS 2048    /* max_tokens of one job (the context may allow fewer) */
+#define BW_PROTO_MAX_TOKENS 2048        /* max_tokens of one job (the context may allow fewer) */
 #define BW_PROTO_TEMPERATURE_MAX 2.0
 #define BW_PROTO_REPETITION_PENALTY_MAX 2.0
 #define BW_PROTO_TOP_K_MAX (1 << 20)
-#define BW_PROTO_REPEAT_LAST_N 64   /* recent tokens the repetition penalty looks at */
+#define BW_PROTO_REPEAT_LAST_N 64 /* recent tokens the repetition penalty looks at */
 
 enum bw_proto_type {
     /* engine → front (PUB/SUB) */
@@ -93,16 +93,16 @@ const char *bw_proto_errcode_name(uint16_t code);
 typedef struct {
     uint16_t version;
     uint16_t type;
-    uint64_t epoch;    /* engine epoch; 0 in front → engine messages that are not bound to one */
+    uint64_t epoch; /* engine epoch; 0 in front → engine messages that are not bound to one */
     uint64_t seq;
-    uint64_t mono_ns;  /* sender's CLOCK_MONOTONIC at encode */
-    uint64_t real_ns;  /* sender's CLOCK_REALTIME at encode (SSE ts_ns) */
+    uint64_t mono_ns;                     /* sender's CLOCK_MONOTONIC at encode */
+    uint64_t real_ns;                     /* sender's CLOCK_REALTIME at encode (SSE ts_ns) */
     char job_id[BW_PROTO_JOB_ID_MAX + 1]; /* NUL-terminated, empty for HELLO/BYE */
 } bw_proto_header;
 
 typedef struct {
-    uint8_t state;       /* enum bw_proto_engine_state */
-    float progress;      /* load progress in [0,1] */
+    uint8_t state;  /* enum bw_proto_engine_state */
+    float progress; /* load progress in [0,1] */
     uint32_t slots_total;
     uint32_t slots_busy;
     uint32_t queue_depth;
@@ -116,8 +116,8 @@ typedef struct {
 
 typedef struct {
     uint64_t seed;
-    uint32_t n_prompt;    /* prompt tokens after tokenization */
-    int32_t first_index;  /* index of the first token this run produces (>0 on resume) */
+    uint32_t n_prompt;   /* prompt tokens after tokenization */
+    int32_t first_index; /* index of the first token this run produces (>0 on resume) */
 } bw_proto_accepted;
 
 typedef struct {
@@ -128,7 +128,7 @@ typedef struct {
 } bw_proto_token;
 
 typedef struct {
-    uint8_t stop;         /* enum bw_stop_reason */
+    uint8_t stop; /* enum bw_stop_reason */
     uint32_t n_prompt;
     uint32_t n_generated; /* tokens produced by this job, resumed ones included */
     uint64_t prefill_ns;
@@ -146,10 +146,10 @@ typedef struct {
     uint32_t message_len;
 } bw_proto_error;
 
-#define BW_SUBMIT_TEXT 0x1u       /* prompt is text (tokenized by the engine), else token ids */
-#define BW_SUBMIT_CHAT 0x2u       /* text is a user message: apply the model's chat template */
-#define BW_SUBMIT_NO_BOS 0x4u     /* text: do not add BOS even where the model wants it */
-#define BW_SUBMIT_MESSAGES 0x8u   /* with CHAT: text is a conversation packed by bw_proto_chat_put */
+#define BW_SUBMIT_TEXT 0x1u        /* prompt is text (tokenized by the engine), else token ids */
+#define BW_SUBMIT_CHAT 0x2u        /* text is a user message: apply the model's chat template */
+#define BW_SUBMIT_NO_BOS 0x4u      /* text: do not add BOS even where the model wants it */
+#define BW_SUBMIT_MESSAGES 0x8u    /* with CHAT: text is a conversation packed by bw_proto_chat_put */
 #define BW_SUBMIT_PREDICTION 0x10u /* a predicted output text follows the stop strings (draft tokens) */
 #define BW_SUBMIT_FLAGS_KNOWN 0x1fu
 

@@ -97,10 +97,7 @@ static void geglu_task(void *ctx, int ith, int nth)
  * on its position, never on the batch around it or the thread count. */
 #define ATTN_SPAN 256
 
-static int attn_spans(int pos)
-{
-    return pos / ATTN_SPAN + 1;
-}
+static int attn_spans(int pos) { return pos / ATTN_SPAN + 1; }
 
 #define ATTN_RUN_MAX 16 /* tokens per run: a work item's share of tokens */
 
@@ -234,8 +231,14 @@ static void attention(cpu_backend *c, const bw_batch *b, int first, int n, int l
         const int last_spans = attn_spans(b->pos[first + t0 + c->attn_run0[n_runs - 1]]);
         c->attn_item0[n_runs] = c->attn_item0[n_runs - 1] + cfg->n_head_kv * last_spans;
         c->attn_run0[n_runs] = t1 - t0;
-        attn_job aj = {.c = c, .batch = b, .first = first + t0, .t0 = t0, .n = t1 - t0, .layer = layer,
-                       .n_runs = n_runs, .n_items = c->attn_item0[n_runs]};
+        attn_job aj = {.c = c,
+                       .batch = b,
+                       .first = first + t0,
+                       .t0 = t0,
+                       .n = t1 - t0,
+                       .layer = layer,
+                       .n_runs = n_runs,
+                       .n_items = c->attn_item0[n_runs]};
         atomic_init(&aj.next, 0);
         bw_pool_run(c->pool, attention_task, &aj);
         t0 = t1;
@@ -335,8 +338,8 @@ static int validate_batch(const cpu_backend *c, const bw_batch *b)
 {
     const bw_backend_params *p = &c->base.params;
     for (int t = 0; t < b->n_tokens; t++) {
-        if (b->slot[t] < 0 || b->slot[t] >= p->n_slots || b->pos[t] < 0 || b->pos[t] >= p->n_ctx ||
-            b->token[t] < 0 || b->token[t] >= c->base.model->cfg.n_vocab)
+        if (b->slot[t] < 0 || b->slot[t] >= p->n_slots || b->pos[t] < 0 || b->pos[t] >= p->n_ctx || b->token[t] < 0 ||
+            b->token[t] >= c->base.model->cfg.n_vocab)
             return -1;
     }
     return 0;
@@ -434,15 +437,15 @@ bw_backend *bw_backend_cpu_create(const bw_model *m, const bw_backend_params *p,
     c->attn_item0 = malloc((B + 1) * sizeof(int));
     c->attn_part0 = malloc((B + 1) * sizeof(size_t));
     c->scratch = aligned_alloc(64, (max_scratch(m, c->n_batch) + 63) / 64 * 64);
-    if (!c->pool || !c->k_cache || !c->v_cache || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->scores || !c->partial || !c->spans_left || !c->attn_run0 || !c->attn_item0 || !c->attn_part0 ||
+    if (!c->pool || !c->k_cache || !c->v_cache || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->hb ||
+        !c->hb2 || !c->scores || !c->partial || !c->spans_left || !c->attn_run0 || !c->attn_item0 || !c->attn_part0 ||
         !c->scratch) {
         cpu_destroy(&c->base);
         goto oom;
     }
     return &c->base;
 oom:
-    snprintf(err, errlen, "cpu backend: out of memory for %d slots x %d positions (lower --slots or --ctx)",
-             p->n_slots, p->n_ctx);
+    snprintf(err, errlen, "cpu backend: out of memory for %d slots x %d positions (lower --slots or --ctx)", p->n_slots,
+             p->n_ctx);
     return NULL;
 }

@@ -35,9 +35,8 @@
 #define BW_HAVE_AVX2_PATH 1
 #include <cpuid.h>
 void bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols, void *rec);
-void bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
-                         size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
-                         int64_t r1);
+void bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act, size_t act_stride,
+                         int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
 float bw_avx2_dot_f32(const float *a, const float *b, int64_t n);
 void bw_avx2_axpy_f32(float *y, float a, const float *x, int64_t n);
 void bw_avx2_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps);
@@ -45,21 +44,17 @@ void bw_avx2_swiglu(float *out, const float *gate, const float *up, int64_t n);
 void bw_avx2_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n, float scale,
                          float *scores);
 void bw_avx2_attn_softmax(float *scores, int group, int n, float *m, float *l);
-void bw_avx2_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
-                         float *o);
-void bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
-                           float *o);
-void bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
-                           size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
-                           int64_t r1);
+void bw_avx2_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride, float *o);
+void bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride, float *o);
+void bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act, size_t act_stride,
+                           int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
 #endif
 
 struct bw_kernel_path {
     const char *name;
     void (*quant_act)(enum bw_type wtype, const float *x, int64_t cols, void *rec);
-    void (*matmul_rows)(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
-                        size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
-                        int64_t r1);
+    void (*matmul_rows)(const bw_tensor *W, const float *x, int64_t x_stride, const void *act, size_t act_stride,
+                        int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*rmsnorm)(float *out, const float *x, const float *weight, int64_t n, float eps);
@@ -86,20 +81,17 @@ static inline uint16_t bw_f2h(float f)
     uint32_t ax = x & 0x7fffffffu;
     if (ax > 0x7f800000u) return sign | 0x7e00u;
     if (ax >= 0x477ff000u) return sign | 0x7c00u; /* >= 65520 rounds to inf */
-    if (ax < 0x38800000u) {                      /* below 2^-14: a subnormal half */
+    if (ax < 0x38800000u) {                       /* below 2^-14: a subnormal half */
         float a;
         memcpy(&a, &ax, 4);
         float r = (a * 0x1p24f + 0x1p23f) - 0x1p23f; /* exact scale, then round to an integer */
-        return sign | (uint16_t)r;                     /* 1024 is the smallest normal: still right */
+        return sign | (uint16_t)r;                   /* 1024 is the smallest normal: still right */
     }
     uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);
     return sign | (uint16_t)((r - (112u << 23)) >> 13);
 }
 
-static inline float bw_round_f16(float f)
-{
-    return bw_h2f(bw_f2h(f));
-}
+static inline float bw_round_f16(float f) { return bw_h2f(bw_f2h(f)); }
 
 static inline uint16_t bw_load_u16(const void *p)
 {
@@ -119,15 +111,11 @@ static inline float bw_bf2f(uint16_t h)
 /* Round half to even for |v| < 2^22 (the default rounding mode does it when adding 1.5 * 2^23), the same
  * rounding as vcvtps2dq, and cheaper than a libm call the compiler cannot vectorize. Needs strict IEEE
  * arithmetic: do not build this file with -ffast-math. */
-static inline int bw_round_even(float v)
-{
-    return (int)((v + 0x1.8p23f) - 0x1.8p23f);
-}
+static inline int bw_round_even(float v) { return (int)((v + 0x1.8p23f) - 0x1.8p23f); }
 
 static inline size_t bw_act_stride(enum bw_type wtype, int64_t cols)
 {
-    size_t bytes = bw_is_ktype(wtype) ? bw_q8k_bytes(cols)
-                                      : (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
+    size_t bytes = bw_is_ktype(wtype) ? bw_q8k_bytes(cols) : (size_t)cols + (size_t)(cols / BW_QK) * 2 * sizeof(float);
     return (bytes + BW_ACT_ALIGN - 1) / BW_ACT_ALIGN * BW_ACT_ALIGN;
 }
 
@@ -185,9 +173,7 @@ void bw_dequant_row(enum bw_type type, const void *row, float *out, int64_t cols
 {
     const uint8_t *p = row;
     switch (type) {
-    case BW_TYPE_F32:
-        memcpy(out, row, (size_t)cols * sizeof(float));
-        return;
+    case BW_TYPE_F32: memcpy(out, row, (size_t)cols * sizeof(float)); return;
     case BW_TYPE_F16:
         for (int64_t i = 0; i < cols; i++) out[i] = bw_h2f(bw_load_u16(p + 2 * i));
         return;
@@ -295,8 +281,7 @@ void bw_quant_q8k(const float *x, int64_t cols, void *rec)
         /* A NaN never wins the comparison above; the clamp below keeps it from an undefined float to
          * int conversion. All zero (or NaN) gives zero codes and d = 0. */
         float iscale = amax != 0.0f ? -127.0f / max : 0.0f;
-        for (int j = 0; j < BW_QK_K; j++)
-            qs[j] = (int8_t)bw_round_even(fminf(fmaxf(x[j] * iscale, -127.0f), 127.0f));
+        for (int j = 0; j < BW_QK_K; j++) qs[j] = (int8_t)bw_round_even(fminf(fmaxf(x[j] * iscale, -127.0f), 127.0f));
         for (int g = 0; g < BW_QK_K / 16; g++) {
             int sum = 0;
             for (int j = 0; j < 16; j++) sum += qs[16 * g + j];
@@ -440,8 +425,7 @@ static float bw_port_dot_float(enum bw_type type, const uint8_t *w, const float 
 }
 
 static void bw_port_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
-                                size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
-                                int64_t r1)
+                                size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1)
 {
     const uint8_t *base = W->data;
     for (int64_t r = r0; r < r1; r++) {
@@ -482,8 +466,8 @@ static void bw_port_swiglu(float *out, const float *gate, const float *up, int64
     for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-static void bw_port_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n,
-                                float scale, float *scores)
+static void bw_port_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n, float scale,
+                                float *scores)
 {
     for (int p = 0; p < n; p++)
         for (int h = 0; h < group; h++)
@@ -504,8 +488,7 @@ static void bw_port_attn_softmax(float *scores, int group, int n, float *m, floa
     }
 }
 
-static void bw_port_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
-                                float *o)
+static void bw_port_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride, float *o)
 {
     for (int p = 0; p < n; p++)
         for (int h = 0; h < group; h++)
@@ -513,21 +496,48 @@ static void bw_port_attn_values(const float *scores, int group, int n, int hd, c
 }
 
 static const struct bw_kernel_path bw_path_portable = {
-    "portable", bw_port_quant_act, bw_port_matmul_rows, bw_port_dot_f32, bw_port_axpy_f32,
-    bw_port_rmsnorm, bw_port_swiglu, bw_port_attn_scores, bw_port_attn_softmax, bw_port_attn_values, 0,
+    "portable",
+    bw_port_quant_act,
+    bw_port_matmul_rows,
+    bw_port_dot_f32,
+    bw_port_axpy_f32,
+    bw_port_rmsnorm,
+    bw_port_swiglu,
+    bw_port_attn_scores,
+    bw_port_attn_softmax,
+    bw_port_attn_values,
+    0,
 };
 
 #ifdef BW_HAVE_AVX2_PATH
 static const struct bw_kernel_path bw_path_avx2 = {
-    "avx2", bw_avx2_quant_act, bw_avx2_matmul_rows, bw_avx2_dot_f32, bw_avx2_axpy_f32,
-    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx2_attn_values, 0,
+    "avx2",
+    bw_avx2_quant_act,
+    bw_avx2_matmul_rows,
+    bw_avx2_dot_f32,
+    bw_avx2_axpy_f32,
+    bw_avx2_rmsnorm,
+    bw_avx2_swiglu,
+    bw_avx2_attn_scores,
+    bw_avx2_attn_softmax,
+    bw_avx2_attn_values,
+    0,
 };
 /* AVX2 everywhere except the quantized products (AVX512-VNNI) and attention's weighted sum (AVX-512F).
  * An AVX-512 variant of the scores with the AVX2 arithmetic (two positions per zmm) was slower: decode
  * after 1500 tokens 193 against 207 tok/s on 2 threads. */
 static const struct bw_kernel_path bw_path_avx512 = {
-    "avx512vnni", bw_avx2_quant_act, bw_avx512_matmul_rows, bw_avx2_dot_f32, bw_avx2_axpy_f32,
-    bw_avx2_rmsnorm, bw_avx2_swiglu, bw_avx2_attn_scores, bw_avx2_attn_softmax, bw_avx512_attn_values, 1,
+    "avx512vnni",
+    bw_avx2_quant_act,
+    bw_avx512_matmul_rows,
+    bw_avx2_dot_f32,
+    bw_avx2_axpy_f32,
+    bw_avx2_rmsnorm,
+    bw_avx2_swiglu,
+    bw_avx2_attn_scores,
+    bw_avx2_attn_softmax,
+    bw_avx512_attn_values,
+    1,
 };
 #endif
 
@@ -549,9 +559,8 @@ const char *bw_kernels_init(int force_portable)
     int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return bw_path->name;
     bw_path = &bw_path_avx2;
-    if ((!cap || strcmp(cap, "avx2") != 0) && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512vnni"))
+    if ((!cap || strcmp(cap, "avx2") != 0) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
         bw_path = &bw_path_avx512;
 #else
     (void)force_portable;
@@ -578,7 +587,7 @@ struct bw_mm_job {
     void *act;
     size_t act_stride;
     struct bw_lane_block *lanes; /* the token-lane copy to fill, or NULL */
-    int64_t chunk; /* rows per claim, a multiple of 4 */
+    int64_t chunk;               /* rows per claim, a multiple of 4 */
     /* First row not yet claimed; on its own line, so claims do not evict the fields above from the
      * other threads' caches. */
     _Alignas(64) _Atomic int64_t next_row;
@@ -619,13 +628,12 @@ static void bw_mm_rows_task(void *ctx, int ith, int nth)
         if (r0 >= rows) return;
         int64_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
         if (j->n_tok < 4) bw_prefetch_rows(j->W, r0, r1);
-        j->path->matmul_rows(j->W, j->x, j->x_stride, j->act, j->act_stride, j->n_tok, j->y, j->y_stride, r0,
-                             r1);
+        j->path->matmul_rows(j->W, j->x, j->x_stride, j->act, j->act_stride, j->n_tok, j->y, j->y_stride, r0, r1);
     }
 }
 
-void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok,
-               float *y, int64_t y_stride, void *scratch)
+void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok, float *y,
+               int64_t y_stride, void *scratch)
 {
     struct bw_mm_job j = {bw_path, W, x, x_stride, n_tok, y, y_stride, scratch, 0, NULL, 0, 0};
     /* Two chunks per thread: enough for one thread to take over much of a slowed one's work. More and
@@ -656,23 +664,14 @@ void bw_rmsnorm(float *out, const float *x, const float *weight, int64_t n, floa
     bw_path->rmsnorm(out, x, weight, n, eps);
 }
 
-void bw_swiglu(float *out, const float *gate, const float *up, int64_t n)
-{
-    bw_path->swiglu(out, gate, up, n);
-}
+void bw_swiglu(float *out, const float *gate, const float *up, int64_t n) { bw_path->swiglu(out, gate, up, n); }
 
-float bw_dot_f32(const float *a, const float *b, int64_t n)
-{
-    return bw_path->dot(a, b, n);
-}
+float bw_dot_f32(const float *a, const float *b, int64_t n) { return bw_path->dot(a, b, n); }
 
-void bw_axpy_f32(float *y, float a, const float *x, int64_t n)
-{
-    bw_path->axpy(y, a, x, n);
-}
+void bw_axpy_f32(float *y, float a, const float *x, int64_t n) { bw_path->axpy(y, a, x, n); }
 
-void bw_attend(const float *q, int group, int hd, const float *k, const float *v, int64_t stride, int n,
-               float scale, float *scores, float *m, float *l, float *o)
+void bw_attend(const float *q, int group, int hd, const float *k, const float *v, int64_t stride, int n, float scale,
+               float *scores, float *m, float *l, float *o)
 {
     bw_path->attn_scores(q, group, hd, k, stride, n, scale, scores);
     bw_path->attn_softmax(scores, group, n, m, l);

@@ -33,8 +33,8 @@ size_t bw_matmul_scratch_bytes(enum bw_type wtype, int64_t cols, int64_t n_tok);
  * (64-byte aligned). Parallel over the pool; n_tok == 1 is the decode path and must be as fast as the
  * memory allows. Batch-invariant: on a given path, y[t] is bit-identical whatever n_tok is and wherever token
  * t sits in the batch, so continuous batching and a resumed job's one-batch prefill change no result. */
-void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok,
-               float *y, int64_t y_stride, void *scratch);
+void bw_matmul(bw_pool *pool, const bw_tensor *W, const float *x, int64_t x_stride, int64_t n_tok, float *y,
+               int64_t y_stride, void *scratch);
 
 /* Small vector ops used by the forward pass (single-threaded; they are cheap next to the products). */
 void bw_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps);
@@ -49,7 +49,7 @@ void bw_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a * x */
  * (o is not divided by l: spans are merged first). Each k and v row is read from memory once for the
  * whole group. Sums run over positions in order, so a head's result depends only on its inputs.
  * scores: scratch of group * n floats. */
-void bw_attend(const float *q, int group, int hd, const float *k, const float *v, int64_t stride, int n,
-               float scale, float *scores, float *m, float *l, float *o);
+void bw_attend(const float *q, int group, int hd, const float *k, const float *v, int64_t stride, int n, float scale,
+               float *scores, float *m, float *l, float *o);
 
 #endif

@@ -165,7 +165,7 @@ void BW_AVX2 bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols,
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_store_si256((__m256i *)qs, _mm256_permutevar8x32_epi32(p, perm));
         dd[b] = _cvtsh_ss(_cvtss_sh(d, 0));
-        if (wtype == BW_TYPE_Q4_0) cc[b] = -(dd[b] * (float)sum); /* (-8 * d * sum) / 8 */
+        if (wtype == BW_TYPE_Q4_0) cc[b] = -(dd[b] * (float)sum);             /* (-8 * d * sum) / 8 */
         else if (wtype == BW_TYPE_Q5_0) cc[b] = -2.0f * (dd[b] * (float)sum); /* (-16 * d * sum) / 8 */
         else if (wtype == BW_TYPE_Q4_1 || wtype == BW_TYPE_Q5_1)
             cc[b] = _cvtsh_ss(_cvtss_sh(d * (float)sum, 0)) * 0.125f;
@@ -179,8 +179,7 @@ void BW_AVX2 bw_avx2_quant_act(enum bw_type wtype, const float *x, int64_t cols,
 BW_AVX2_INLINE void bw_store_tile(const int NR, const int NT, __m256 acc[4][4], float *y, int64_t ys)
 {
     if (NR == 4) {
-        for (int t = 0; t < NT; t++)
-            _mm_storeu_ps(y + t * ys, bw_hsum4x8(acc[0][t], acc[1][t], acc[2][t], acc[3][t]));
+        for (int t = 0; t < NT; t++) _mm_storeu_ps(y + t * ys, bw_hsum4x8(acc[0][t], acc[1][t], acc[2][t], acc[3][t]));
     } else if (NT == 4) {
         for (int r = 0; r < NR; r++) {
             float s[4];
@@ -265,7 +264,7 @@ static inline size_t bw_q45_qoff(enum bw_type type)
 
 static inline size_t bw_q45_bytes(enum bw_type type)
 {
-    return type == BW_TYPE_Q4_0 ? sizeof(bw_block_q4_0)
+    return type == BW_TYPE_Q4_0   ? sizeof(bw_block_q4_0)
            : type == BW_TYPE_Q4_1 ? sizeof(bw_block_q4_1)
            : type == BW_TYPE_Q5_0 ? sizeof(bw_block_q5_0)
                                   : sizeof(bw_block_q5_1);
@@ -396,10 +395,10 @@ BW_AVX2_INLINE void bw_kq_scales16(const enum bw_type type, const uint8_t *blk, 
         /* 8 sub-block values as int16, each then doubled: groups 2j and 2j+1 share sub-block j */
         const __m128i s8 = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0));
         const __m128i m8 = _mm_cvtepu8_epi16(_mm_setr_epi32((int)m_lo, (int)m_hi, 0, 0));
-        *sc = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(s8, s8)), _mm_unpackhi_epi16(s8, s8),
-                                      1);
-        *corr = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)), _mm_unpackhi_epi16(m8, m8),
-                                        1);
+        *sc =
+            _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(s8, s8)), _mm_unpackhi_epi16(s8, s8), 1);
+        *corr =
+            _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)), _mm_unpackhi_epi16(m8, m8), 1);
         return;
     }
     case BW_TYPE_Q6_K:
@@ -432,8 +431,8 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
             for (int j = 0; j < 4; j++) {
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m2);
                 if (three)
-                    u = _mm256_or_si256(
-                        u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one), 2));
+                    u = _mm256_or_si256(u,
+                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one), 2));
                 k->u[4 * h + j] = u;
             }
         }
@@ -443,8 +442,8 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
     case BW_TYPE_Q5_K: {
         const int five = type == BW_TYPE_Q5_K;
         const uint8_t *qs = blk + (five ? offsetof(bw_block_q5_k, qs) : offsetof(bw_block_q4_k, qs));
-        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + offsetof(bw_block_q5_k, qh)))
-                                : _mm256_setzero_si256();
+        const __m256i qh =
+            five ? _mm256_loadu_si256((const __m256i *)(blk + offsetof(bw_block_q5_k, qh))) : _mm256_setzero_si256();
         for (int c2 = 0; c2 < 4; c2++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c2));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
@@ -482,8 +481,8 @@ BW_AVX2_INLINE void bw_kq_unpack(const enum bw_type type, const uint8_t *blk, st
  * spread over the low 128 bits and 2c+1's over the high. */
 BW_AVX2_INLINE __m256i bw_kq_chunk_scales(__m256i sc16, int c)
 {
-    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
-                                            2, 3, 2, 3, 2, 3);
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+                                            3, 2, 3, 2, 3, 2, 3);
     return _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c)), spread);
 }
 
@@ -543,8 +542,8 @@ BW_AVX2_INLINE void bw_k_shares(const enum bw_type type, const int NT, const __m
 }
 
 /* One row of a K-type W times NT (1..4) Q8_K records; wide: the AVX-512 dot (bw_k_tile512). */
-BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w,
-                              const uint8_t *act, size_t astride, int64_t cols, float *y, int64_t ys)
+BW_AVX2_INLINE void bw_k_tile(const enum bw_type type, const int NT, const int pf, const uint8_t *w, const uint8_t *act,
+                              size_t astride, int64_t cols, float *y, int64_t ys)
 {
     const size_t bb = bw_kq_bytes(type);
     const int64_t nb = cols / BW_QK_K;
@@ -582,8 +581,7 @@ BW_AVX2_INLINE __m256 bw_load_w8(const enum bw_type type, const uint8_t *p)
 {
     if (type == BW_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     if (type == BW_TYPE_BF16)
-        return _mm256_castsi256_ps(
-            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
     return _mm256_loadu_ps((const float *)p);
 }
 
@@ -661,8 +659,7 @@ BW_AVX2_INLINE void bw_tile(const enum bw_type type, const int NR, const int NT,
         for (int i = 0; i < NR; i++)
             bw_k_tile(type, NT, pf, a->w + (r + i) * a->wrow, a->act + t * a->astride, a->astride, a->cols, y + i,
                       a->ys);
-    else
-        bw_ftile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
+    else bw_ftile(type, NR, NT, pf, a->w + r * a->wrow, a->wrow, a->x + t * a->xs, a->xs, a->cols, y, a->ys);
 }
 
 /* Decode tiles of 4 rows starting below the returned row prefetch only inside [.., r1): the rows past
@@ -703,10 +700,10 @@ BW_AVX2_INLINE void bw_rows(const enum bw_type type, const struct bw_rows_args *
 }
 
 /* One instantiation per type, so each gets its own fully specialized inner loops. */
-#define BW_ROWS_FN(name, type)                                                                             \
-    static void BW_AVX2 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)         \
-    {                                                                                                      \
-        bw_rows(type, a, n_tok, r0, r1);                                                                   \
+#define BW_ROWS_FN(name, type)                                                                                         \
+    static void BW_AVX2 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)                      \
+    {                                                                                                                  \
+        bw_rows(type, a, n_tok, r0, r1);                                                                               \
     }
 BW_ROWS_FN(bw_rows_q4_0, BW_TYPE_Q4_0)
 BW_ROWS_FN(bw_rows_q4_1, BW_TYPE_Q4_1)
@@ -724,8 +721,7 @@ BW_ROWS_FN(bw_rows_f16, BW_TYPE_F16)
 BW_ROWS_FN(bw_rows_bf16, BW_TYPE_BF16)
 
 void BW_AVX2 bw_avx2_matmul_rows(const bw_tensor *W, const float *x, int64_t x_stride, const void *act,
-                                 size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0,
-                                 int64_t r1)
+                                 size_t act_stride, int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1)
 {
     struct bw_rows_args a = {W->data, W->row_bytes, W->cols, x, x_stride, act, act_stride, y, y_stride};
     switch (W->type) {
@@ -763,10 +759,7 @@ BW_AVX2_INLINE float bw_dot(const float *a, const float *b, int64_t n)
     return s;
 }
 
-float BW_AVX2 bw_avx2_dot_f32(const float *a, const float *b, int64_t n)
-{
-    return bw_dot(a, b, n);
-}
+float BW_AVX2 bw_avx2_dot_f32(const float *a, const float *b, int64_t n) { return bw_dot(a, b, n); }
 
 /* exp(x) for 8 lanes, within 2 ulp of expf over the range silu and softmax need: x = n ln2 + r,
  * |r| <= ln2 / 2, a degree-6 polynomial for e^r, then 2^n built in the exponent bits. Inputs are clamped
@@ -802,8 +795,8 @@ BW_AVX2_INLINE __m256 bw_hsum8x8(const __m256 *a)
 /* Blocks of 8 positions: for each head, 8 dot products side by side (one accumulator per position,
  * the head's query chunk loaded once for all 8), reduced together; the block's key rows stay in L1 for
  * the whole group. */
-void BW_AVX2 bw_avx2_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n,
-                                 float scale, float *scores)
+void BW_AVX2 bw_avx2_attn_scores(const float *q, int group, int hd, const float *k, int64_t stride, int n, float scale,
+                                 float *scores)
 {
     int p0 = 0;
     if (hd % 8 == 0)
@@ -1007,7 +1000,7 @@ BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const 
 {
     const int is_q8 = type == BW_TYPE_Q8_0 || type == BW_TYPE_IQ4_NL, is_q4 = !is_q8;
     const int five = type == BW_TYPE_Q5_0 || type == BW_TYPE_Q5_1;
-    const size_t bb = type == BW_TYPE_Q8_0 ? sizeof(bw_block_q8_0)
+    const size_t bb = type == BW_TYPE_Q8_0     ? sizeof(bw_block_q8_0)
                       : type == BW_TYPE_IQ4_NL ? sizeof(bw_block_iq4_nl)
                                                : bw_q45_bytes(type);
     const int64_t nb = cols / BW_QK;
@@ -1074,27 +1067,29 @@ BW_AVX512_INLINE void bw_vnni_tile(const enum bw_type type, const int NT, const 
     for (int t = 0; t < NT; t++) {
         __m128 s;
         if (is_q4) {
-            s = _mm512_castps512_ps128(
-                _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-                                      bw_lane_sums(acc[t][0])));
+            s = _mm512_castps512_ps128(_mm512_permutexvar_ps(
+                _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), bw_lane_sums(acc[t][0])));
         } else {
             /* Row k of a Q8_0 pair spans two 128-bit lanes. */
             __m512 a = bw_lane_sums(acc[t][0]), c = bw_lane_sums(acc[t][1]);
-            __m512 e0 = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c);
-            __m512 e1 = _mm512_permutex2var_ps(a, _mm512_setr_epi32(4, 12, 20, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c);
+            __m512 e0 =
+                _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c);
+            __m512 e1 =
+                _mm512_permutex2var_ps(a, _mm512_setr_epi32(4, 12, 20, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), c);
             s = _mm_add_ps(_mm512_castps512_ps128(e0), _mm512_castps512_ps128(e1));
         }
-        __m128 m4 = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(accm[t], _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
+        __m128 m4 =
+            _mm256_castps256_ps128(_mm256_permutevar8x32_ps(accm[t], _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
         _mm_storeu_ps(y + t * ys, _mm_fmadd_ps(m4, _mm_set1_ps(8.0f), s));
     }
 }
 
-BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok,
-                                   int64_t r0, int64_t r4)
+BW_AVX512_INLINE void bw_vnni_rows(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
+                                   int64_t r4)
 {
-#define BW_VNNI_TILE(NT, pf, r, t)                                                                         \
-    bw_vnni_tile(type, NT, pf, a->w + (r) * a->wrow, a->wrow, a->act + (t) * a->astride, a->astride, a->cols,  \
-                 a->y + (t) * a->ys + (r), a->ys)
+#define BW_VNNI_TILE(NT, pf, r, t)                                                                                     \
+    bw_vnni_tile(type, NT, pf, a->w + (r)*a->wrow, a->wrow, a->act + (t)*a->astride, a->astride, a->cols,              \
+                 a->y + (t)*a->ys + (r), a->ys)
     if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r4);
         for (int64_t t = 0; t < n_tok; t++) {
@@ -1182,8 +1177,8 @@ BW_AVX512_INLINE void bw_q4t_rows(const enum bw_type type, const int R, const in
     }
     for (int r = 0; r < R; r++)
         for (int v = 0; v < V; v++) {
-            const __m512 s = _mm512_add_ps(_mm512_add_ps(acc[r][v][0], acc[r][v][2]),
-                                           _mm512_add_ps(acc[r][v][1], acc[r][v][3]));
+            const __m512 s =
+                _mm512_add_ps(_mm512_add_ps(acc[r][v][0], acc[r][v][2]), _mm512_add_ps(acc[r][v][1], acc[r][v][3]));
             float o[BW_LANE_TOK];
             _mm512_storeu_ps(o, _mm512_fmadd_ps(accm[r][v], _mm512_set1_ps(8.0f), s));
             const int n = nt - BW_LANE_TOK * v < BW_LANE_TOK ? nt - BW_LANE_TOK * v : BW_LANE_TOK;
@@ -1193,8 +1188,8 @@ BW_AVX512_INLINE void bw_q4t_rows(const enum bw_type type, const int R, const in
 
 /* Rows [r0, r4) of a Q4/Q5 W: decode in 4-row tiles of one token, small batches in 4 x 4 tiles, and from
  * BW_LANE_MIN tokens on, tiles of 16 tokens in the lanes (the last tile's few tokens, under 4, one at a time). */
-BW_AVX512_INLINE void bw_q45_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok,
-                                     int64_t r0, int64_t r4)
+BW_AVX512_INLINE void bw_q45_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
+                                     int64_t r4)
 {
     if (n_tok < BW_LANE_MIN) {
         bw_vnni_rows(type, a, n_tok, r0, r4);
@@ -1220,9 +1215,11 @@ BW_AVX512_INLINE void bw_q45_rows512(const enum bw_type type, const struct bw_ro
         float *y = a->y + t * a->ys;
         const uint8_t *w = a->w;
         if (nt > BW_LANE_TOK)
-            for (int64_t r = r0; r < r4; r++) bw_q4t_rows(type, 1, 2, pf, w + r * a->wrow, a->wrow, lb, nb, nb, y + r, a->ys, nt);
+            for (int64_t r = r0; r < r4; r++)
+                bw_q4t_rows(type, 1, 2, pf, w + r * a->wrow, a->wrow, lb, nb, nb, y + r, a->ys, nt);
         else
-            for (int64_t r = r0; r < r4; r += 2) bw_q4t_rows(type, 2, 1, pf, w + r * a->wrow, a->wrow, lb, nb, nb, y + r, a->ys, nt);
+            for (int64_t r = r0; r < r4; r += 2)
+                bw_q4t_rows(type, 2, 1, pf, w + r * a->wrow, a->wrow, lb, nb, nb, y + r, a->ys, nt);
         t += nt;
     }
 }
@@ -1247,8 +1244,8 @@ struct bw_q8t_buf {
 };
 
 /* Fills buf with blocks [b0, b0 + nbc) of tokens [t, t + nt), nt <= 32. */
-BW_AVX512_INLINE void bw_q8t_fill(struct bw_q8t_buf *buf, const uint8_t *act, size_t astride, int64_t cols,
-                                  int64_t t, int nt, int64_t b0, int nbc)
+BW_AVX512_INLINE void bw_q8t_fill(struct bw_q8t_buf *buf, const uint8_t *act, size_t astride, int64_t cols, int64_t t,
+                                  int nt, int64_t b0, int nbc)
 {
     for (int i = 0; i < 32; i++) {
         const uint8_t *rec = act + (t + i) * astride;
@@ -1417,8 +1414,8 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
     const size_t bb = bw_kq_bytes(type);
     const int64_t nb = cols / BW_QK_K;
     /* lane i: i / 8 (_mm512_set_epi16 lists lanes from the highest) */
-    const __m512i spread = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1,
-                                            0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i spread = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+                                            0, 0, 0, 0, 0, 0, 0);
     float sum[16] = {0.0f};
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * bb;
@@ -1464,7 +1461,8 @@ BW_AVX512_INLINE void bw_k_tile512(const enum bw_type type, const int NT, const 
 
 struct bw_kt_buf {
     int32_t x[BW_KT_NB][2][64][16]; /* [super-block][token vector][dword][token lane] */
-    int32_t bs[BW_KT_NB][2][16][16]; /* no minimum: -off * bsum_g per group; else bsums of groups 2k, 2k+1 as int16 pairs */
+    int32_t bs[BW_KT_NB][2][16]
+              [16]; /* no minimum: -off * bsum_g per group; else bsums of groups 2k, 2k+1 as int16 pairs */
     float dy[BW_KT_NB][2][16];
 };
 
@@ -1508,7 +1506,8 @@ BW_AVX512_INLINE void bw_kt_rows(const enum bw_type type, const int R, const int
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * wrow + bb * bb_bytes;
             if (pf)
-                for (size_t o = 0; o < bb_bytes; o += 64) _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
+                for (size_t o = 0; o < bb_bytes; o += 64)
+                    _mm_prefetch((const char *)blk + BW_PF_BYTES + o, _MM_HINT_T0);
             struct bw_kq_unpacked k;
             bw_kq_unpack(type, blk, &k);
             for (int c = 0; c < 8; c++) _mm256_store_si256((__m256i *)(u[r] + 32 * c), k.u[c]);
@@ -1607,9 +1606,9 @@ BW_AVX512_INLINE void bw_kt_tile(const enum bw_type type, const int V, const int
 BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows_args *a, int64_t n_tok, int64_t r0,
                                    int64_t r1)
 {
-#define BW_K_TILE(NT, pf, r, t)                                                                            \
-    bw_k_tile512(type, NT, pf, a->w + (r) * a->wrow, a->act + (t) * a->astride, a->astride, a->cols,          \
-                 a->y + (t) * a->ys + (r), a->ys)
+#define BW_K_TILE(NT, pf, r, t)                                                                                        \
+    bw_k_tile512(type, NT, pf, a->w + (r)*a->wrow, a->act + (t)*a->astride, a->astride, a->cols,                       \
+                 a->y + (t)*a->ys + (r), a->ys)
     if (n_tok <= BW_SOLO_MAX) {
         int64_t r_pf = bw_last_prefetch_row(a, r1);
         for (int64_t t = 0; t < n_tok; t++)
@@ -1625,10 +1624,10 @@ BW_AVX512_INLINE void bw_k_rows512(const enum bw_type type, const struct bw_rows
 #undef BW_K_TILE
 }
 
-#define BW_K_ROWS512_FN(name, type)                                                                        \
-    static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)       \
-    {                                                                                                      \
-        bw_k_rows512(type, a, n_tok, r0, r1);                                                              \
+#define BW_K_ROWS512_FN(name, type)                                                                                    \
+    static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r1)                    \
+    {                                                                                                                  \
+        bw_k_rows512(type, a, n_tok, r0, r1);                                                                          \
     }
 BW_K_ROWS512_FN(bw_vnni_rows_q2_k, BW_TYPE_Q2_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q3_k, BW_TYPE_Q3_K)
@@ -1636,10 +1635,10 @@ BW_K_ROWS512_FN(bw_vnni_rows_q4_k, BW_TYPE_Q4_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q5_k, BW_TYPE_Q5_K)
 BW_K_ROWS512_FN(bw_vnni_rows_q6_k, BW_TYPE_Q6_K)
 
-#define BW_VNNI_ROWS_FN(name, type, rows_fn)                                                               \
-    static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r4)       \
-    {                                                                                                      \
-        rows_fn(type, a, n_tok, r0, r4);                                                                   \
+#define BW_VNNI_ROWS_FN(name, type, rows_fn)                                                                           \
+    static void BW_AVX512 name(const struct bw_rows_args *a, int64_t n_tok, int64_t r0, int64_t r4)                    \
+    {                                                                                                                  \
+        rows_fn(type, a, n_tok, r0, r4);                                                                               \
     }
 BW_VNNI_ROWS_FN(bw_vnni_rows_q4_0, BW_TYPE_Q4_0, bw_q45_rows512)
 BW_VNNI_ROWS_FN(bw_vnni_rows_q4_1, BW_TYPE_Q4_1, bw_q45_rows512)
@@ -1674,8 +1673,8 @@ void BW_AVX512 bw_avx512_matmul_rows(const bw_tensor *W, const float *x, int64_t
 /* The AVX2 kernel's arithmetic (each output adds its positions in order, one FMA each) with 32
  * registers: 64 outputs of up to four heads at a time, sixteen independent chains, a value row's 64
  * floats loaded once per position for the group. */
-void BW_AVX512 bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v,
-                                     int64_t stride, float *o)
+void BW_AVX512 bw_avx512_attn_values(const float *scores, int group, int n, int hd, const float *v, int64_t stride,
+                                     float *o)
 {
     int i = 0;
     for (; i + 64 <= hd; i += 64)

@@ -33,10 +33,7 @@ static inline int bw_is_ktype(enum bw_type t)
  *                            element of largest magnitude in the super-block (with its sign)
  *   float   d[cols/256]      1 / (-127 / x_amax)
  *   int16_t bsums[cols/16]   sums of 16 consecutive codes */
-static inline const float *bw_q8k_d(const uint8_t *rec, int64_t cols)
-{
-    return (const float *)(rec + cols);
-}
+static inline const float *bw_q8k_d(const uint8_t *rec, int64_t cols) { return (const float *)(rec + cols); }
 
 static inline const int16_t *bw_q8k_bsums(const uint8_t *rec, int64_t cols)
 {
@@ -86,15 +83,9 @@ static inline int bw_kq_d_off(enum bw_type t)
     }
 }
 
-static inline int bw_kq_has_min(enum bw_type t)
-{
-    return t == BW_TYPE_Q2_K || t == BW_TYPE_Q4_K || t == BW_TYPE_Q5_K;
-}
+static inline int bw_kq_has_min(enum bw_type t) { return t == BW_TYPE_Q2_K || t == BW_TYPE_Q4_K || t == BW_TYPE_Q5_K; }
 
-static inline int bw_kq_code_offset(enum bw_type t)
-{
-    return t == BW_TYPE_Q3_K ? 4 : t == BW_TYPE_Q6_K ? 32 : 0;
-}
+static inline int bw_kq_code_offset(enum bw_type t) { return t == BW_TYPE_Q3_K ? 4 : t == BW_TYPE_Q6_K ? 32 : 0; }
 
 /* sc[g], m[g] for the 16 groups of 16 elements of super-block blk (m: 0 for types without a minimum;
  * Q3_K's sc is already signed, sc - 32). */

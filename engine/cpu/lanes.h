@@ -29,10 +29,7 @@ static inline int bw_lane_type(enum bw_type t)
     return t == BW_TYPE_Q4_0 || t == BW_TYPE_Q4_1 || t == BW_TYPE_Q5_0 || t == BW_TYPE_Q5_1;
 }
 
-static inline int64_t bw_lane_tiles(int64_t n_tok)
-{
-    return (n_tok + BW_LANE_TOK - 1) / BW_LANE_TOK;
-}
+static inline int64_t bw_lane_tiles(int64_t n_tok) { return (n_tok + BW_LANE_TOK - 1) / BW_LANE_TOK; }
 
 /* Bytes of the token-lane copy of n_tok records of `cols` columns (0 where no kernel reads one). */
 static inline size_t bw_lane_bytes(enum bw_type t, int64_t cols, int64_t n_tok)

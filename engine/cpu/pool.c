@@ -103,8 +103,7 @@ static void bw_pool_work(bw_pool *p)
     uint64_t v = atomic_load_explicit(&p->claim, memory_order_acquire);
     while ((uint32_t)v < (uint32_t)p->n_threads) {
         /* Acquire on success: fn and ctx were written before the caller published this run. */
-        if (!atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acquire,
-                                                   memory_order_acquire))
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acquire, memory_order_acquire))
             continue;
         p->fn(p->ctx, (int)(uint32_t)v, p->n_threads);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
@@ -193,10 +192,7 @@ void bw_pool_destroy(bw_pool *p)
     free(p);
 }
 
-int bw_pool_threads(const bw_pool *p)
-{
-    return p->n_threads;
-}
+int bw_pool_threads(const bw_pool *p) { return p->n_threads; }
 
 void bw_pool_run(bw_pool *p, bw_pool_fn fn, void *ctx)
 {

@@ -32,12 +32,11 @@ static __host__ __device__ int at_lanes(int hd)
     return lp;
 }
 
-template <int LP>
-__global__ void __launch_bounds__(AT_THREADS) at_kernel(bw_cu_attn a)
+template <int LP> __global__ void __launch_bounds__(AT_THREADS) at_kernel(bw_cu_attn a)
 {
-    constexpr int PP = BW_WARP / LP;          /* positions per warp step */
-    constexpr int NG = AT_WARPS * PP;         /* groups per block */
-    constexpr int STEP = NG;                  /* positions per block step */
+    constexpr int PP = BW_WARP / LP;  /* positions per warp step */
+    constexpr int NG = AT_WARPS * PP; /* groups per block */
+    constexpr int STEP = NG;          /* positions per block step */
     __shared__ float s_m[NG], s_l[NG];
     __shared__ __align__(16) float s_o[NG * LP * 8];
     const int h = blockIdx.x, t = blockIdx.y, hd = a.head_dim;

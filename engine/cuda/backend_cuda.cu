@@ -46,28 +46,28 @@ struct cu_backend {
     cu_layer *layers;
     bw_cu_mat embd, output;
     float *out_norm, *rope_freqs;
-    uint8_t *weights;   /* one allocation for every weight */
-    __half *kv;         /* one allocation for the whole cache */
+    uint8_t *weights; /* one allocation for every weight */
+    __half *kv;       /* one allocation for the whole cache */
     float *x, *q, *att, *h, *logits;
-    int *meta_d, *meta_h;    /* tok | pos | slot | out_idx, cap ints each; meta_h is pinned */
+    int *meta_d, *meta_h; /* tok | pos | slot | out_idx, cap ints each; meta_h is pinned */
     int *top_ids_d;
     float *top_vals_d;
-    int *top_ids_h;          /* pinned */
-    float *top_vals_h;       /* pinned */
-    float *logits_h;         /* pinned, cap * n_vocab */
+    int *top_ids_h;                              /* pinned */
+    float *top_vals_h;                           /* pinned */
+    float *logits_h;                             /* pinned, cap * n_vocab */
     bw_cu_sample_row *samp_rows_d, *samp_rows_h; /* cap rows each; _h pinned */
     int32_t *samp_hist_d, *samp_hist_h;          /* cap x BW_CU_SAMPLE_HIST */
     int32_t *samp_ids_d, *samp_ids_h;            /* cap */
     cudaGraphExec_t graph[BW_CU_GRAPH_MAX + 1][BW_CU_GRAPH_MAX + 1];
 };
 
-#define CU_TRY(call)                                                                                           \
-    do {                                                                                                       \
-        cudaError_t e_ = (call);                                                                               \
-        if (e_ != cudaSuccess) {                                                                               \
-            snprintf(err, errlen, "CUDA: %s failed: %s", #call, cudaGetErrorString(e_));                       \
-            goto fail;                                                                                         \
-        }                                                                                                      \
+#define CU_TRY(call)                                                                                                   \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess) {                                                                                       \
+            snprintf(err, errlen, "CUDA: %s failed: %s", #call, cudaGetErrorString(e_));                               \
+            goto fail;                                                                                                 \
+        }                                                                                                              \
     } while (0)
 
 extern "C" int bw_backend_cuda_available(void)
@@ -80,10 +80,7 @@ extern "C" int bw_backend_cuda_available(void)
     return n > 0;
 }
 
-static size_t align256(size_t n)
-{
-    return (n + 255) & ~(size_t)255;
-}
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 /* Bytes a stacked matrix of these parts takes on the GPU (quants and scales, each 256-aligned). */
 static int stack_bytes(const bw_tensor *const *parts, int n_parts, size_t *bytes, bw_cu_layout *lay)
@@ -109,8 +106,8 @@ static cudaError_t stack_upload(const bw_tensor *const *parts, int n_parts, uint
     uint8_t *hs = host + align256(lay.q_bytes);
     int64_t row = 0;
     for (int i = 0; i < n_parts; i++) {
-        size_t qoff = lay.nb ? (size_t)(row * lay.nb * lay.quant_bytes)
-                             : (size_t)row * (lay.q_bytes / (size_t)lay.rows);
+        size_t qoff =
+            lay.nb ? (size_t)(row * lay.nb * lay.quant_bytes) : (size_t)row * (lay.q_bytes / (size_t)lay.rows);
         size_t soff = (size_t)(row * lay.nb * lay.scale_bytes);
         bw_cu_repack_rows(parts[i]->type, parts[i]->data, parts[i]->rows, parts[i]->cols, host + qoff, hs + soff);
         row += parts[i]->rows;
@@ -223,8 +220,7 @@ static cudaError_t enqueue(cu_backend *b, int n_tok, int n_out)
         if ((e = bw_cu_matmul(L, ly.wo, ain, n_tok, BW_EPI_ADD, b->x, c.n_embd, NULL, max_blocks)) != cudaSuccess)
             return e;
         const bw_cu_act fin = {b->x, c.n_embd, NULL, ly.ffn_norm, c.rms_eps};
-        if ((e = bw_cu_matmul(L, ly.gateup, fin, n_tok, BW_EPI_SWIGLU, b->h, c.n_ff, NULL, max_blocks)) !=
-            cudaSuccess)
+        if ((e = bw_cu_matmul(L, ly.gateup, fin, n_tok, BW_EPI_SWIGLU, b->h, c.n_ff, NULL, max_blocks)) != cudaSuccess)
             return e;
         const bw_cu_act hin = {b->h, c.n_ff, NULL, NULL, 0.0f};
         if ((e = bw_cu_matmul(L, ly.down, hin, n_tok, BW_EPI_ADD, b->x, c.n_embd, NULL, max_blocks)) != cudaSuccess)
@@ -329,8 +325,8 @@ static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t
         if (batch->want_logits && batch->want_logits[t]) b->meta_h[3 * b->cap + n_out++] = t;
     }
     cudaSetDevice(b->device);
-    cudaError_t e = cudaMemcpyAsync(b->meta_d, b->meta_h, (size_t)4 * b->cap * sizeof(int), cudaMemcpyHostToDevice,
-                                    b->stream);
+    cudaError_t e =
+        cudaMemcpyAsync(b->meta_d, b->meta_h, (size_t)4 * b->cap * sizeof(int), cudaMemcpyHostToDevice, b->stream);
     if (e == cudaSuccess) e = run_step(b, n, n_out);
     const size_t lbytes = (size_t)n_out * c.n_vocab * sizeof(float);
     if (req && n_out) {
@@ -342,8 +338,8 @@ static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t
             e = cudaMemcpyAsync(b->samp_hist_d, b->samp_hist_h, (size_t)n_out * BW_CU_SAMPLE_HIST * sizeof(int32_t),
                                 cudaMemcpyHostToDevice, b->stream);
         if (e == cudaSuccess)
-            e = bw_cu_sample(b->stream, b->logits, c.n_vocab, (size_t)c.n_vocab, n_out, b->samp_rows_d,
-                             b->samp_hist_d, b->samp_ids_d);
+            e = bw_cu_sample(b->stream, b->logits, c.n_vocab, (size_t)c.n_vocab, n_out, b->samp_rows_d, b->samp_hist_d,
+                             b->samp_ids_d);
         if (e == cudaSuccess)
             e = cudaMemcpyAsync(b->samp_ids_h, b->samp_ids_d, (size_t)n_out * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                 b->stream);
@@ -363,8 +359,8 @@ static int cuda_run(cu_backend *b, const bw_batch *batch, float *logits, int32_t
         e = cudaMemcpyAsync(b->top_ids_h, b->top_ids_d, (size_t)2 * n_out * sizeof(int), cudaMemcpyDeviceToHost,
                             b->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(b->top_vals_h, b->top_vals_d, (size_t)2 * n_out * sizeof(float),
-                                cudaMemcpyDeviceToHost, b->stream);
+            e = cudaMemcpyAsync(b->top_vals_h, b->top_vals_d, (size_t)2 * n_out * sizeof(float), cudaMemcpyDeviceToHost,
+                                b->stream);
     }
     if (e == cudaSuccess) e = cudaStreamSynchronize(b->stream);
     if (e != cudaSuccess) {
@@ -394,17 +390,13 @@ static int cuda_forward(bw_backend *bb, const bw_batch *batch, float *logits)
 
 static const bw_backend_ops cuda_ops_table = {"cuda", cuda_forward, cuda_destroy};
 
-extern "C" int bw_backend_is_cuda(const bw_backend *b)
-{
-    return b && b->ops == &cuda_ops_table;
-}
+extern "C" int bw_backend_is_cuda(const bw_backend *b) { return b && b->ops == &cuda_ops_table; }
 
 extern "C" int bw_backend_cuda_forward_top2(bw_backend *b, const bw_batch *batch, int32_t *ids, float *vals)
 {
     if (!bw_backend_is_cuda(b)) return -1;
     return cuda_run((cu_backend *)b, batch, NULL, ids, vals);
 }
-
 
 /* Shapes and types the kernels handle; 0 or -1 with the reason. */
 static int check_model(const bw_model *m, char *err, size_t errlen)
@@ -463,8 +455,7 @@ static int check_model(const bw_model *m, char *err, size_t errlen)
     return 0;
 }
 
-extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backend_params *p, char *err,
-                                              size_t errlen)
+extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backend_params *p, char *err, size_t errlen)
 {
     const bw_model_config &c = m->cfg;
     cu_backend *b = NULL;
@@ -636,9 +627,9 @@ extern "C" bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backen
         CU_TRY(bw_cu_attention_prepare(p->n_ctx, c.head_dim));
         CU_TRY(cudaDeviceSynchronize());
     }
-    fprintf(stderr, "cuda: %s (sm_%d%d, %d SMs), weights %.1f MiB, KV cache %.1f MiB, graphs %s, PDL %s%s\n",
-            prop.name, prop.major, prop.minor, b->n_sm, wbytes / 1048576.0, kv_bytes / 1048576.0,
-            b->graphs ? "on" : "off", b->pdl ? "on" : "off", b->mma ? ", tensor-core batches" : "");
+    fprintf(stderr, "cuda: %s (sm_%d%d, %d SMs), weights %.1f MiB, KV cache %.1f MiB, graphs %s, PDL %s%s\n", prop.name,
+            prop.major, prop.minor, b->n_sm, wbytes / 1048576.0, kv_bytes / 1048576.0, b->graphs ? "on" : "off",
+            b->pdl ? "on" : "off", b->mma ? ", tensor-core batches" : "");
     return &b->base;
 
 fail:

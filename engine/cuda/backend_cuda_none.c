@@ -4,16 +4,15 @@
 #include "engine/backend.h"
 #include "engine/cuda/backend_cuda.h"
 
-int bw_backend_cuda_available(void)
-{
-    return 0;
-}
+int bw_backend_cuda_available(void) { return 0; }
 
 bw_backend *bw_backend_cuda_create(const bw_model *m, const bw_backend_params *p, char *err, size_t errlen)
 {
     (void)m;
     (void)p;
-    snprintf(err, errlen, "this beeworker-engine was built without CUDA (use --backend cpu or auto, or rebuild with nvcc installed, -Dcuda=enabled)");
+    snprintf(err, errlen,
+             "this beeworker-engine was built without CUDA (use --backend cpu or auto, or rebuild with nvcc installed, "
+             "-Dcuda=enabled)");
     return NULL;
 }
 

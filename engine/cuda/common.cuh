@@ -33,10 +33,7 @@ __device__ __forceinline__ void bw_pdl_launch_dependents()
 
 /* Weights are the only data read before bw_pdl_wait(): pulling them towards L2 early hides part of
  * the DRAM latency behind the previous kernel's tail. */
-__device__ __forceinline__ void bw_prefetch_l2(const void *p)
-{
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
+__device__ __forceinline__ void bw_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 __device__ __forceinline__ float bw_warp_sum(float v)
 {
@@ -59,15 +56,9 @@ __device__ __forceinline__ int bw_warp_sum_int(int v)
     return v;
 }
 
-__device__ __forceinline__ float bw_h2f(uint16_t h)
-{
-    return __half2float(__ushort_as_half(h));
-}
+__device__ __forceinline__ float bw_h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
-__device__ __forceinline__ float bw_bf2f(uint16_t h)
-{
-    return __uint_as_float((uint32_t)h << 16);
-}
+__device__ __forceinline__ float bw_bf2f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
 /* Launch configuration shared by the launchers: PDL is requested only where the device has it and the
  * backend has not turned it off. */

@@ -54,8 +54,7 @@ __device__ __forceinline__ void mm_load_unit(const uint8_t *wq, const void *ws, 
 }
 
 /* Integer dot of one 8-byte piece of a weight row against the matching activation bytes. */
-template <int WT>
-__device__ __forceinline__ int mm_dot_piece(uint2 w, const int8_t *ap, int s)
+template <int WT> __device__ __forceinline__ int mm_dot_piece(uint2 w, const int8_t *ap, int s)
 {
     if (WT == BW_TYPE_Q8_0) {
         const int2 a = *(const int2 *)(ap + s * 8);
@@ -103,14 +102,19 @@ __device__ __forceinline__ void mm_accum_piece(const mm_piece &pc, int i, int nt
 }
 
 /* 8 float weights of row w starting at element e. */
-template <int WT>
-__device__ __forceinline__ void mm_load8(const void *w, size_t e, float *o)
+template <int WT> __device__ __forceinline__ void mm_load8(const void *w, size_t e, float *o)
 {
     if (WT == BW_TYPE_F32) {
         const float4 a = *(const float4 *)((const float *)w + e);
         const float4 b = *(const float4 *)((const float *)w + e + 4);
-        o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-        o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+        o[0] = a.x;
+        o[1] = a.y;
+        o[2] = a.z;
+        o[3] = a.w;
+        o[4] = b.x;
+        o[5] = b.y;
+        o[6] = b.z;
+        o[7] = b.w;
     } else {
         const uint4 v = *(const uint4 *)((const uint16_t *)w + e);
         const uint32_t u[4] = {v.x, v.y, v.z, v.w};
@@ -229,13 +233,12 @@ static size_t mm_smem(int wt, int nt, int K)
 }
 
 template <int WT, int NT>
-static cudaError_t mm_launch_nt(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_act &in, int n_tok,
-                                int epi, float *y, int ldy, const bw_cu_qkv &p, int n_units, int max_blocks)
+static cudaError_t mm_launch_nt(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_act &in, int n_tok, int epi,
+                                float *y, int ldy, const bw_cu_qkv &p, int n_units, int max_blocks)
 {
     const size_t smem = mm_smem(WT, NT, W.cols);
     if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(mm_kernel<WT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(mm_kernel<WT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
     }
     /* max_blocks bounds the whole grid, not one chunk's row of it: every block stages its chunk's
@@ -245,8 +248,8 @@ static cudaError_t mm_launch_nt(const bw_cu_launch &L, const bw_cu_mat &W, const
     int gx = (n_units + MM_WARPS - 1) / MM_WARPS;
     if (max_blocks > 0 && gx > max_blocks / n_chunks) gx = max_blocks / n_chunks > 1 ? max_blocks / n_chunks : 1;
     const dim3 grid(gx, n_chunks);
-    return bw_cu_launch_kernel(L, grid, dim3(MM_THREADS), smem, mm_kernel<WT, NT>, W, in, n_tok, epi, y, ldy,
-                               p, n_units);
+    return bw_cu_launch_kernel(L, grid, dim3(MM_THREADS), smem, mm_kernel<WT, NT>, W, in, n_tok, epi, y, ldy, p,
+                               n_units);
 }
 
 template <int WT>
@@ -265,8 +268,8 @@ static cudaError_t mm_launch(const bw_cu_launch &L, const bw_cu_mat &W, const bw
     }
 }
 
-cudaError_t bw_cu_matmul(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_act &in, int n_tok, int epi,
-                         float *y, int ldy, const bw_cu_qkv *qkv, int max_blocks)
+cudaError_t bw_cu_matmul(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_act &in, int n_tok, int epi, float *y,
+                         int ldy, const bw_cu_qkv *qkv, int max_blocks)
 {
     if (n_tok <= 0) return cudaSuccess;
     if (W.cols % 32 != 0 || (epi == BW_EPI_SWIGLU && W.rows % 2 != 0) || (epi == BW_EPI_QKV && !qkv))

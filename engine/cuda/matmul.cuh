@@ -27,8 +27,8 @@ __device__ __forceinline__ const float *mm_act_row(const bw_cu_act &in, int t)
 /* Stages tokens t0..t0+nt-1 (nt <= ntmax) into smem; tscale must hold ntmax floats of shared memory.
  * Every thread of the block calls it; it ends with a barrier. Needs sm_80 (redux.sync). */
 template <bool QUANT>
-__device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntmax, float *tscale,
-                                             const bw_cu_act &in, int K, int t0, int nt)
+__device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntmax, float *tscale, const bw_cu_act &in,
+                                             int K, int t0, int nt)
 {
     const int nwarps = blockDim.x / BW_WARP, warp = threadIdx.x / BW_WARP, lane = threadIdx.x % BW_WARP;
     const int nb = K / 32;
@@ -108,10 +108,7 @@ __device__ __forceinline__ void mm_stage_act(uint8_t *smem, int stride, int ntma
     __syncthreads();
 }
 
-__device__ __forceinline__ float mm_silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
+__device__ __forceinline__ float mm_silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* RoPE of the pair (a, b) at dimensions (j, j+1) of a head, computed as the CPU does: the angle of pair
  * i is freq_scale * (pos * theta_scale^i), the power built by repeated multiplication, and theta_scale
@@ -142,8 +139,8 @@ __device__ __forceinline__ void mm_unit_rows(int epi, int u, int n_units, int &r
     rb = epi == BW_EPI_SWIGLU ? u + n_units : 2 * u + 1;
 }
 
-__device__ __forceinline__ void mm_epilogue(int epi, int t, int ra, int rb, bool hb, float va, float vb,
-                                            float *y, int ldy, const bw_cu_qkv &p)
+__device__ __forceinline__ void mm_epilogue(int epi, int t, int ra, int rb, bool hb, float va, float vb, float *y,
+                                            int ldy, const bw_cu_qkv &p)
 {
     switch (epi) {
     case BW_EPI_STORE:
@@ -176,15 +173,13 @@ __device__ __forceinline__ void mm_epilogue(int epi, int t, int ra, int rb, bool
 }
 
 /* The (d, m) pair of a weight block: m is 0 except for Q4_1. */
-template <int WT>
-__device__ __forceinline__ float2 mm_scale_of(uint32_t raw)
+template <int WT> __device__ __forceinline__ float2 mm_scale_of(uint32_t raw)
 {
     if (WT == BW_TYPE_Q4_1) return make_float2(bw_h2f((uint16_t)(raw & 0xffffu)), bw_h2f((uint16_t)(raw >> 16)));
     return make_float2(bw_h2f((uint16_t)raw), 0.0f);
 }
 
-template <int WT>
-__device__ __forceinline__ uint32_t mm_scale_raw(const void *s, size_t blk)
+template <int WT> __device__ __forceinline__ uint32_t mm_scale_raw(const void *s, size_t blk)
 {
     if (WT == BW_TYPE_Q4_1) return __ldg((const uint32_t *)s + blk);
     return __ldg((const uint16_t *)s + blk);

@@ -34,10 +34,7 @@ __device__ __forceinline__ void mma_s8(int *c, uint32_t a0, uint32_t a1, uint32_
 #endif
 }
 
-static __host__ __device__ int mma_stride(int K)
-{
-    return K + 16;
-}
+static __host__ __device__ int mma_stride(int K) { return K + 16; }
 
 static size_t mma_smem(int ntok, int K)
 {
@@ -147,13 +144,13 @@ static cudaError_t mma_launch_n(const bw_cu_launch &L, const bw_cu_mat &W, const
 {
     const size_t smem = mma_smem(8 * NSUB, W.cols);
     if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(mma_kernel<WT, NSUB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem);
+        cudaError_t e =
+            cudaFuncSetAttribute(mma_kernel<WT, NSUB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
     }
     const dim3 grid((n_units + MMA_UNITS - 1) / MMA_UNITS, (n_tok + 8 * NSUB - 1) / (8 * NSUB));
-    return bw_cu_launch_kernel(L, grid, dim3(MMA_THREADS), smem, mma_kernel<WT, NSUB>, W, in, n_tok, epi, y, ldy,
-                               p, n_units);
+    return bw_cu_launch_kernel(L, grid, dim3(MMA_THREADS), smem, mma_kernel<WT, NSUB>, W, in, n_tok, epi, y, ldy, p,
+                               n_units);
 }
 
 template <int WT>

@@ -62,7 +62,7 @@ BW_NM_FN float bw_nm_div(float a, float b)
 #ifdef __CUDA_ARCH__
     return __fdiv_rn(a, b);
 #else
-    return a / b; /* one IEEE division (never built with -ffast-math) */
+    return a / b;    /* one IEEE division (never built with -ffast-math) */
 #endif
 }
 
@@ -98,7 +98,10 @@ BW_NM_FN uint32_t bw_nm_bits(float f)
 #ifdef __CUDA_ARCH__
     return __float_as_uint(f);
 #else
-    union { float f; uint32_t u; } v = {f};
+    union {
+        float f;
+        uint32_t u;
+    } v = {f};
     return v.u;
 #endif
 }
@@ -108,7 +111,10 @@ BW_NM_FN float bw_nm_float(uint32_t u)
 #ifdef __CUDA_ARCH__
     return __uint_as_float(u);
 #else
-    union { uint32_t u; float f; } v = {u};
+    union {
+        uint32_t u;
+        float f;
+    } v = {u};
     return v.f;
 #endif
 }
@@ -130,7 +136,7 @@ BW_NM_FN uint16_t bw_nm_f2h(float f)
     const uint32_t u = bw_nm_bits(f), s = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
     if (a >= 0x7f800000u) return (uint16_t)(s | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
     if (a >= 0x477ff000u) return (uint16_t)(s | 0x7c00u); /* >= 65520 rounds to infinity */
-    if (a < 0x38800000u) { /* below 2^-14: a subnormal half (or zero), m = round(|f| * 2^24) */
+    if (a < 0x38800000u) {                       /* below 2^-14: a subnormal half (or zero), m = round(|f| * 2^24) */
         if (a < 0x33000000u) return (uint16_t)s; /* <= 2^-25 rounds to zero (2^-25 itself ties to even 0) */
         const uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
         const uint32_t sh = 126u - e; /* |f| * 2^24 = m * 2^(e - 127 - 23 + 24) */
@@ -172,23 +178,14 @@ BW_NM_FN float bw_nm_rms_scale(const float *x, int K, float eps)
 }
 
 /* The normalised element: (x * scale) * w, two roundings, in that order. */
-BW_NM_FN float bw_nm_normed(float x, float scale, float w)
-{
-    return bw_nm_mul(bw_nm_mul(x, scale), w);
-}
+BW_NM_FN float bw_nm_normed(float x, float scale, float w) { return bw_nm_mul(bw_nm_mul(x, scale), w); }
 
 /* 8-bit quantization of one block of 32: id = 127/amax (0 for an all-zero block), q = rint(v * id),
  * d = half(amax / 127), s = half(d * sum q) with d the float before its rounding to half. amax and
  * sum q are exact whatever order computes them. */
-BW_NM_FN float bw_nm_quant_inv(float amax)
-{
-    return amax != 0.0f ? bw_nm_div(127.0f, amax) : 0.0f;
-}
+BW_NM_FN float bw_nm_quant_inv(float amax) { return amax != 0.0f ? bw_nm_div(127.0f, amax) : 0.0f; }
 
-BW_NM_FN int bw_nm_quant_elem(float v, float inv)
-{
-    return bw_nm_rint(bw_nm_mul(v, inv));
-}
+BW_NM_FN int bw_nm_quant_elem(float v, float inv) { return bw_nm_rint(bw_nm_mul(v, inv)); }
 
 BW_NM_FN void bw_nm_quant_scales(float amax, int sum_q, uint16_t *d_half, uint16_t *s_half)
 {
@@ -238,10 +235,7 @@ BW_NM_FN float bw_nm_block_term(int kind, float dw, float mw, float da, float sa
 }
 
 /* Groups of BW_NM_GROUP consecutive blocks are summed left to right, starting from the first term. */
-BW_NM_FN float bw_nm_group_add(float acc, float term, int first)
-{
-    return first ? term : bw_nm_add(acc, term);
-}
+BW_NM_FN float bw_nm_group_add(float acc, float term, int first) { return first ? term : bw_nm_add(acc, term); }
 
 /* The smallest power of two >= n (n >= 1): the fold's width. */
 BW_NM_FN int bw_nm_fold_width(int n)
@@ -267,10 +261,7 @@ BW_NM_FN float bw_nm_fold(float *g, int n)
 }
 
 /* Bytes of one weight block and where its scales sit (GGUF: half d, [half m], quants). */
-BW_NM_FN int bw_nm_block_bytes(int kind)
-{
-    return kind == BW_NM_Q8_0 ? 34 : kind == BW_NM_Q4_1 ? 20 : 18;
-}
+BW_NM_FN int bw_nm_block_bytes(int kind) { return kind == BW_NM_Q8_0 ? 34 : kind == BW_NM_Q4_1 ? 20 : 18; }
 
 /* The whole contract for one output: weight row w (nb GGUF blocks) against the quantized activation
  * row (qa: nb*32 bytes; da, sa: nb halves). g is scratch of bw_nm_fold_width(ceil(nb / GROUP)) floats. */

@@ -40,22 +40,22 @@ enum { BW_EPI_STORE = 0, BW_EPI_ADD = 1, BW_EPI_SWIGLU = 2, BW_EPI_QKV = 3 };
 
 /* KV cache of one layer: [slot][kv_head][n_ctx][head_dim] halves, K and V alike. */
 struct bw_cu_qkv {
-    float *q;          /* [t][n_q] */
+    float *q; /* [t][n_q] */
     __half *k_cache;
     __half *v_cache;
-    const int *pos;    /* [t] */
-    const int *slot;   /* [t] */
-    int n_q, n_k;      /* rows of Q, rows of K (= rows of V) */
+    const int *pos;  /* [t] */
+    const int *slot; /* [t] */
+    int n_q, n_k;    /* rows of Q, rows of K (= rows of V) */
     int head_dim, n_rot, n_ctx, n_head_kv;
-    float theta_scale; /* powf(rope_base, -2 / n_rot), computed on the host */
-    float pos_scale;   /* 1 / rope_scale */
+    float theta_scale;       /* powf(rope_base, -2 / n_rot), computed on the host */
+    float pos_scale;         /* 1 / rope_scale */
     const float *rope_freqs; /* n_rot/2 frequency divisors, or NULL */
 };
 
 /* y = W x for n_tok tokens, with the epilogue above. y has leading dimension ldy. qkv only for QKV.
  * max_blocks caps the grid's x dimension (blocks loop over the rows). */
-cudaError_t bw_cu_matmul(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_act &in, int n_tok, int epi,
-                         float *y, int ldy, const bw_cu_qkv *qkv, int max_blocks);
+cudaError_t bw_cu_matmul(const bw_cu_launch &L, const bw_cu_mat &W, const bw_cu_act &in, int n_tok, int epi, float *y,
+                         int ldy, const bw_cu_qkv *qkv, int max_blocks);
 
 /* Attention of n_tok queries over the KV cache: query t (head h at q[t*ldq + h*head_dim]) attends to
  * positions 0..pos[t] of slot[t]; softmax(q.k * scale) v to out[t*ldo + h*head_dim]. GQA: query head h

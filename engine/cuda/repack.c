@@ -19,9 +19,18 @@ int bw_cu_layout_of(enum bw_type type, int64_t rows, int64_t cols, bw_cu_layout 
     case BW_TYPE_F32: l->q_bytes = (size_t)(rows * cols) * 4; return 0;
     case BW_TYPE_F16:
     case BW_TYPE_BF16: l->q_bytes = (size_t)(rows * cols) * 2; return 0;
-    case BW_TYPE_Q4_0: l->quant_bytes = BW_QK / 2; l->scale_bytes = 2; break;
-    case BW_TYPE_Q4_1: l->quant_bytes = BW_QK / 2; l->scale_bytes = 4; break;
-    case BW_TYPE_Q8_0: l->quant_bytes = BW_QK; l->scale_bytes = 2; break;
+    case BW_TYPE_Q4_0:
+        l->quant_bytes = BW_QK / 2;
+        l->scale_bytes = 2;
+        break;
+    case BW_TYPE_Q4_1:
+        l->quant_bytes = BW_QK / 2;
+        l->scale_bytes = 4;
+        break;
+    case BW_TYPE_Q8_0:
+        l->quant_bytes = BW_QK;
+        l->scale_bytes = 2;
+        break;
     default: return -1;
     }
     if (cols % BW_QK != 0) return -1;
@@ -31,8 +40,7 @@ int bw_cu_layout_of(enum bw_type type, int64_t rows, int64_t cols, bw_cu_layout 
     return 0;
 }
 
-void bw_cu_repack_rows(enum bw_type type, const void *src, int64_t rows, int64_t cols, void *q_dst,
-                       void *s_dst)
+void bw_cu_repack_rows(enum bw_type type, const void *src, int64_t rows, int64_t cols, void *q_dst, void *s_dst)
 {
     bw_cu_layout l;
     if (bw_cu_layout_of(type, rows, cols, &l) != 0) return;

@@ -23,11 +23,11 @@ extern "C" {
 typedef struct {
     enum bw_type type;
     int64_t rows, cols;
-    int64_t nb;        /* quant blocks per row (0 for float types) */
-    int quant_bytes;   /* QB: bytes of quants per block (0 for float types) */
-    int scale_bytes;   /* bytes of scales per block (0 for float types) */
-    size_t q_bytes;    /* size of the quant region (the whole matrix for float types) */
-    size_t s_bytes;    /* size of the scale region */
+    int64_t nb;      /* quant blocks per row (0 for float types) */
+    int quant_bytes; /* QB: bytes of quants per block (0 for float types) */
+    int scale_bytes; /* bytes of scales per block (0 for float types) */
+    size_t q_bytes;  /* size of the quant region (the whole matrix for float types) */
+    size_t s_bytes;  /* size of the scale region */
 } bw_cu_layout;
 
 /* 1 if the GPU kernels read weights of this type (F32, F16, BF16, Q4_0, Q4_1, Q8_0), else 0: the CPU
@@ -42,8 +42,7 @@ int bw_cu_layout_of(enum bw_type type, int64_t rows, int64_t cols, bw_cu_layout 
  * q_dst and s_dst point at the first destination row inside their regions, so several GGUF tensors with
  * the same type and width can be stacked into one matrix (Q, K and V into one QKV matrix). s_dst is
  * unused for float types. */
-void bw_cu_repack_rows(enum bw_type type, const void *src, int64_t rows, int64_t cols, void *q_dst,
-                       void *s_dst);
+void bw_cu_repack_rows(enum bw_type type, const void *src, int64_t rows, int64_t cols, void *q_dst, void *s_dst);
 
 /* Reads element (r, c) back from the GPU layout (as the kernels interpret it): tests use it to prove
  * the layout holds exactly what GGUF's dequantization gives. */

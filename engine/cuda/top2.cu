@@ -12,10 +12,7 @@ struct t2 {
     int i1, i2;
 };
 
-__device__ __forceinline__ bool t2_better(float a, int ia, float b, int ib)
-{
-    return a > b || (a == b && ia < ib);
-}
+__device__ __forceinline__ bool t2_better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
 
 __device__ __forceinline__ void t2_insert(t2 &s, float v, int i)
 {

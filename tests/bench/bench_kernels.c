@@ -25,15 +25,9 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static size_t row_bytes(enum bw_type t, int64_t cols)
-{
-    return bw_type_row_bytes(t, (uint64_t)cols);
-}
+static size_t row_bytes(enum bw_type t, int64_t cols) { return bw_type_row_bytes(t, (uint64_t)cols); }
 
-static const char *type_name(enum bw_type t)
-{
-    return bw_type_info(t)->name;
-}
+static const char *type_name(enum bw_type t) { return bw_type_info(t)->name; }
 
 static uint64_t g_rng = 12345;
 
@@ -111,8 +105,8 @@ static void bench_shape(const struct shape *s, bw_pool **pools, const char **pat
     if (s->n_tok > 1) copies = 1; /* prefill reuses each weight block 512 times: DRAM is not the limit */
     bw_tensor *Ws = calloc((size_t)copies, sizeof(*Ws));
     for (int c = 0; c < copies; c++) {
-        Ws[c] = (bw_tensor){s->what, s->type, s->cols, s->rows, make_matrix(s->type, s->cols, s->rows),
-                            row_bytes(s->type, s->cols)};
+        Ws[c] = (bw_tensor){
+            s->what, s->type, s->cols, s->rows, make_matrix(s->type, s->cols, s->rows), row_bytes(s->type, s->cols)};
     }
     float *x = malloc(sizeof(float) * (size_t)(s->cols * s->n_tok));
     for (int64_t i = 0; i < s->cols * s->n_tok; i++) x[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
@@ -129,14 +123,13 @@ static void bench_shape(const struct shape *s, bw_pool **pools, const char **pat
             if (s->n_tok == 1)
                 printf("%-24s %-4s %4lldx%-5lld ntok=%-3lld %-8s %dT  streamed %7.1f us %6.1f GB/s %6.1f GFLOP/s"
                        " | cached %7.1f us %6.1f GB/s\n",
-                       s->what, type_name(s->type),
-                       (long long)s->cols, (long long)s->rows, (long long)s->n_tok, paths[p], th + 1, ts * 1e6,
-                       bytes / ts * 1e-9, flop / ts * 1e-9, tc * 1e6, bytes / tc * 1e-9);
+                       s->what, type_name(s->type), (long long)s->cols, (long long)s->rows, (long long)s->n_tok,
+                       paths[p], th + 1, ts * 1e6, bytes / ts * 1e-9, flop / ts * 1e-9, tc * 1e6, bytes / tc * 1e-9);
             else
-                printf("%-24s %-4s %4lldx%-5lld ntok=%-3lld %-8s %dT  %9.2f ms %6.1f GFLOP/s  (%.0f tok/s for this matrix)\n",
-                       s->what, type_name(s->type),
-                       (long long)s->cols, (long long)s->rows, (long long)s->n_tok, paths[p], th + 1, ts * 1e3,
-                       flop / ts * 1e-9, (double)s->n_tok / ts);
+                printf("%-24s %-4s %4lldx%-5lld ntok=%-3lld %-8s %dT  %9.2f ms %6.1f GFLOP/s  (%.0f tok/s for this "
+                       "matrix)\n",
+                       s->what, type_name(s->type), (long long)s->cols, (long long)s->rows, (long long)s->n_tok,
+                       paths[p], th + 1, ts * 1e3, flop / ts * 1e-9, (double)s->n_tok / ts);
             fflush(stdout);
         }
     }
@@ -152,19 +145,23 @@ static void bench_shape(const struct shape *s, bw_pool **pools, const char **pat
 static void bench_decode_step(bw_pool **pools, const char **paths, int n_paths)
 {
     enum { N_LAYER = 30 };
-    static const int64_t layer_shapes[7][2] = {{576, 576}, {576, 192}, {576, 192}, {576, 576},
+    static const int64_t layer_shapes[7][2] = {{576, 576},  {576, 192},  {576, 192}, {576, 576},
                                                {576, 1536}, {576, 1536}, {1536, 576}};
     bw_tensor Ws[N_LAYER * 7 + 1];
     size_t total = 0;
     for (int l = 0; l < N_LAYER; l++)
         for (int k = 0; k < 7; k++) {
             int64_t cols = layer_shapes[k][0], rows = layer_shapes[k][1];
-            Ws[l * 7 + k] = (bw_tensor){"layer", BW_TYPE_Q4_1, cols, rows, make_matrix(BW_TYPE_Q4_1, cols, rows),
+            Ws[l * 7 + k] = (bw_tensor){"layer",
+                                        BW_TYPE_Q4_1,
+                                        cols,
+                                        rows,
+                                        make_matrix(BW_TYPE_Q4_1, cols, rows),
                                         row_bytes(BW_TYPE_Q4_1, cols)};
             total += row_bytes(BW_TYPE_Q4_1, cols) * (size_t)rows;
         }
-    Ws[N_LAYER * 7] = (bw_tensor){"output", BW_TYPE_Q8_0, 576, 49152, make_matrix(BW_TYPE_Q8_0, 576, 49152),
-                                  row_bytes(BW_TYPE_Q8_0, 576)};
+    Ws[N_LAYER * 7] = (bw_tensor){
+        "output", BW_TYPE_Q8_0, 576, 49152, make_matrix(BW_TYPE_Q8_0, 576, 49152), row_bytes(BW_TYPE_Q8_0, 576)};
     total += row_bytes(BW_TYPE_Q8_0, 576) * 49152;
     enum { MAX_TOK = 16 };
     float *x = calloc(1536 * MAX_TOK, sizeof(float)), *y = calloc((size_t)49152 * MAX_TOK, sizeof(float));

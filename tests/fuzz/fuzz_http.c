@@ -123,8 +123,7 @@ static void read_as_front(const char *path, size_t path_len, const struct phr_he
         /* h2o lower-cases names before handlers see them */
         char *name = h2o_mem_alloc_pool(&req.pool, hs[i].name_len + 1);
         for (size_t k = 0; k < hs[i].name_len; k++) name[k] = (char)h2o_tolower(hs[i].name[k]);
-        h2o_add_header_by_str(&req.pool, &req.headers, name, hs[i].name_len, 0, NULL, hs[i].value,
-                              hs[i].value_len);
+        h2o_add_header_by_str(&req.pool, &req.headers, name, hs[i].name_len, 0, NULL, hs[i].value, hs[i].value_len);
     }
     const h2o_iovec_t *a = bw_http_header(&req, H2O_STRLIT("authorization"));
     enum bw_auth_result r = bw_auth_check(auth, a ? a->base : NULL, a ? a->len : 0);
@@ -160,8 +159,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t body_len = size - (size_t)hlen;
     int chunked = 0;
     for (size_t i = 0; i < n; i++)
-        if (hs[i].name_len == 17 && strncasecmp(hs[i].name, "transfer-encoding", 17) == 0 &&
-            hs[i].value_len >= 7 && strncasecmp(hs[i].value + hs[i].value_len - 7, "chunked", 7) == 0)
+        if (hs[i].name_len == 17 && strncasecmp(hs[i].name, "transfer-encoding", 17) == 0 && hs[i].value_len >= 7 &&
+            strncasecmp(hs[i].value + hs[i].value_len - 7, "chunked", 7) == 0)
             chunked = 1;
     if (chunked) {
         char *copy = malloc(body_len ? body_len : 1);

@@ -32,8 +32,13 @@ int main(int argc, char **argv)
     int rc = 0;
     bw_proto_msg m;
     bw_proto_init(&m, BW_MSG_HELLO, 0x1122334455667788ull, NULL, 7);
-    m.u.hello = (bw_proto_hello){.state = BW_ENGINE_READY, .progress = 1, .slots_total = 4, .slots_busy = 1,
-                                 .queue_depth = 2, .n_ctx = 2048, .pid = 4242};
+    m.u.hello = (bw_proto_hello){.state = BW_ENGINE_READY,
+                                 .progress = 1,
+                                 .slots_total = 4,
+                                 .slots_busy = 1,
+                                 .queue_depth = 2,
+                                 .n_ctx = 2048,
+                                 .pid = 4242};
     strcpy(m.u.hello.model_id, "SmolLM2-135M-Instruct");
     strcpy(m.u.hello.backend, "cpu");
     strcpy(m.u.hello.arch, "llama");
@@ -46,9 +51,17 @@ int main(int argc, char **argv)
     m.u.token = (bw_proto_token){.index = 2, .token_id = 1234, .text = " h\xc3\xa9llo", .text_len = 7};
     rc |= put(d, "token", &m);
     bw_proto_init(&m, BW_MSG_DONE, 1, job, 9);
-    m.u.done = (bw_proto_done){.stop = BW_STOP_SEQUENCE, .n_prompt = 5, .n_generated = 7, .prefill_ns = 1000,
-                               .decode_ns = 99999, .stop_matched = "END", .stop_matched_len = 3,
-                               .pred_drafted = 12, .pred_accepted = 10, .lookup_drafted = 4, .lookup_accepted = 1};
+    m.u.done = (bw_proto_done){.stop = BW_STOP_SEQUENCE,
+                               .n_prompt = 5,
+                               .n_generated = 7,
+                               .prefill_ns = 1000,
+                               .decode_ns = 99999,
+                               .stop_matched = "END",
+                               .stop_matched_len = 3,
+                               .pred_drafted = 12,
+                               .pred_accepted = 10,
+                               .lookup_drafted = 4,
+                               .lookup_accepted = 1};
     rc |= put(d, "done", &m);
     bw_proto_init(&m, BW_MSG_ERROR, 1, job, 4);
     m.u.error = (bw_proto_error){.code = BW_PERR_GENERATION, .message = "backend failed", .message_len = 14};

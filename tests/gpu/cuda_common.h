@@ -40,8 +40,8 @@ static inline bw_backend *gpu_tool_backend(const gpu_tool_model *tm, int cuda, i
     p.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     p.device = 0;
     p.max_batch = batch;
-    bw_backend *b = cuda ? bw_backend_cuda_create(&tm->m, &p, err, sizeof err)
-                         : bw_backend_cpu_create(&tm->m, &p, err, sizeof err);
+    bw_backend *b =
+        cuda ? bw_backend_cuda_create(&tm->m, &p, err, sizeof err) : bw_backend_cpu_create(&tm->m, &p, err, sizeof err);
     if (!b) fprintf(stderr, "%s backend: %s\n", cuda ? "cuda" : "cpu", err);
     return b;
 }

@@ -42,8 +42,8 @@ static int second(const float *l, int n, int first)
 
 /* Prefill `n` prompt tokens into `slot`, then `steps` greedy tokens; out gets the generated ids and,
  * for each step, the logits (steps x n_vocab). */
-static int run_greedy(bw_backend *b, const int32_t *prompt, int n, int slot, int steps, int32_t *out,
-                      float *logits, int n_vocab)
+static int run_greedy(bw_backend *b, const int32_t *prompt, int n, int slot, int steps, int32_t *out, float *logits,
+                      int n_vocab)
 {
     int32_t pos[MAX_TOK], sl[MAX_TOK], tok[MAX_TOK];
     uint8_t want[MAX_TOK];
@@ -104,8 +104,8 @@ int main(int argc, char **argv)
         const double tie = fmax(0.05, 4.0 * dmax);
         int same = 0;
         while (same < steps && gen_cpu[same] == gen_gpu[i][same]) same++;
-        printf("prompt %d (%d tokens): first-step max |logit cpu - cuda| = %.4g; %d/%d greedy tokens equal\n", i,
-               np[i], dmax, same, steps);
+        printf("prompt %d (%d tokens): first-step max |logit cpu - cuda| = %.4g; %d/%d greedy tokens equal\n", i, np[i],
+               dmax, same, steps);
         if (same < steps) {
             const float *c = lc + (size_t)same * nv, *g = lg + (size_t)same * nv;
             const int c1 = argmax(c, nv), c2 = second(c, nv, c1), g1 = argmax(g, nv), g2 = second(g, nv, g1);
@@ -163,8 +163,8 @@ int main(int argc, char **argv)
                 done[i]++;
             }
         }
-        printf("continuous batching pass %d: %s\n", pass, mismatch ? "TOKENS DIFFER from one-slot runs" :
-                                                                     "same tokens as one-slot runs");
+        printf("continuous batching pass %d: %s\n", pass,
+               mismatch ? "TOKENS DIFFER from one-slot runs" : "same tokens as one-slot runs");
         fail += mismatch != 0;
     }
     printf("PARITY %s (%d near-tie%s)\n", fail ? "FAIL" : "PASS", ties, ties == 1 ? "" : "s");

@@ -43,10 +43,7 @@ static uint64_t next64(void)
     rng ^= rng << 17;
     return rng;
 }
-static float unit(void) /* [0, 1) */
-{
-    return (float)(next64() >> 40) / 16777216.0f;
-}
+static float unit(void) /* [0, 1) */ { return (float)(next64() >> 40) / 16777216.0f; }
 
 static FILE *out;
 static int wfail;
@@ -155,11 +152,11 @@ int main(int argc, char **argv)
     int nt = 0, cap = 3 + 9 * P.n_layer;
     tensor *ts = calloc((size_t)cap, sizeof *ts);
     if (!ts) return 1;
-#define ADD(nm, ty, c, r)                                                                                      \
-    do {                                                                                                       \
-        tensor *t_ = &ts[nt++];                                                                                \
-        snprintf(t_->name, sizeof t_->name, "%s", nm);                                                         \
-        t_->type = ty, t_->cols = c, t_->rows = r, t_->bytes = tensor_bytes(ty, c, r);                         \
+#define ADD(nm, ty, c, r)                                                                                              \
+    do {                                                                                                               \
+        tensor *t_ = &ts[nt++];                                                                                        \
+        snprintf(t_->name, sizeof t_->name, "%s", nm);                                                                 \
+        t_->type = ty, t_->cols = c, t_->rows = r, t_->bytes = tensor_bytes(ty, c, r);                                 \
     } while (0)
     char nm[64];
     ADD("token_embd.weight", P.t_embd, P.n_embd, P.n_vocab);

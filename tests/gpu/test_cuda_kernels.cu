@@ -47,18 +47,15 @@ static uint32_t rnd()
     g_rng ^= g_rng << 17;
     return (uint32_t)(g_rng >> 16);
 }
-static float frand(float lo, float hi)
-{
-    return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f;
-}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
 
-#define CK(call)                                                                                               \
-    do {                                                                                                       \
-        cudaError_t e_ = (call);                                                                               \
-        if (e_ != cudaSuccess) {                                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));             \
-            exit(1);                                                                                           \
-        }                                                                                                      \
+#define CK(call)                                                                                                       \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess) {                                                                                       \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));                     \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 static void report(const char *family, const char *what, double worst, int ok)
@@ -71,7 +68,11 @@ static void report(const char *family, const char *what, double worst, int ok)
 template <typename T> struct dbuf {
     T *p = nullptr;
     size_t n = 0;
-    explicit dbuf(size_t count) : n(count) { CK(cudaMalloc((void **)&p, count * sizeof(T) + 16)); poison(); }
+    explicit dbuf(size_t count) : n(count)
+    {
+        CK(cudaMalloc((void **)&p, count * sizeof(T) + 16));
+        poison();
+    }
     ~dbuf() { cudaFree(p); }
     void poison() { CK(cudaMemset(p, 0xff, n * sizeof(T))); }
     void put(const T *h) { CK(cudaMemcpy(p, h, n * sizeof(T), cudaMemcpyHostToDevice)); }
@@ -85,15 +86,9 @@ template <typename T> struct dbuf {
 
 /* ---- random GGUF matrices and their exact values ---------------------------------------------- */
 
-static size_t row_bytes(int type, int cols)
-{
-    return bw_type_row_bytes((uint32_t)type, (uint64_t)cols);
-}
+static size_t row_bytes(int type, int cols) { return bw_type_row_bytes((uint32_t)type, (uint64_t)cols); }
 
-static uint16_t f16_rand(float lo, float hi)
-{
-    return bw_f32_to_f16(frand(lo, hi));
-}
+static uint16_t f16_rand(float lo, float hi) { return bw_f32_to_f16(frand(lo, hi)); }
 
 static std::vector<uint8_t> gguf_random(int type, int rows, int cols)
 {
@@ -168,10 +163,7 @@ static float gguf_get(int type, const uint8_t *m, int cols, int r, int c)
     return NAN;
 }
 
-static int is_quant(int type)
-{
-    return type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0;
-}
+static int is_quant(int type) { return type == BW_TYPE_Q4_0 || type == BW_TYPE_Q4_1 || type == BW_TYPE_Q8_0; }
 
 /* The matrix uploaded in the GPU layout. */
 struct dmat {
@@ -198,10 +190,7 @@ struct dmat {
 
 /* ---- references ---------------------------------------------------------------------------------- */
 
-static float round_f16(float f)
-{
-    return bw_f16_to_f32(bw_f32_to_f16(f));
-}
+static float round_f16(float f) { return bw_f16_to_f32(bw_f32_to_f16(f)); }
 
 /* The CPU backend's activation quantization of one row. */
 struct qrow {
@@ -268,10 +257,7 @@ static double mirror_dot(int type, const uint8_t *m, int cols, int r, const qrow
 
 /* ---- matmul ----------------------------------------------------------------------------------------- */
 
-static const char *tname(int t)
-{
-    return bw_type_info((uint32_t)t)->name;
-}
+static const char *tname(int t) { return bw_type_info((uint32_t)t)->name; }
 
 static void test_matmul(int type, int rows, int K, int n_tok, int use_norm, int epi, int gather)
 {
@@ -611,9 +597,9 @@ static void test_contract(int type, int rows, int K, int n_tok, int use_norm)
             bw_nm_quant_block(&xn[b * 32], &mq[(size_t)t * K + b * 32], &md[(size_t)t * nb + b],
                               &ms[(size_t)t * nb + b]);
         for (int r = 0; r < rows; r++)
-            my[(size_t)t * rows + r] = bw_nm_row_dot(kind, &w[(size_t)r * nb * bw_nm_block_bytes(kind)], nb,
-                                                     &mq[(size_t)t * K], &md[(size_t)t * nb], &ms[(size_t)t * nb],
-                                                     g.data());
+            my[(size_t)t * rows + r] =
+                bw_nm_row_dot(kind, &w[(size_t)r * nb * bw_nm_block_bytes(kind)], nb, &mq[(size_t)t * K],
+                              &md[(size_t)t * nb], &ms[(size_t)t * nb], g.data());
     }
 
     /* the device, whole batch and token 1 alone */
@@ -659,8 +645,8 @@ static void test_contract(int type, int rows, int K, int n_tok, int use_norm)
     snprintf(what, sizeof what, "%s %dx%d, %d tok%s: memcmp vs mirror", tname(type), rows, K, n_tok,
              use_norm ? ", norm" : "");
     report("contract", what, (double)diff, ok);
-    for (void *p : {(void *)dw, (void *)dx, (void *)dn, (void *)dy, (void *)dy1, (void *)a.q, (void *)a.d,
-                    (void *)a.s, (void *)a1.q, (void *)a1.d, (void *)a1.s})
+    for (void *p : {(void *)dw, (void *)dx, (void *)dn, (void *)dy, (void *)dy1, (void *)a.q, (void *)a.d, (void *)a.s,
+                    (void *)a1.q, (void *)a1.d, (void *)a1.s})
         CK(cudaFree(p));
 }
 
@@ -715,8 +701,8 @@ static void test_sampler(int nv, int n_rows)
     int bad = 0, fallback = 0;
     for (int r = 0; r < n_rows; r++) {
         std::vector<float> a(lg.begin() + (size_t)r * nv, lg.begin() + (size_t)(r + 1) * nv);
-        const int32_t want = bw_sample(s, &ps[r], a.data(), &hist[(size_t)r * BW_CU_SAMPLE_HIST], (size_t)hn[r],
-                                       (uint64_t)r * 3);
+        const int32_t want =
+            bw_sample(s, &ps[r], a.data(), &hist[(size_t)r * BW_CU_SAMPLE_HIST], (size_t)hn[r], (uint64_t)r * 3);
         int32_t g = got[r];
         if (g == -1) { /* the host path: the device-penalised row, no history */
             fallback++;

@@ -79,7 +79,7 @@ int main(void)
     }
     /* The CPU-only types must be refused up front (the backend names the tensor), the GPU's accepted. */
     const enum bw_type cpu_only[] = {BW_TYPE_Q5_0, BW_TYPE_Q5_1, BW_TYPE_IQ4_NL, BW_TYPE_Q2_K,
-                                     BW_TYPE_Q3_K, BW_TYPE_Q4_K, BW_TYPE_Q5_K, BW_TYPE_Q6_K};
+                                     BW_TYPE_Q3_K, BW_TYPE_Q4_K, BW_TYPE_Q5_K,   BW_TYPE_Q6_K};
     for (size_t i = 0; i < sizeof cpu_only / sizeof cpu_only[0]; i++)
         if (bw_cu_type_supported(cpu_only[i]) || bw_cu_layout_of(cpu_only[i], 4, 256, &l) == 0) {
             printf("FAIL: the GPU layout accepts %s, which it has no kernels for\n", bw_type_info(cpu_only[i])->name);

@@ -23,15 +23,16 @@ static int check_failed; /* checks failed */
 
 /* Counts a failure; prints its "FAIL file:line: condition" (no newline) and returns 1 while reports are
  * still wanted, else returns 0. */
-static inline int check_fail(const char *file, int line, const char *cond) {
+static inline int check_fail(const char *file, int line, const char *cond)
+{
     check_failed++;
-    if (CHECK_MAX_REPORTS >= 0 && check_failed > CHECK_MAX_REPORTS)
-        return 0;
+    if (CHECK_MAX_REPORTS >= 0 && check_failed > CHECK_MAX_REPORTS) return 0;
     fprintf(stderr, "FAIL %s:%d: %s", file, line, cond);
     return 1;
 }
 
-__attribute__((format(printf, 1, 2))) static inline void check_message(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static inline void check_message(const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     fputs(": ", stderr);
@@ -39,13 +40,13 @@ __attribute__((format(printf, 1, 2))) static inline void check_message(const cha
     va_end(ap);
 }
 
-#define CHECK(cond, ...)                                                                                   \
-    do {                                                                                                   \
-        check_count++;                                                                                     \
-        if (!(cond) && check_fail(__FILE__, __LINE__, #cond)) {                                            \
-            __VA_OPT__(check_message(__VA_ARGS__);)                                                        \
-            fputc('\n', stderr);                                                                           \
-        }                                                                                                  \
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        check_count++;                                                                                                 \
+        if (!(cond) && check_fail(__FILE__, __LINE__, #cond)) {                                                        \
+            __VA_OPT__(check_message(__VA_ARGS__);)                                                                    \
+            fputc('\n', stderr);                                                                                       \
+        }                                                                                                              \
     } while (0)
 
 #endif

@@ -19,9 +19,9 @@ typedef struct {
     uint64_t n_kv;
 } gw;
 
-static inline void raw(gw *w, const void *s, size_t n) {
-    if (n == 0)
-        return;
+static inline void raw(gw *w, const void *s, size_t n)
+{
+    if (n == 0) return;
     if (w->n + n > w->cap) {
         w->cap = (w->n + n) * 2 + 256;
         w->p = realloc(w->p, w->cap);
@@ -31,37 +31,43 @@ static inline void raw(gw *w, const void *s, size_t n) {
 }
 static inline void u32(gw *w, uint32_t v) { raw(w, &v, 4); }
 static inline void u64(gw *w, uint64_t v) { raw(w, &v, 8); }
-static inline void str(gw *w, const char *s) {
+static inline void str(gw *w, const char *s)
+{
     u64(w, strlen(s));
     raw(w, s, strlen(s));
 }
-static inline void key(gw *w, const char *k, uint32_t type) {
+static inline void key(gw *w, const char *k, uint32_t type)
+{
     str(w, k);
     u32(w, type);
     w->n_kv++;
 }
-static inline void kv_str(gw *w, const char *k, const char *v) {
+static inline void kv_str(gw *w, const char *k, const char *v)
+{
     key(w, k, BW_GGUF_STRING);
     str(w, v);
 }
-static inline void kv_u32(gw *w, const char *k, uint32_t v) {
+static inline void kv_u32(gw *w, const char *k, uint32_t v)
+{
     key(w, k, BW_GGUF_U32);
     u32(w, v);
 }
-static inline void kv_strs(gw *w, const char *k, const char *const *v, int n) {
+static inline void kv_strs(gw *w, const char *k, const char *const *v, int n)
+{
     key(w, k, BW_GGUF_ARRAY);
     u32(w, BW_GGUF_STRING);
     u64(w, (uint64_t)n);
-    for (int i = 0; i < n; i++)
-        str(w, v[i]);
+    for (int i = 0; i < n; i++) str(w, v[i]);
 }
-static inline void kv_i32s(gw *w, const char *k, const int32_t *v, int n) {
+static inline void kv_i32s(gw *w, const char *k, const int32_t *v, int n)
+{
     key(w, k, BW_GGUF_ARRAY);
     u32(w, BW_GGUF_I32);
     u64(w, (uint64_t)n);
     raw(w, v, 4 * (size_t)n);
 }
-static inline void kv_f32s(gw *w, const char *k, const float *v, int n) {
+static inline void kv_f32s(gw *w, const char *k, const float *v, int n)
+{
     key(w, k, BW_GGUF_ARRAY);
     u32(w, BW_GGUF_F32);
     u64(w, (uint64_t)n);
@@ -69,15 +75,15 @@ static inline void kv_f32s(gw *w, const char *k, const float *v, int n) {
 }
 
 /* The whole file (header, the metadata written so far, padding to 32 bytes); empties w. */
-static inline unsigned char *gw_file(gw *w, size_t *len) {
+static inline unsigned char *gw_file(gw *w, size_t *len)
+{
     gw f = {0};
     raw(&f, "GGUF", 4);
     u32(&f, 3);
     u64(&f, 0);
     u64(&f, w->n_kv);
     raw(&f, w->p, w->n);
-    while (f.n % 32)
-        raw(&f, "", 1);
+    while (f.n % 32) raw(&f, "", 1);
     free(w->p);
     memset(w, 0, sizeof *w);
     *len = f.n;

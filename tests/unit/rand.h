@@ -18,15 +18,9 @@ static inline uint64_t rnd_u64(void)
     return z ^ (z >> 31);
 }
 
-static inline double rnd_unit(void) /* [0, 1) */
-{
-    return (double)(rnd_u64() >> 11) * 0x1p-53;
-}
+static inline double rnd_unit(void) /* [0, 1) */ { return (double)(rnd_u64() >> 11) * 0x1p-53; }
 
-static inline float rnd_range(double lo, double hi)
-{
-    return (float)(lo + (hi - lo) * rnd_unit());
-}
+static inline float rnd_range(double lo, double hi) { return (float)(lo + (hi - lo) * rnd_unit()); }
 
 /* 64-byte aligned, rounded up to whole cache lines plus one (the SIMD tails may read a full vector). */
 static inline void *xaligned(size_t bytes)

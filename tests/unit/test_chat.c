@@ -13,37 +13,32 @@
 
 #include "check.h"
 
-static enum bw_chat_kind kind_of(const char *name) {
-    if (strcmp(name, "llama2") == 0)
-        return BW_CHAT_LLAMA2;
-    if (strcmp(name, "llama3") == 0)
-        return BW_CHAT_LLAMA3;
-    if (strncmp(name, "phi3", 4) == 0)
-        return BW_CHAT_PHI3;
-    if (strcmp(name, "gemma") == 0)
-        return BW_CHAT_GEMMA;
+static enum bw_chat_kind kind_of(const char *name)
+{
+    if (strcmp(name, "llama2") == 0) return BW_CHAT_LLAMA2;
+    if (strcmp(name, "llama3") == 0) return BW_CHAT_LLAMA3;
+    if (strncmp(name, "phi3", 4) == 0) return BW_CHAT_PHI3;
+    if (strcmp(name, "gemma") == 0) return BW_CHAT_GEMMA;
     return BW_CHAT_CHATML;
 }
 
-static int find_golden(char *path, size_t cap) {
+static int find_golden(char *path, size_t cap)
+{
     const char *env = getenv("BW_SOURCE_ROOT");
     char dir[4096];
-    if (env)
-        snprintf(dir, sizeof dir, "%s", env);
-    else if (!getcwd(dir, sizeof dir))
-        return 0;
+    if (env) snprintf(dir, sizeof dir, "%s", env);
+    else if (!getcwd(dir, sizeof dir)) return 0;
     for (;;) {
         snprintf(path, cap, "%s/tests/golden/chat_cases.json", dir);
-        if (access(path, R_OK) == 0)
-            return 1;
+        if (access(path, R_OK) == 0) return 1;
         char *slash = strrchr(dir, '/');
-        if (env || !slash || slash == dir)
-            return 0;
+        if (env || !slash || slash == dir) return 0;
         *slash = 0;
     }
 }
 
-static void detects_known_forms(void) {
+static void detects_known_forms(void)
+{
     CHECK(bw_chat_detect(NULL, 0) == BW_CHAT_CHATML, "no template means ChatML");
     CHECK(bw_chat_detect("", 0) == BW_CHAT_CHATML, "empty template means ChatML");
     const char *odd = "{{ messages[0]['content'] }}";
@@ -58,10 +53,10 @@ static void detects_known_forms(void) {
           "a message without content is an error");
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     char path[4400];
-    if (argc > 1)
-        snprintf(path, sizeof path, "%s", argv[1]);
+    if (argc > 1) snprintf(path, sizeof path, "%s", argv[1]);
     else if (!find_golden(path, sizeof path)) {
         printf("SKIP: tests/golden/chat_cases.json not found (set BW_SOURCE_ROOT)\n");
         return 77;

@@ -82,21 +82,21 @@ static void utf8_encodes_every_code_point(void)
 static char errline[512];
 
 /* Runs the parser call with stderr going to a file; errline gets what it printed. */
-#define CAPTURE(call)                                                                                      \
-    ({                                                                                                     \
-        fflush(stderr);                                                                                    \
-        FILE *tmp_ = tmpfile();                                                                            \
-        int saved_ = dup(2);                                                                               \
-        dup2(fileno(tmp_), 2);                                                                             \
-        int rc_ = (call);                                                                                  \
-        fflush(stderr);                                                                                    \
-        dup2(saved_, 2);                                                                                   \
-        close(saved_);                                                                                     \
-        rewind(tmp_);                                                                                      \
-        size_t got_ = fread(errline, 1, sizeof errline - 1, tmp_);                                         \
-        errline[got_] = '\0';                                                                              \
-        fclose(tmp_);                                                                                      \
-        rc_;                                                                                               \
+#define CAPTURE(call)                                                                                                  \
+    ({                                                                                                                 \
+        fflush(stderr);                                                                                                \
+        FILE *tmp_ = tmpfile();                                                                                        \
+        int saved_ = dup(2);                                                                                           \
+        dup2(fileno(tmp_), 2);                                                                                         \
+        int rc_ = (call);                                                                                              \
+        fflush(stderr);                                                                                                \
+        dup2(saved_, 2);                                                                                               \
+        close(saved_);                                                                                                 \
+        rewind(tmp_);                                                                                                  \
+        size_t got_ = fread(errline, 1, sizeof errline - 1, tmp_);                                                     \
+        errline[got_] = '\0';                                                                                          \
+        fclose(tmp_);                                                                                                  \
+        rc_;                                                                                                           \
     })
 
 static void opts_accept_and_refuse(void)
@@ -137,13 +137,17 @@ static void opts_accept_and_refuse(void)
     CHECK(strcmp(errline, "prog: --seed wants an unsigned 64-bit integer, got '-1'\n") == 0, "'%s'", errline);
     CHECK(CAPTURE(bw_opt_u64("prog", "--seed", "18446744073709551616", &u)) == -1, "a seed past 64 bits taken");
 
-    CHECK(bw_opt_backend("prog", "cuda") == 0 && bw_opt_backend("prog", "cpu") == 0 && bw_opt_backend("prog", "auto") == 0);
+    CHECK(bw_opt_backend("prog", "cuda") == 0 && bw_opt_backend("prog", "cpu") == 0 &&
+          bw_opt_backend("prog", "auto") == 0);
     CHECK(CAPTURE(bw_opt_backend("prog", "gpu")) == -1 &&
-          strcmp(errline, "prog: --backend is auto, cpu or cuda, got 'gpu'\n") == 0, "'%s'", errline);
+              strcmp(errline, "prog: --backend is auto, cpu or cuda, got 'gpu'\n") == 0,
+          "'%s'", errline);
     CHECK(CAPTURE((bw_opt_bad_flag("prog", "--nope"), 0)) == 0 &&
-          strcmp(errline, "prog: unknown or incomplete option '--nope' (see --help)\n") == 0, "'%s'", errline);
+              strcmp(errline, "prog: unknown or incomplete option '--nope' (see --help)\n") == 0,
+          "'%s'", errline);
     CHECK(CAPTURE((bw_opt_unexpected("prog", "extra"), 0)) == 0 &&
-          strcmp(errline, "prog: unexpected argument 'extra' (see --help)\n") == 0, "'%s'", errline);
+              strcmp(errline, "prog: unexpected argument 'extra' (see --help)\n") == 0,
+          "'%s'", errline);
 }
 
 int main(void)

@@ -29,16 +29,16 @@
 static int fails, checks;
 static uint64_t rng;
 
-#define CHECK(cond, ...)                                                                                       \
-    do {                                                                                                       \
-        checks++;                                                                                              \
-        if (!(cond)) {                                                                                         \
-            if (fails++ < 20) {                                                                                \
-                printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                    \
-                printf(__VA_ARGS__);                                                                           \
-                printf("\n");                                                                                  \
-            }                                                                                                  \
-        }                                                                                                      \
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        checks++;                                                                                                      \
+        if (!(cond)) {                                                                                                 \
+            if (fails++ < 20) {                                                                                        \
+                printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                            \
+                printf(__VA_ARGS__);                                                                                   \
+                printf("\n");                                                                                          \
+            }                                                                                                          \
+        }                                                                                                              \
     } while (0)
 
 static uint32_t rnd(void)
@@ -49,10 +49,7 @@ static uint32_t rnd(void)
     return (uint32_t)(rng >> 16);
 }
 
-static float frand(float lo, float hi)
-{
-    return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f;
-}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
 
 static uint32_t fbits(float f)
 {

@@ -14,15 +14,16 @@
 static int32_t byte_tok[256];
 
 /* Pushes one token and checks the text it releases. */
-static void push_expect(bw_detok *d, const bw_tok *t, int32_t id, const char *want, size_t want_len,
-                        const char *what) {
+static void push_expect(bw_detok *d, const bw_tok *t, int32_t id, const char *want, size_t want_len, const char *what)
+{
     char out[64];
     int n = bw_detok_push(d, t, id, out, sizeof out);
     CHECK(n >= 0 && (size_t)n == want_len && memcmp(out, want, want_len) == 0 && out[n] == '\0',
           "%s: token %d released %d bytes, want %zu", what, id, n, want_len);
 }
 
-static void flush_expect(bw_detok *d, const char *want, size_t want_len, const char *what) {
+static void flush_expect(bw_detok *d, const char *want, size_t want_len, const char *what)
+{
     char out[16];
     int n = bw_detok_flush(d, out, sizeof out);
     CHECK(n >= 0 && (size_t)n == want_len && memcmp(out, want, want_len) == 0, "%s: flush gave %d bytes", what, n);
@@ -31,7 +32,8 @@ static void flush_expect(bw_detok *d, const char *want, size_t want_len, const c
 
 #define FFFD "\xef\xbf\xbd"
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc < 2) {
         fprintf(stderr, "usage: test_detok MODEL.gguf\n");
         return 2;
@@ -47,8 +49,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "FAIL: %s\n", err);
         return 1;
     }
-    for (int b = 0; b < 256; b++)
-        byte_tok[b] = -1;
+    for (int b = 0; b < 256; b++) byte_tok[b] = -1;
     for (int32_t id = 0; id < bw_tok_n_vocab(t); id++) {
         char p[8];
         if (bw_tok_piece(t, id, 0, p, sizeof p) == 1 && byte_tok[(unsigned char)p[0]] < 0)
@@ -59,8 +60,7 @@ int main(int argc, char **argv) {
     static const unsigned char used[] = {0xF0, 0x9F, 0x98, 0x80, 0xE2, 0x82, 0xAC, 'a', 'x', 0xE0, 0xED, 0xA0};
     for (size_t i = 0; i < sizeof used; i++) {
         CHECK(byte_tok[used[i]] >= 0, "no byte-level token for byte 0x%02x", used[i]);
-        if (byte_tok[used[i]] < 0)
-            return 1;
+        if (byte_tok[used[i]] < 0) return 1;
     }
 
     bw_detok d;
@@ -111,8 +111,7 @@ int main(int argc, char **argv) {
 
     /* Control tokens print nothing; the text around them is unaffected. */
     bw_detok_init(&d);
-    if (bw_tok_eos(t) >= 0)
-        push_expect(&d, t, bw_tok_eos(t), "", 0, "EOS prints nothing");
+    if (bw_tok_eos(t) >= 0) push_expect(&d, t, bw_tok_eos(t), "", 0, "EOS prints nothing");
 
     /* Whole-text check: a ZWJ emoji sequence through the real encoder, token by token. */
     const char *text = "family: \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7 ok";
@@ -139,7 +138,8 @@ int main(int argc, char **argv) {
     o += (size_t)bw_detok_flush(&d, out + o, sizeof out - o);
     CHECK(o == strlen(text) && memcmp(out, text, o) == 0, "ZWJ sequence round trip");
 
-    printf("detok: %s\n", check_failed ? "FAILED" : "UTF-8 holdback, U+FFFD on invalid bytes, flush and retry all hold");
+    printf("detok: %s\n",
+           check_failed ? "FAILED" : "UTF-8 holdback, U+FFFD on invalid bytes, flush and retry all hold");
     bw_tok_free(t);
     bw_gguf_close(g);
     return check_failed ? 1 : 0;

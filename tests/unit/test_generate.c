@@ -19,8 +19,7 @@ static const bw_tok *tok;
 static int nv;
 
 /* Feeds `text` token by token through a job; returns the concatenated released text. */
-static char *run(const char *text, const bw_gen_params *gp, int force_eos_after, enum bw_stop_reason *why,
-                 int *n_steps)
+static char *run(const char *text, const bw_gen_params *gp, int force_eos_after, enum bw_stop_reason *why, int *n_steps)
 {
     int32_t ids[512];
     int32_t n = bw_tok_encode(tok, text, strlen(text), 0, 0, ids, 512);

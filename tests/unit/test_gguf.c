@@ -60,12 +60,23 @@ static void kv_head(buf *b, const char *key, uint32_t type)
     put_str(b, key);
     put_u32(b, type);
 }
-static void kv_u32(buf *b, const char *key, uint32_t v) { kv_head(b, key, BW_GGUF_U32); put_u32(b, v); }
-static void kv_f32(buf *b, const char *key, float v) { kv_head(b, key, BW_GGUF_F32); put_f32(b, v); }
-static void kv_str(buf *b, const char *key, const char *v) { kv_head(b, key, BW_GGUF_STRING); put_str(b, v); }
+static void kv_u32(buf *b, const char *key, uint32_t v)
+{
+    kv_head(b, key, BW_GGUF_U32);
+    put_u32(b, v);
+}
+static void kv_f32(buf *b, const char *key, float v)
+{
+    kv_head(b, key, BW_GGUF_F32);
+    put_f32(b, v);
+}
+static void kv_str(buf *b, const char *key, const char *v)
+{
+    kv_head(b, key, BW_GGUF_STRING);
+    put_str(b, v);
+}
 
-static void tensor_info(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
-                        uint64_t offset)
+static void tensor_info(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t offset)
 {
     put_str(b, name);
     put_u32(b, n_dims);
@@ -98,14 +109,14 @@ struct good_tensor {
     uint64_t nbytes;
 };
 static const struct good_tensor good_tensors[] = {
-    {"a.vector", 1, {8}, BW_TYPE_F32, 32},
-    {"b.q8", 2, {32, 2}, BW_TYPE_Q8_0, 68},
-    {"c.half", 2, {4, 3}, BW_TYPE_F16, 24},
-    {"d.bf16.cube", 3, {2, 2, 2}, BW_TYPE_BF16, 16},
+    {"a.vector", 1, {8}, BW_TYPE_F32, 32},    {"b.q8", 2, {32, 2}, BW_TYPE_Q8_0, 68},
+    {"c.half", 2, {4, 3}, BW_TYPE_F16, 24},   {"d.bf16.cube", 3, {2, 2, 2}, BW_TYPE_BF16, 16},
     {"e.q4_1", 2, {64, 1}, BW_TYPE_Q4_1, 40},
 };
 #define N_GOOD (sizeof good_tensors / sizeof good_tensors[0])
-static const char *const good_tokens[] = {"a", "bc", "", "d\xc3\xa9" "f"};
+static const char *const good_tokens[] = {"a", "bc", "",
+                                          "d\xc3\xa9"
+                                          "f"};
 
 /* Returns the offset of the data section. Tensor data bytes are (offset + index) & 0xff, and the last
  * tensor ends the file, so that every shorter prefix is a truncated file. */
@@ -115,26 +126,40 @@ static size_t build_good(buf *b, uint32_t alignment, uint32_t version)
     int with_align = alignment != 32;
     header(b, "GGUF", version, N_GOOD, 12 + with_align);
     kv_str(b, "general.architecture", "test");
-    kv_head(b, "t.u8", BW_GGUF_U8); put_u8(b, 200);
-    kv_head(b, "t.i32", BW_GGUF_I32); put_u32(b, (uint32_t)-5);
-    kv_head(b, "t.u64", BW_GGUF_U64); put_u64(b, 1ull << 40);
-    kv_head(b, "t.u64small", BW_GGUF_U64); put_u64(b, 123456);
+    kv_head(b, "t.u8", BW_GGUF_U8);
+    put_u8(b, 200);
+    kv_head(b, "t.i32", BW_GGUF_I32);
+    put_u32(b, (uint32_t)-5);
+    kv_head(b, "t.u64", BW_GGUF_U64);
+    put_u64(b, 1ull << 40);
+    kv_head(b, "t.u64small", BW_GGUF_U64);
+    put_u64(b, 123456);
     kv_f32(b, "t.f32", 1.5f);
-    kv_head(b, "t.f64", BW_GGUF_F64); { double d = 2.25; put(b, &d, 8); }
-    kv_head(b, "t.bool", BW_GGUF_BOOL); put_u8(b, 1);
+    kv_head(b, "t.f64", BW_GGUF_F64);
+    {
+        double d = 2.25;
+        put(b, &d, 8);
+    }
+    kv_head(b, "t.bool", BW_GGUF_BOOL);
+    put_u8(b, 1);
     kv_str(b, "t.str", "hello");
-    kv_head(b, "t.arr_u32", BW_GGUF_ARRAY); put_u32(b, BW_GGUF_U32); put_u64(b, 3);
+    kv_head(b, "t.arr_u32", BW_GGUF_ARRAY);
+    put_u32(b, BW_GGUF_U32);
+    put_u64(b, 3);
     for (uint32_t i = 1; i <= 3; i++) put_u32(b, i * 10);
-    kv_head(b, "t.tokens", BW_GGUF_ARRAY); put_u32(b, BW_GGUF_STRING); put_u64(b, 4);
+    kv_head(b, "t.tokens", BW_GGUF_ARRAY);
+    put_u32(b, BW_GGUF_STRING);
+    put_u64(b, 4);
     for (int i = 0; i < 4; i++) put_str(b, good_tokens[i]);
-    kv_head(b, "t.merges", BW_GGUF_ARRAY); put_u32(b, BW_GGUF_STRING); put_u64(b, 2);
+    kv_head(b, "t.merges", BW_GGUF_ARRAY);
+    put_u32(b, BW_GGUF_STRING);
+    put_u64(b, 2);
     put_str(b, "x y");
     put_str(b, "zz w");
     if (with_align) kv_u32(b, "general.alignment", alignment);
     uint64_t off = 0;
     for (size_t i = 0; i < N_GOOD; i++) {
-        tensor_info(b, good_tensors[i].name, good_tensors[i].n_dims, good_tensors[i].ne, good_tensors[i].type,
-                    off);
+        tensor_info(b, good_tensors[i].name, good_tensors[i].n_dims, good_tensors[i].ne, good_tensors[i].type, off);
         off = (off + good_tensors[i].nbytes + alignment - 1) / alignment * alignment;
     }
     pad_to(b, alignment);
@@ -148,10 +173,7 @@ static size_t build_good(buf *b, uint32_t alignment, uint32_t version)
     return data;
 }
 
-static int str_eq(bw_gguf_str s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.str, lit, s.len) == 0;
-}
+static int str_eq(bw_gguf_str s, const char *lit) { return s.len == strlen(lit) && memcmp(s.str, lit, s.len) == 0; }
 
 static void test_good_file(uint32_t alignment, uint32_t version)
 {
@@ -203,8 +225,7 @@ static void test_good_file(uint32_t alignment, uint32_t version)
     const bw_gguf_kv *tok = bw_gguf_find(g, "t.tokens");
     CHECK(tok && tok->arr_len == 4, "string array");
     for (uint64_t i = 0; tok && i < 4; i++)
-        CHECK(bw_gguf_arr_str(g, tok, i, &s) == 0 && str_eq(s, good_tokens[i]), "token %llu",
-              (unsigned long long)i);
+        CHECK(bw_gguf_arr_str(g, tok, i, &s) == 0 && str_eq(s, good_tokens[i]), "token %llu", (unsigned long long)i);
     CHECK(tok && bw_gguf_arr_str(g, tok, 4, &s) == -1, "arr_str past the end");
     const bw_gguf_kv *mer = bw_gguf_find(g, "t.merges");
     CHECK(mer && bw_gguf_arr_str(g, mer, 1, &s) == 0 && str_eq(s, "zz w"), "second string array");
@@ -260,8 +281,8 @@ static void expect_refused(const char *what, buf *b, const char *needle)
 }
 
 /* A file with one tensor and nothing else; data bytes are appended after the padding. */
-static void one_tensor(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
-                       uint64_t offset, size_t data_bytes)
+static void one_tensor(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t offset,
+                       size_t data_bytes)
 {
     header(b, "GGUF", 3, 1, 0);
     tensor_info(b, name, n_dims, ne, type, offset);
@@ -401,16 +422,20 @@ enum { TE = 32, TV = 5, TFF = 64, TLAYERS = 2 };
 /* Returns the offset of the data section. */
 static size_t build_tiny(buf *b, const struct tiny *o)
 {
-    struct { char name[48]; uint64_t ne[2]; uint32_t type; } t[4 + 9 * TLAYERS];
+    struct {
+        char name[48];
+        uint64_t ne[2];
+        uint32_t type;
+    } t[4 + 9 * TLAYERS];
     int nt = 0, kvw = o->n_head ? TE / o->n_head * (o->n_head_kv ? o->n_head_kv : o->n_head) : TE;
-#define ADD(nm, c, r, ty) (snprintf(t[nt].name, sizeof t[nt].name, "%s", nm), t[nt].ne[0] = c, t[nt].ne[1] = r, \
-                           t[nt].type = ty, nt++)
+#define ADD(nm, c, r, ty)                                                                                              \
+    (snprintf(t[nt].name, sizeof t[nt].name, "%s", nm), t[nt].ne[0] = c, t[nt].ne[1] = r, t[nt].type = ty, nt++)
     ADD("token_embd.weight", TE, TV, BW_TYPE_Q8_0);
     ADD("output_norm.weight", TE, 1, BW_TYPE_F32);
     if (o->with_output) ADD("output.weight", TE, TV, BW_TYPE_F16);
     for (int l = 0; l < TLAYERS; l++) {
-        const char *parts[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
-                               "ffn_gate", "ffn_up", "ffn_down"};
+        const char *parts[] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
+                               "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
         uint64_t cols[] = {TE, TE, TE, TE, TE, TE, TE, TE, TFF};
         uint64_t rows[] = {1, TE, (uint64_t)kvw, (uint64_t)kvw, TE, 1, TFF, TFF, TE};
         if (o->bad_shape && l == 1) rows[2] = TE;
@@ -613,8 +638,8 @@ static void mutate_all(const char *what, buf *b, size_t upto, int load_model)
         }
         b->p[pos] = orig;
     }
-    printf("ok   %s: %d single-byte corruptions of %zu metadata bytes, %d opened, %d loaded\n", what, tries,
-           upto, opened, loaded);
+    printf("ok   %s: %d single-byte corruptions of %zu metadata bytes, %d opened, %d loaded\n", what, tries, upto,
+           opened, loaded);
 }
 
 static void test_mutations(void)
@@ -699,7 +724,8 @@ static void test_half(void)
 {
     CHECK(bw_f16_to_f32(0x3c00) == 1.0f && bw_f16_to_f32(0xc000) == -2.0f, "f16 normals");
     CHECK(bw_f16_to_f32(0x0001) == ldexpf(1, -24) && bw_f16_to_f32(0x03ff) == ldexpf(1023, -24), "f16 subnormals");
-    CHECK(isinf(bw_f16_to_f32(0x7c00)) && isnan(bw_f16_to_f32(0x7e00)) && signbit(bw_f16_to_f32(0x8000)), "f16 specials");
+    CHECK(isinf(bw_f16_to_f32(0x7c00)) && isnan(bw_f16_to_f32(0x7e00)) && signbit(bw_f16_to_f32(0x8000)),
+          "f16 specials");
     int round_trip = 1;
     for (uint32_t h = 0; h < 0x10000; h++) {
         float f = bw_f16_to_f32((bw_f16)h);

@@ -21,16 +21,16 @@ typedef struct {
     uint16_t type;
     uint64_t epoch;
     char job[BW_PROTO_JOB_ID_MAX + 1];
-    uint64_t from_seq;      /* REPLAY */
-    int32_t resume_index;   /* SUBMIT */
-    int32_t resume_ids[8];  /* SUBMIT: the first resume token ids */
-    char text[64];          /* SUBMIT: the prompt's start */
+    uint64_t from_seq;     /* REPLAY */
+    int32_t resume_index;  /* SUBMIT */
+    int32_t resume_ids[8]; /* SUBMIT: the first resume token ids */
+    char text[64];         /* SUBMIT: the prompt's start */
 } sent_msg;
 
 static struct {
     uint64_t ready_epoch; /* 0: no engine ready */
     bw_proto_hello hello;
-    int refuse_sends;     /* the push queue is full */
+    int refuse_sends; /* the push queue is full */
     sent_msg sent[MAX_SENT];
     int n_sent;
 } eng;
@@ -103,8 +103,8 @@ static void token(bw_jobs *js, const bw_job *j, uint64_t epoch, uint64_t seq, in
     bw_proto_init(&m, BW_MSG_TOKEN, epoch, bw_job_id(j), seq);
     m.h.real_ns = 1000000ull * (uint64_t)(index + 1);
     snprintf(text, sizeof(text), "t%d", (int)index);
-    m.u.token = (bw_proto_token){.index = index, .token_id = 100 + index, .text = text,
-                                 .text_len = (uint32_t)strlen(text)};
+    m.u.token =
+        (bw_proto_token){.index = index, .token_id = 100 + index, .text = text, .text_len = (uint32_t)strlen(text)};
     bw_jobs_on_msg(js, &m);
 }
 
@@ -131,9 +131,9 @@ typedef struct {
     bw_job_reader r;
     bw_job *j;
     int notified;
-    size_t read;      /* tokens read so far */
-    char text[1024];  /* their texts, in the order read */
-    size_t backlog;   /* what it says its client has not taken */
+    size_t read;     /* tokens read so far */
+    char text[1024]; /* their texts, in the order read */
+    size_t backlog;  /* what it says its client has not taken */
     uint64_t delivered;
     int saw_end;
 } reader;
@@ -186,8 +186,13 @@ static bw_jobs *table(void)
 
 static bw_job *submit(bw_jobs *js, const char *prompt)
 {
-    bw_job_params p = {.prompt = prompt, .prompt_len = strlen(prompt), .max_tokens = 16, .temperature = 1.0f,
-                       .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = 42};
+    bw_job_params p = {.prompt = prompt,
+                       .prompt_len = strlen(prompt),
+                       .max_tokens = 16,
+                       .temperature = 1.0f,
+                       .top_p = 1.0f,
+                       .repetition_penalty = 1.0f,
+                       .seed = 42};
     bw_job *j = NULL;
     CHECK(bw_jobs_submit(js, &p, &j) == BW_JOBS_OK);
     return j;
@@ -233,8 +238,9 @@ static void test_submit_tokens_end(void)
     accepted(js, j, 0x11, 0, 0);
     const bw_job_start *st = bw_job_started(j);
     CHECK(st && st->seed == 0x11 && st->started_at == 1700000000ll && strcmp(st->model, "test-model") == 0 &&
-          strcmp(st->arch, "llama") == 0 && strcmp(st->weight_types, "Q4_1,F32") == 0 &&
-          strcmp(st->job_id, bw_job_id(j)) == 0, "the start record carries ACCEPTED's seed and the model");
+              strcmp(st->arch, "llama") == 0 && strcmp(st->weight_types, "Q4_1,F32") == 0 &&
+              strcmp(st->job_id, bw_job_id(j)) == 0,
+          "the start record carries ACCEPTED's seed and the model");
     CHECK(bw_job_n_prompt(j) == 7);
     for (int i = 0; i < 3; i++) token(js, j, 0x11, (uint64_t)i + 1, i);
     CHECK(strcmp(rd.text, "t0|t1|t2|") == 0, "reader read: %s", rd.text);
@@ -262,7 +268,7 @@ static void test_duplicates_and_stale(void)
     bw_job_attach(j, &rd.r);
     accepted(js, j, 0x21, 0, 0);
     token(js, j, 0x21, 1, 0);
-    token(js, j, 0x21, 1, 0); /* the same message again (a REPLAY after it had arrived) */
+    token(js, j, 0x21, 1, 0);    /* the same message again (a REPLAY after it had arrived) */
     accepted(js, j, 0x21, 0, 0); /* likewise: ACCEPTED again must not restart the job at index 0 */
     CHECK(outcome(j) == NULL, "a replayed ACCEPTED is dropped");
     token(js, j, 0x99, 2, 1); /* another engine's */

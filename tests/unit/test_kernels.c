@@ -57,10 +57,7 @@ static uint16_t ref_d2h(double v)
     return sign | (uint16_t)((E + 15) << 10) | (uint16_t)(q - 1024);
 }
 
-static float ref_round_f16(float f)
-{
-    return (float)ref_h2d(ref_d2h(f));
-}
+static float ref_round_f16(float f) { return (float)ref_h2d(ref_d2h(f)); }
 
 static uint16_t ref_f2bf(float f)
 {
@@ -77,10 +74,7 @@ static double ref_bf2d(uint16_t h)
     return f;
 }
 
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    memcpy(p, &v, 2);
-}
+static void put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 
 static uint16_t get_u16(const uint8_t *p)
 {
@@ -91,7 +85,7 @@ static uint16_t get_u16(const uint8_t *p)
 
 /* ---- weights ------------------------------------------------------------------------------------- */
 
-static const enum bw_type k_types[] = {BW_TYPE_F32, BW_TYPE_F16, BW_TYPE_BF16,
+static const enum bw_type k_types[] = {BW_TYPE_F32,  BW_TYPE_F16,  BW_TYPE_BF16,
                                        BW_TYPE_Q4_0, BW_TYPE_Q4_1, BW_TYPE_Q8_0};
 
 static const char *type_name(enum bw_type t)
@@ -109,10 +103,7 @@ static const char *type_name(enum bw_type t)
     return "?";
 }
 
-static int is_quant(enum bw_type t)
-{
-    return t == BW_TYPE_Q4_0 || t == BW_TYPE_Q4_1 || t == BW_TYPE_Q8_0;
-}
+static int is_quant(enum bw_type t) { return t == BW_TYPE_Q4_0 || t == BW_TYPE_Q4_1 || t == BW_TYPE_Q8_0; }
 
 static size_t row_bytes(enum bw_type t, int64_t cols)
 {
@@ -196,8 +187,7 @@ static void make_row(enum bw_type t, int64_t cols, uint8_t *row, double *wd, dou
             }
         }
         return;
-    default: /* Q8_1 is never a weight; the other types are checked by test_kquant.c */
-        return;
+    default: /* Q8_1 is never a weight; the other types are checked by test_kquant.c */ return;
     }
 }
 
@@ -269,8 +259,10 @@ static void check_matmul_shape(enum bw_type type, int64_t cols, int64_t rows, in
         for (int64_t t = 0; t < n_tok; t++)
             for (int64_t b = 0; b < nb; b++) ref_quant_block(x + t * xs + b * 32, &qa[t * nb + b]);
 
-    double *ref_t = malloc(sizeof(double) * (size_t)(n_tok * rows)), *bnd_t = malloc(sizeof(double) * (size_t)(n_tok * rows));
-    double *ref_l = malloc(sizeof(double) * (size_t)(n_tok * rows)), *bnd_l = malloc(sizeof(double) * (size_t)(n_tok * rows));
+    double *ref_t = malloc(sizeof(double) * (size_t)(n_tok * rows)),
+           *bnd_t = malloc(sizeof(double) * (size_t)(n_tok * rows));
+    double *ref_l = malloc(sizeof(double) * (size_t)(n_tok * rows)),
+           *bnd_l = malloc(sizeof(double) * (size_t)(n_tok * rows));
     for (int64_t t = 0; t < n_tok; t++)
         for (int64_t r = 0; r < rows; r++) {
             const double *w = wd + r * cols, *m = md + r * (cols / 32 + 1);
@@ -324,7 +316,8 @@ static void check_matmul_shape(enum bw_type type, int64_t cols, int64_t rows, in
                 for (int64_t r = 0; r < rows; r++) {
                     float v = y[t * ys + r];
                     double et = fabs(v - ref_t[t * rows + r]), el = fabs(v - ref_l[t * rows + r]);
-                    CHECK(et <= bnd_t[t * rows + r], "%s %s %dth cols=%lld rows=%lld ntok=%lld y[%lld][%lld]=%.9g tight ref %.9g (bound %.3g)",
+                    CHECK(et <= bnd_t[t * rows + r],
+                          "%s %s %dth cols=%lld rows=%lld ntok=%lld y[%lld][%lld]=%.9g tight ref %.9g (bound %.3g)",
                           type_name(type), paths[p], th + 1, (long long)cols, (long long)rows, (long long)n_tok,
                           (long long)t, (long long)r, v, ref_t[t * rows + r], bnd_t[t * rows + r]);
                     CHECK(el <= bnd_l[t * rows + r], "%s %s cols=%lld y[%lld][%lld]=%.9g float ref %.9g (bound %.3g)",
@@ -340,8 +333,8 @@ static void check_matmul_shape(enum bw_type type, int64_t cols, int64_t rows, in
                     }
                     if (th == 1)
                         CHECK(memcmp(&v, &y_path0[t * ys + r], 4) == 0,
-                              "%s %s: 2 threads differ from 1 at [%lld][%lld]", type_name(type), paths[p],
-                              (long long)t, (long long)r);
+                              "%s %s: 2 threads differ from 1 at [%lld][%lld]", type_name(type), paths[p], (long long)t,
+                              (long long)r);
                 }
                 for (int64_t r = rows; r < ys; r++)
                     CHECK(isnan(y[t * ys + r]), "%s %s wrote outside its output row (col %lld)", type_name(type),
@@ -371,8 +364,8 @@ static void test_matmul(bw_pool **pools, const char **paths, int n_paths)
 {
     static const int64_t shapes[][3] = {
         /* cols, rows, n_tok */
-        {32, 7, 1},    {32, 8, 3},     {576, 64, 1},   {576, 37, 17}, {576, 130, 64},
-        {1536, 40, 1}, {1536, 33, 3},  {1536, 22, 64}, {64, 9, 5},    {576, 192, 1},
+        {32, 7, 1},    {32, 8, 3},    {576, 64, 1},   {576, 37, 17}, {576, 130, 64},
+        {1536, 40, 1}, {1536, 33, 3}, {1536, 22, 64}, {64, 9, 5},    {576, 192, 1},
     };
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++) {
         enum bw_type type = k_types[ti];
@@ -555,7 +548,8 @@ static void test_dequant(void)
     const int64_t cols = 1536;
     float *x = malloc(sizeof(float) * cols), *out = malloc(sizeof(float) * cols);
     uint8_t *row = malloc(row_bytes(BW_TYPE_F32, cols));
-    double *wd = malloc(sizeof(double) * cols), *md = malloc(sizeof(double) * cols), *bound = malloc(sizeof(double) * cols);
+    double *wd = malloc(sizeof(double) * cols), *md = malloc(sizeof(double) * cols),
+           *bound = malloc(sizeof(double) * cols);
     double max_exact = 0, max_trip[6] = {0};
     /* Random blocks against the format's formula. */
     for (size_t ti = 0; ti < sizeof(k_types) / sizeof(k_types[0]); ti++)
@@ -688,8 +682,11 @@ static void test_vector_ops(const char *path)
  * 2 (2 ds + (2n + 16) 2^-24). */
 static void test_attend(const char *path)
 {
-    static const struct { int group, hd, n; float qscale; } cases[] = {
-        {3, 64, 1, 1}, {3, 64, 7, 1}, {3, 64, 8, 1}, {3, 64, 9, 1}, {3, 64, 256, 1}, {3, 64, 100, 8},
+    static const struct {
+        int group, hd, n;
+        float qscale;
+    } cases[] = {
+        {3, 64, 1, 1},  {3, 64, 7, 1},   {3, 64, 8, 1}, {3, 64, 9, 1},  {3, 64, 256, 1}, {3, 64, 100, 8},
         {1, 64, 33, 1}, {5, 128, 65, 2}, {4, 8, 17, 1}, {2, 12, 23, 1}, {8, 64, 256, 8}, {6, 32, 3, 20},
     };
     double worst = 0;

@@ -36,12 +36,12 @@ struct fixture {
     enum bw_type type;
     uint32_t rows, cols;
     size_t row_bytes;
-    const uint8_t *q;  /* rows x row_bytes */
-    const float *ref;  /* rows x cols, gguf-py's dequantization */
+    const uint8_t *q; /* rows x row_bytes */
+    const float *ref; /* rows x cols, gguf-py's dequantization */
     uint32_t nx;
     const float *x, *y; /* nx x cols activations, nx x rows llama.cpp products */
-    int block, bbytes; /* elements and bytes per block */
-    int64_t n_blocks;  /* in the whole fixture */
+    int block, bbytes;  /* elements and bytes per block */
+    int64_t n_blocks;   /* in the whole fixture */
 };
 
 static uint8_t *g_file;
@@ -68,8 +68,9 @@ static int load_fixture(const char *path, struct fixture *fx, int max)
             fprintf(stderr, "fixture: unknown type %u\n", h[0]);
             exit(2);
         }
-        fx[k] = (struct fixture){(enum bw_type)h[0], h[1], h[2], bw_type_row_bytes(h[0], h[2]), NULL, NULL, h[3], NULL,
-                                 NULL, ti->block_size, ti->block_bytes, 0};
+        fx[k] = (struct fixture){
+            (enum bw_type)h[0], h[1], h[2], bw_type_row_bytes(h[0], h[2]), NULL, NULL, h[3], NULL, NULL, ti->block_size,
+            ti->block_bytes,    0};
         fx[k].q = g_file + off + 16;
         off += 16 + (long)(fx[k].row_bytes * h[1]);
         /* The floats follow the blocks at an arbitrary offset: copy them to aligned memory. */
@@ -89,15 +90,9 @@ static int load_fixture(const char *path, struct fixture *fx, int max)
     return k;
 }
 
-static const char *tname(enum bw_type t)
-{
-    return bw_type_info(t)->name;
-}
+static const char *tname(enum bw_type t) { return bw_type_info(t)->name; }
 
-static int is_k(enum bw_type t)
-{
-    return bw_type_info(t)->block_size == BW_QK_K;
-}
+static int is_k(enum bw_type t) { return bw_type_info(t)->block_size == BW_QK_K; }
 
 /* Fixture block i: its bytes and its reference values. */
 static const uint8_t *fx_block(const struct fixture *fx, int64_t i)
@@ -106,10 +101,7 @@ static const uint8_t *fx_block(const struct fixture *fx, int64_t i)
     return fx->q + (i / per_row) * fx->row_bytes + (i % per_row) * fx->bbytes;
 }
 
-static const float *fx_ref(const struct fixture *fx, int64_t i)
-{
-    return fx->ref + i * fx->block;
-}
+static const float *fx_ref(const struct fixture *fx, int64_t i) { return fx->ref + i * fx->block; }
 
 /* A rows x cols matrix of fixture blocks in a scrambled order; wd gets the reference values. */
 static uint8_t *assemble(const struct fixture *fx, int64_t rows, int64_t cols, double *wd, uint8_t **buf)
@@ -129,10 +121,7 @@ static uint8_t *assemble(const struct fixture *fx, int64_t rows, int64_t cols, d
 
 /* ---- reference activation quantization ----------------------------------------------------------- */
 
-static float ref_round_f16(float f)
-{
-    return bw_f16_to_f32(bw_f32_to_f16(f));
-}
+static float ref_round_f16(float f) { return bw_f16_to_f32(bw_f32_to_f16(f)); }
 
 /* x quantized and dequantized by llama.cpp's rule for the weight type; step[c]: half an activation step
  * (with the rounding of the scale), what the loose reference allows per element. */
@@ -185,8 +174,8 @@ static void test_dequant(const struct fixture *fx)
         for (uint32_t c = 0; c < fx->cols; c++) {
             float ref = fx->ref[(size_t)r * fx->cols + c];
             double e = fabs((double)out[c] - ref);
-            CHECK(e <= 0x1p-22 * fabs(ref) + 1e-30, "dequant %s row %u [%u] = %.9g, gguf-py %.9g", tname(fx->type), r, c,
-                  out[c], ref);
+            CHECK(e <= 0x1p-22 * fabs(ref) + 1e-30, "dequant %s row %u [%u] = %.9g, gguf-py %.9g", tname(fx->type), r,
+                  c, out[c], ref);
             if (e > worst) worst = e;
         }
     }
@@ -226,8 +215,8 @@ static void test_vs_llama_cpp(const struct fixture *fx, bw_pool *pool, const cha
             }
         }
     }
-    printf("vs llama.cpp %-6s: %u x %u products on %d paths, max |ours - llama.cpp| / bound %.3f\n",
-           tname(fx->type), fx->nx, fx->rows, n_paths, worst);
+    printf("vs llama.cpp %-6s: %u x %u products on %d paths, max |ours - llama.cpp| / bound %.3f\n", tname(fx->type),
+           fx->nx, fx->rows, n_paths, worst);
     free(w);
     free(scratch);
     free(y);
@@ -303,11 +292,12 @@ static void check_product(const struct fixture *fx, int64_t cols, int64_t rows, 
                 for (int64_t r = 0; r < rows; r++) {
                     float v = y[t * ys + r];
                     double et = fabs(v - rt[t * rows + r]), el = fabs(v - rl[t * rows + r]);
-                    CHECK(et <= bt[t * rows + r], "%s %s %dT %lldx%lld ntok %lld y[%lld][%lld] = %.9g, tight ref %.9g (bound %.3g)",
+                    CHECK(et <= bt[t * rows + r],
+                          "%s %s %dT %lldx%lld ntok %lld y[%lld][%lld] = %.9g, tight ref %.9g (bound %.3g)",
                           tname(fx->type), paths[p], th + 1, (long long)rows, (long long)cols, (long long)n_tok,
                           (long long)t, (long long)r, v, rt[t * rows + r], bt[t * rows + r]);
-                    CHECK(el <= bl[t * rows + r], "%s %s y[%lld][%lld] = %.9g, float-x ref %.9g (bound %.3g)", tname(fx->type),
-                          paths[p], (long long)t, (long long)r, v, rl[t * rows + r], bl[t * rows + r]);
+                    CHECK(el <= bl[t * rows + r], "%s %s y[%lld][%lld] = %.9g, float-x ref %.9g (bound %.3g)",
+                          tname(fx->type), paths[p], (long long)t, (long long)r, v, rl[t * rows + r], bl[t * rows + r]);
                     st->tight = fmax(st->tight, et / bt[t * rows + r]);
                     st->loose = fmax(st->loose, el / bl[t * rows + r]);
                     if (th == 1)
@@ -316,8 +306,9 @@ static void check_product(const struct fixture *fx, int64_t cols, int64_t rows, 
                     if (p > 0 && th == 0) {
                         double ep = fabs(v - y0[t * ys + r]);
                         if (is_k(fx->type))
-                            CHECK(memcmp(&v, &y0[t * ys + r], 4) == 0, "%s: %s and %s differ at [%lld][%lld]: %.9g vs %.9g",
-                                  tname(fx->type), paths[0], paths[p], (long long)t, (long long)r, v, y0[t * ys + r]);
+                            CHECK(memcmp(&v, &y0[t * ys + r], 4) == 0,
+                                  "%s: %s and %s differ at [%lld][%lld]: %.9g vs %.9g", tname(fx->type), paths[0],
+                                  paths[p], (long long)t, (long long)r, v, y0[t * ys + r]);
                         else
                             CHECK(ep <= 2 * bt[t * rows + r], "%s: paths disagree at [%lld][%lld]", tname(fx->type),
                                   (long long)t, (long long)r);
@@ -359,11 +350,13 @@ static int check_invariance(const struct fixture *fx, int64_t cols, int64_t rows
     const uint8_t *w = assemble(fx, rows, cols, wd, &buf);
     bw_tensor W = {"test", fx->type, cols, rows, w, bw_type_row_bytes(fx->type, (uint64_t)cols)};
     int64_t xs = cols + 1, ys = rows + 2;
-    float *x = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * xs)), *xb = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * xs));
+    float *x = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * xs)),
+          *xb = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * xs));
     for (int64_t i = 0; i < INV_MAX_TOK * xs; i++) x[i] = rnd_range(-2, 2);
     size_t sb = bw_matmul_scratch_bytes(fx->type, cols, INV_MAX_TOK);
     void *scratch = xaligned(sb);
-    float *solo = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * rows)), *y = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * ys));
+    float *solo = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * rows)),
+          *y = malloc(sizeof(float) * (size_t)(INV_MAX_TOK * ys));
     int64_t order[INV_MAX_TOK];
     int bad = 0;
     use_path(path);
@@ -424,13 +417,14 @@ int main(int argc, char **argv)
     for (int k = 0; k < n_fx; k++) test_vs_llama_cpp(&fx[k], pools[0], paths, n_paths);
     for (int k = 0; k < n_fx; k++) {
         /* Widths of 1, 2, 3 and 6 super-blocks (SmolLM2's n_ff is 1536); row counts around the 4-row tiles. */
-        static const int64_t shapes[][3] = {{256, 5, 1}, {512, 8, 3}, {768, 37, 17}, {1536, 33, 1},
+        static const int64_t shapes[][3] = {{256, 5, 1},    {512, 8, 3},  {768, 37, 17}, {1536, 33, 1},
                                             {1536, 12, 64}, {256, 64, 5}, {1536, 70, 2}};
         struct stats st = {0};
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             check_product(&fx[k], shapes[s][0], shapes[s][1], shapes[s][2], pools, paths, n_paths, &st);
-        printf("matmul %-6s: %ld outputs; max err/bound: tight %.3f, float-x %.3f, path vs path %.3f%s\n", tname(fx[k].type),
-               st.n, st.tight, st.loose, st.paths, is_k(fx[k].type) ? " (bit-identical required)" : "");
+        printf("matmul %-6s: %ld outputs; max err/bound: tight %.3f, float-x %.3f, path vs path %.3f%s\n",
+               tname(fx[k].type), st.n, st.tight, st.loose, st.paths,
+               is_k(fx[k].type) ? " (bit-identical required)" : "");
     }
     for (int p = 0; p < n_paths; p++) {
         long compared = 0;
@@ -439,7 +433,8 @@ int main(int argc, char **argv)
             bad += check_invariance(&fx[k], 1536, 70, pools, paths[p], &compared);
             bad += check_invariance(&fx[k], 512, 13, pools, paths[p], &compared);
         }
-        printf("batch invariance (%s): %ld batched outputs compared bit for bit with one-token calls; differing calls %d\n",
+        printf("batch invariance (%s): %ld batched outputs compared bit for bit with one-token calls; differing calls "
+               "%d\n",
                paths[p], compared, bad);
     }
     bw_pool_destroy(pools[0]);

@@ -27,8 +27,8 @@ static uint8_t conversation[256];
 static const struct {
     uint8_t role;
     const char *content;
-} turns[] = {{BW_ROLE_SYSTEM, "Be brief."}, {BW_ROLE_USER, "Hi \xc3\xa9"}, {BW_ROLE_ASSISTANT, ""},
-             {BW_ROLE_USER, "Again"}};
+} turns[] = {
+    {BW_ROLE_SYSTEM, "Be brief."}, {BW_ROLE_USER, "Hi \xc3\xa9"}, {BW_ROLE_ASSISTANT, ""}, {BW_ROLE_USER, "Again"}};
 
 static size_t pack_conversation(void)
 {
@@ -45,8 +45,13 @@ static void sample_messages(bw_proto_msg *ms, int *n)
 {
     int k = 0;
     bw_proto_init(&ms[k], BW_MSG_HELLO, 0x1122334455667788ull, NULL, 7);
-    ms[k].u.hello = (bw_proto_hello){.state = BW_ENGINE_READY, .progress = 1.0f, .slots_total = 4, .slots_busy = 2,
-                                     .queue_depth = 3, .n_ctx = 4096, .pid = 4242};
+    ms[k].u.hello = (bw_proto_hello){.state = BW_ENGINE_READY,
+                                     .progress = 1.0f,
+                                     .slots_total = 4,
+                                     .slots_busy = 2,
+                                     .queue_depth = 3,
+                                     .n_ctx = 4096,
+                                     .pid = 4242};
     strcpy(ms[k].u.hello.model_id, "SmolLM2-135M-Instruct");
     strcpy(ms[k].u.hello.backend, "cpu");
     strcpy(ms[k].u.hello.arch, "gemma3");
@@ -63,9 +68,17 @@ static void sample_messages(bw_proto_msg *ms, int *n)
     ms[k].u.token = (bw_proto_token){.index = 5, .token_id = 2, .text = "", .text_len = 0};
     k++;
     bw_proto_init(&ms[k], BW_MSG_DONE, 9, "job-a", 7);
-    ms[k].u.done = (bw_proto_done){.stop = BW_STOP_SEQUENCE, .n_prompt = 17, .n_generated = 6, .prefill_ns = 5,
-                                   .decode_ns = 99, .stop_matched = "\n\n", .stop_matched_len = 2,
-                                   .pred_drafted = 40, .pred_accepted = 31, .lookup_drafted = 9, .lookup_accepted = 0};
+    ms[k].u.done = (bw_proto_done){.stop = BW_STOP_SEQUENCE,
+                                   .n_prompt = 17,
+                                   .n_generated = 6,
+                                   .prefill_ns = 5,
+                                   .decode_ns = 99,
+                                   .stop_matched = "\n\n",
+                                   .stop_matched_len = 2,
+                                   .pred_drafted = 40,
+                                   .pred_accepted = 31,
+                                   .lookup_drafted = 9,
+                                   .lookup_accepted = 0};
     k++;
     bw_proto_init(&ms[k], BW_MSG_ERROR, 9, "job-b", 1);
     ms[k].u.error = (bw_proto_error){.code = BW_PERR_GENERATION, .message = "backend failed", .message_len = 14};
@@ -124,9 +137,7 @@ static void check_equal(const bw_proto_msg *a, const bw_proto_msg *b)
         CHECK(strcmp(a->u.hello.arch, b->u.hello.arch) == 0);
         CHECK(strcmp(a->u.hello.weight_types, b->u.hello.weight_types) == 0);
         break;
-    case BW_MSG_ACCEPTED:
-        CHECK(memcmp(&a->u.accepted, &b->u.accepted, sizeof(a->u.accepted)) == 0);
-        break;
+    case BW_MSG_ACCEPTED: CHECK(memcmp(&a->u.accepted, &b->u.accepted, sizeof(a->u.accepted)) == 0); break;
     case BW_MSG_TOKEN:
         CHECK(a->u.token.index == b->u.token.index && a->u.token.token_id == b->u.token.token_id);
         CHECK(same_bytes(a->u.token.text, a->u.token.text_len, b->u.token.text, b->u.token.text_len));
@@ -145,9 +156,7 @@ static void check_equal(const bw_proto_msg *a, const bw_proto_msg *b)
         CHECK(a->u.error.code == b->u.error.code);
         CHECK(same_bytes(a->u.error.message, a->u.error.message_len, b->u.error.message, b->u.error.message_len));
         break;
-    case BW_MSG_REPLAY:
-        CHECK(a->u.replay.from_seq == b->u.replay.from_seq);
-        break;
+    case BW_MSG_REPLAY: CHECK(a->u.replay.from_seq == b->u.replay.from_seq); break;
     case BW_MSG_SUBMIT: {
         const bw_proto_submit *x = &a->u.submit, *y = &b->u.submit;
         CHECK(x->flags == y->flags && x->temperature == y->temperature && x->top_p == y->top_p);
@@ -165,8 +174,7 @@ static void check_equal(const bw_proto_msg *a, const bw_proto_msg *b)
             CHECK(same_bytes(x->stop[i].s, x->stop[i].len, y->stop[i].s, y->stop[i].len));
         break;
     }
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -345,7 +353,8 @@ static void test_chat_messages(void)
     while ((rc = bw_proto_chat_next((const char *)conversation, len, &off, &role, &content, &len_i)) == 1) {
         CHECK(i < sizeof(turns) / sizeof(turns[0]));
         if (i >= sizeof(turns) / sizeof(turns[0])) break;
-        CHECK(role == turns[i].role && same_bytes(content, len_i, turns[i].content, (uint32_t)strlen(turns[i].content)));
+        CHECK(role == turns[i].role &&
+              same_bytes(content, len_i, turns[i].content, (uint32_t)strlen(turns[i].content)));
         i++;
     }
     CHECK(rc == 0 && i == sizeof(turns) / sizeof(turns[0]));
@@ -355,7 +364,8 @@ static void test_chat_messages(void)
     /* every truncation of the packed records is refused, never read past */
     for (uint32_t cut = 1; cut < len; cut++) {
         off = 0;
-        while ((rc = bw_proto_chat_next((const char *)conversation, cut, &off, &role, &content, &len_i)) == 1) {}
+        while ((rc = bw_proto_chat_next((const char *)conversation, cut, &off, &role, &content, &len_i)) == 1) {
+        }
         if (rc < 0) CHECK(decode_chat_submit(conversation, cut, chat) == BW_PROTO_EINVAL);
         else CHECK(decode_chat_submit(conversation, cut, chat) == BW_PROTO_OK); /* ends on a record boundary */
     }
@@ -376,7 +386,8 @@ static void test_chat_messages(void)
     size_t cap = 5 * ((size_t)BW_PROTO_MAX_MESSAGES + 1);
     uint8_t *many = malloc(cap);
     size_t used = 0;
-    for (uint32_t k = 0; many && k <= BW_PROTO_MAX_MESSAGES; k++) used += bw_proto_chat_put(many + used, BW_ROLE_USER, "", 0);
+    for (uint32_t k = 0; many && k <= BW_PROTO_MAX_MESSAGES; k++)
+        used += bw_proto_chat_put(many + used, BW_ROLE_USER, "", 0);
     if (many) {
         CHECK(decode_chat_submit(many, (uint32_t)used, chat) == BW_PROTO_ELIMIT);
         CHECK(decode_chat_submit(many, (uint32_t)(used - 5), chat) == BW_PROTO_OK);

@@ -25,14 +25,14 @@
 static int fails, checks;
 static uint64_t rng;
 
-#define CHECK(cond, ...)                                                                                       \
-    do {                                                                                                       \
-        checks++;                                                                                              \
-        if (!(cond) && fails++ < 20) {                                                                         \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        checks++;                                                                                                      \
+        if (!(cond) && fails++ < 20) {                                                                                 \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                \
+            printf(__VA_ARGS__);                                                                                       \
+            printf("\n");                                                                                              \
+        }                                                                                                              \
     } while (0)
 
 static uint32_t rnd(void)
@@ -42,10 +42,7 @@ static uint32_t rnd(void)
     rng ^= rng << 17;
     return (uint32_t)(rng >> 16);
 }
-static float frand(float lo, float hi)
-{
-    return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f;
-}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
 static float gauss(void)
 {
     float u = frand(1e-7f, 1.0f), v = frand(0.0f, 1.0f);
@@ -158,8 +155,8 @@ static void test_device_algorithm_matches_cpu_sampler(void)
         greedy += p.temperature <= 0.0f || p.top_k == 1;
         if (got == want) same++;
         else
-            CHECK(0, "case %d (nv %d, T %g, k %d, p %g, min_p %g, pen %g/%d): device algorithm %d, CPU sampler %d", c, nv,
-                  p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty, p.repeat_last_n, got, want);
+            CHECK(0, "case %d (nv %d, T %g, k %d, p %g, min_p %g, pen %g/%d): device algorithm %d, CPU sampler %d", c,
+                  nv, p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty, p.repeat_last_n, got, want);
     }
     const int sampled = cases - greedy - fallbacks;
     CHECK(fallbacks >= 50 && sampled >= 500, "%d host fallbacks, %d sampled on the device path: the cases miss one",

@@ -100,10 +100,7 @@ static int fake_forward(bw_backend *bb, const bw_batch *batch, float *logits)
     return 0;
 }
 
-static void fake_destroy(bw_backend *b)
-{
-    (void)b;
-}
+static void fake_destroy(bw_backend *b) { (void)b; }
 
 static const bw_backend_ops fake_ops = {"fake", fake_forward, fake_destroy};
 
@@ -193,14 +190,14 @@ typedef struct {
     int32_t idx[MAX_OUT], ids[MAX_OUT];
     char text[4 * MAX_OUT + 1];
     size_t n_text;
-    int ends;         /* DONE and ERROR messages */
-    int after_end;    /* messages after the first DONE or ERROR */
+    int ends;      /* DONE and ERROR messages */
+    int after_end; /* messages after the first DONE or ERROR */
     uint8_t stop;
     char matched[BW_PROTO_MAX_STOP_LEN + 1];
     uint32_t n_generated;
     uint32_t pred_drafted, pred_accepted, lookup_drafted, lookup_accepted;
-    uint16_t error;   /* the ERROR's code; 0: none */
-    int kv_mismatch;  /* at DONE, cache positions that do not hold the prompt and output */
+    uint16_t error;  /* the ERROR's code; 0: none */
+    int kv_mismatch; /* at DONE, cache positions that do not hold the prompt and output */
 } job_rec;
 
 typedef struct {
@@ -214,8 +211,8 @@ static struct {
     int n_jobs, cap_jobs;
     raw_msg *log; /* every message in publish order */
     size_t n_log, cap_log;
-    int replaying;  /* messages are REPLAY copies: only logged */
-    int bad_msgs;   /* messages that do not decode */
+    int replaying; /* messages are REPLAY copies: only logged */
+    int bad_msgs;  /* messages that do not decode */
 } cap;
 
 static void cap_reset(const fake_model *f)
@@ -296,7 +293,8 @@ static void on_publish(void *ctx, const uint8_t *buf, size_t len)
         const bw_proto_done *d = &m.u.done;
         j->ends++;
         j->stop = d->stop;
-        snprintf(j->matched, sizeof j->matched, "%.*s", (int)d->stop_matched_len, d->stop_matched ? d->stop_matched : "");
+        snprintf(j->matched, sizeof j->matched, "%.*s", (int)d->stop_matched_len,
+                 d->stop_matched ? d->stop_matched : "");
         j->n_generated = d->n_generated;
         j->pred_drafted = d->pred_drafted;
         j->pred_accepted = d->pred_accepted;
@@ -309,8 +307,7 @@ static void on_publish(void *ctx, const uint8_t *buf, size_t len)
         j->ends++;
         j->error = m.u.error.code;
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -424,7 +421,8 @@ static void check_output(const char *what, const job_rec *j, const int32_t *want
           j->seq_breaks);
     CHECK(j->n_tok == n_pub && memcmp(j->ids, want, (size_t)n_pub * sizeof(int32_t)) == 0,
           "%s: %d tokens published, %d expected", what, j->n_tok, n_pub);
-    for (int i = 0; i < j->n_tok; i++) CHECK(j->idx[i] == j->first_index + i, "%s: token %d has index %d", what, i, j->idx[i]);
+    for (int i = 0; i < j->n_tok; i++)
+        CHECK(j->idx[i] == j->first_index + i, "%s: token %d has index %d", what, i, j->idx[i]);
     CHECK(strcmp(j->text, text) == 0, "%s: text '%s', expected '%s'", what, j->text, text);
     CHECK(j->error == 0 && j->stop == stop, "%s: ended with %s (error %u), expected %s", what,
           bw_stop_reason_name(j->stop), j->error, bw_stop_reason_name(stop));
@@ -478,7 +476,8 @@ static void jobs_share_each_step(void)
         CHECK(r.f.per_slot[0][i] == len[i], "the first call fed %d tokens of slot %d, its prompt has %d",
               r.f.per_slot[0][i], i, len[i]);
     bw_sched_step(s);
-    for (int i = 0; i < 4; i++) CHECK(r.f.per_slot[1][i] == 1, "the second call fed %d tokens of slot %d", r.f.per_slot[1][i], i);
+    for (int i = 0; i < 4; i++)
+        CHECK(r.f.per_slot[1][i] == 1, "the second call fed %d tokens of slot %d", r.f.per_slot[1][i], i);
     CHECK(run_all(s) > 0);
     /* b0 ends after 5 tokens: its slot takes b4, whose prompt goes into the same call as the others' tokens */
     int admitted = 0;
@@ -720,14 +719,13 @@ static void speculation_changes_no_token(void)
                       strcmp(q->text, p->text) == 0 && q->stop == p->stop && q->n_generated == p->n_generated,
                   "job %d with %s speculation: '%s' (%s), without: '%s' (%s)", i, how, q->text,
                   bw_stop_reason_name(q->stop), p->text, bw_stop_reason_name(p->stop));
-            CHECK(q->kv_mismatch == 0 && q->seq_breaks == 0 && q->ends == 1, "job %d (%s): %d cache mismatches",
-                  i, how, q->kv_mismatch);
+            CHECK(q->kv_mismatch == 0 && q->seq_breaks == 0 && q->ends == 1, "job %d (%s): %d cache mismatches", i, how,
+                  q->kv_mismatch);
         }
         drafted += fixed[i].pred_drafted + fixed[i].lookup_drafted;
         accepted += fixed[i].pred_accepted + fixed[i].lookup_accepted;
     }
-    CHECK(accepted > 0 && accepted < drafted, "fixed drafts: %u of %u accepted (want some of both)", accepted,
-          drafted);
+    CHECK(accepted > 0 && accepted < drafted, "fixed drafts: %u of %u accepted (want some of both)", accepted, drafted);
     CHECK(fixed[2].pred_drafted > 0 && fixed[2].pred_accepted == fixed[2].pred_drafted,
           "an exact prediction: %u of %u accepted", fixed[2].pred_accepted, fixed[2].pred_drafted);
     CHECK(fixed[3].pred_accepted > 0 && fixed[3].pred_accepted < fixed[3].pred_drafted,
@@ -735,8 +733,8 @@ static void speculation_changes_no_token(void)
     CHECK(fixed[0].lookup_accepted > 0, "prompt lookup never drafted a right token");
     CHECK(rw_plain == 0 && rw_fixed > 0, "positions fed again: %ld without drafts, %ld with (rejected drafts)",
           rw_plain, rw_fixed);
-    CHECK(br_plain == 0 && br_fixed == 0 && br_adaptive == 0, "batches broke the backend's rules: %d %d %d",
-          br_plain, br_fixed, br_adaptive);
+    CHECK(br_plain == 0 && br_fixed == 0 && br_adaptive == 0, "batches broke the backend's rules: %d %d %d", br_plain,
+          br_fixed, br_adaptive);
     CHECK(fixed[2].n_generated == 30 && plain[2].n_tok == 30);
 }
 
@@ -801,8 +799,8 @@ static void failures_end_jobs_with_errors(void)
         snprintf(id, sizeof id, "q%d", i);
         submit(s, id, &(job_spec){prompt, 3, .max_tokens = 5});
     }
-    CHECK(bw_sched_queued(s) == 1024 && rec_of("q1024")->error == BW_PERR_QUEUE_FULL,
-          "%u queued, the 1025th: error %u", bw_sched_queued(s), rec_of("q1024")->error);
+    CHECK(bw_sched_queued(s) == 1024 && rec_of("q1024")->error == BW_PERR_QUEUE_FULL, "%u queued, the 1025th: error %u",
+          bw_sched_queued(s), rec_of("q1024")->error);
     bw_sched_abort_all(s, BW_PERR_SHUTDOWN, "the engine is exiting");
     int shut = 0;
     for (int i = 0; i < 1024; i++) {

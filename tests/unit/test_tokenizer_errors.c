@@ -16,7 +16,8 @@
 static char path[64];
 
 /* Writes the metadata as a GGUF file and loads a tokenizer from it; err receives the reason. */
-static bw_tok *load(gw *w, char *err, size_t errlen) {
+static bw_tok *load(gw *w, char *err, size_t errlen)
+{
     size_t n;
     unsigned char *file = gw_file(w, &n);
     FILE *fp = fopen(path, "wb");
@@ -24,8 +25,7 @@ static bw_tok *load(gw *w, char *err, size_t errlen) {
     fclose(fp);
     free(file);
     bw_gguf *g = bw_gguf_open(path, err, errlen);
-    if (!g)
-        return NULL;
+    if (!g) return NULL;
     bw_tok *t = bw_tok_load(g, err, errlen);
     bw_gguf_close(g); /* the tokenizer keeps its own copy of everything */
     return t;
@@ -36,26 +36,28 @@ static const char *const BPE_TOKENS[] = {"a", "b", "c", "d", "\xc4\xa0", "ab", "
 static const int32_t BPE_TYPES[] = {1, 1, 1, 1, 1, 1, 1, 3};
 static const char *const BPE_MERGES[] = {"a b", "ab c"};
 
-static void bpe_base(gw *w, const char *pre) {
+static void bpe_base(gw *w, const char *pre)
+{
     kv_str(w, "tokenizer.ggml.model", "gpt2");
-    if (pre)
-        kv_str(w, "tokenizer.ggml.pre", pre);
+    if (pre) kv_str(w, "tokenizer.ggml.pre", pre);
     kv_strs(w, "tokenizer.ggml.tokens", BPE_TOKENS, 8);
     kv_i32s(w, "tokenizer.ggml.token_type", BPE_TYPES, 8);
 }
 
-static void expect_error(gw *w, const char *want, const char *what) {
+static void expect_error(gw *w, const char *want, const char *what)
+{
     char err[256] = "";
     bw_tok *t = load(w, err, sizeof err);
     CHECK(!t, "%s: loaded", what);
-    CHECK(strncmp(err, "tokenizer: ", 11) == 0 || strncmp(err, "gguf", 4) == 0, "%s: error '%s' names no module",
-          what, err);
+    CHECK(strncmp(err, "tokenizer: ", 11) == 0 || strncmp(err, "gguf", 4) == 0, "%s: error '%s' names no module", what,
+          err);
     CHECK(strstr(err, want) != NULL, "%s: error '%s' lacks '%s'", what, err, want);
     CHECK(strchr(err, '\n') == NULL, "%s: error is not one line", what);
     bw_tok_free(t);
 }
 
-static void refuses_bad_metadata(void) {
+static void refuses_bad_metadata(void)
+{
     gw w = {0};
     bpe_base(&w, "gpt-2");
     const char *bad_merges[] = {"a b", "abc"};
@@ -118,7 +120,8 @@ static void refuses_bad_metadata(void) {
     expect_error(&w, "scores is not an array of float32 or int32", "scores of the wrong type");
 }
 
-static void tiny_vocabulary_works(void) {
+static void tiny_vocabulary_works(void)
+{
     gw w = {0};
     bpe_base(&w, "gpt-2");
     kv_strs(&w, "tokenizer.ggml.merges", BPE_MERGES, 2);
@@ -126,8 +129,7 @@ static void tiny_vocabulary_works(void) {
     char err[256] = "";
     bw_tok *t = load(&w, err, sizeof err);
     CHECK(t, "tiny vocabulary: %s", err);
-    if (!t)
-        return;
+    if (!t) return;
     int32_t ids[16];
     int32_t n = bw_tok_encode(t, "abc abd", 7, 0, 1, ids, 16);
     /* "abc" merges fully; " abd" is Ġ, ab, d (no "Ġa" merge in this vocabulary) */
@@ -154,8 +156,7 @@ static void tiny_vocabulary_works(void) {
     CHECK(bw_tok_encode(t, s, big, 1, 1, out, (int32_t)big + 16) >= 0, "random bytes");
     memset(s, 'a', big);
     CHECK(bw_tok_encode(t, s, big, 1, 1, out, (int32_t)big + 16) >= 0, "one long word");
-    for (size_t i = 0; i + 7 <= big; i += 7)
-        memcpy(s + i, "<|end|>", 7);
+    for (size_t i = 0; i + 7 <= big; i += 7) memcpy(s + i, "<|end|>", 7);
     CHECK(bw_tok_encode(t, s, big, 1, 1, out, (int32_t)big + 16) >= 0, "thousands of special tokens");
     char piece[8];
     CHECK(bw_tok_piece(t, -1, 1, piece, 8) == 0 && bw_tok_piece(t, 1 << 30, 1, piece, 8) == 0,
@@ -165,11 +166,13 @@ static void tiny_vocabulary_works(void) {
     bw_tok_free(t);
 }
 
-int main(void) {
+int main(void)
+{
     snprintf(path, sizeof path, "/tmp/bw_tok_errors_%d.gguf", (int)getpid());
     refuses_bad_metadata();
     tiny_vocabulary_works();
     unlink(path);
-    printf("tokenizer errors: %s\n", check_failed ? "FAILED" : "bad metadata refused with one-line reasons; hostile text encodes");
+    printf("tokenizer errors: %s\n",
+           check_failed ? "FAILED" : "bad metadata refused with one-line reasons; hostile text encodes");
     return check_failed ? 1 : 0;
 }

@@ -22,7 +22,8 @@
 
 #include "check.h"
 
-static char *hex_decode(const char *hex, size_t *len) {
+static char *hex_decode(const char *hex, size_t *len)
+{
     size_t n = strlen(hex) / 2;
     char *out = malloc(n + 1);
     for (size_t i = 0; i < n; i++) {
@@ -35,7 +36,8 @@ static char *hex_decode(const char *hex, size_t *len) {
     return out;
 }
 
-static char *case_text(json_t *c, size_t *len) {
+static char *case_text(json_t *c, size_t *len)
+{
     json_t *t = json_object_get(c, "text");
     if (t) {
         *len = json_string_length(t);
@@ -46,45 +48,41 @@ static char *case_text(json_t *c, size_t *len) {
     return hex_decode(json_string_value(json_object_get(c, "hex")), len);
 }
 
-static void show(const char *label, const int32_t *ids, int n) {
+static void show(const char *label, const int32_t *ids, int n)
+{
     fprintf(stderr, "    %s:", label);
-    for (int i = 0; i < n && i < 40; i++)
-        fprintf(stderr, " %d", ids[i]);
-    if (n > 40)
-        fprintf(stderr, " ... (%d)", n);
+    for (int i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+    if (n > 40) fprintf(stderr, " ... (%d)", n);
     fputc('\n', stderr);
 }
 
-static void show_text(const char *s, size_t n) {
+static void show_text(const char *s, size_t n)
+{
     fprintf(stderr, "    text: \"");
     for (size_t i = 0; i < n && i < 120; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '\n')
-            fprintf(stderr, "\\n");
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(stderr, "\\x%02x", c);
-        else
-            fputc(c, stderr);
+        if (c == '\n') fprintf(stderr, "\\n");
+        else if (c < 0x20 || c == 0x7f) fprintf(stderr, "\\x%02x", c);
+        else fputc(c, stderr);
     }
     fprintf(stderr, "%s\"\n", n > 120 ? "..." : "");
 }
 
 /* Encodes and compares with the expected array; returns 1 when identical. */
 static int compare_ids(const bw_tok *tok, const char *s, size_t n, int parse_special, json_t *want, const char *what,
-                       int verbose) {
+                       int verbose)
+{
     size_t nw = json_array_size(want);
     int32_t cap = (int32_t)(n + 16);
     int32_t *ids = malloc(sizeof *ids * (size_t)cap);
     int32_t got = bw_tok_encode(tok, s, n, bw_tok_add_bos(tok), parse_special, ids, cap);
     int ok = got >= 0 && (size_t)got == nw;
-    for (size_t i = 0; ok && i < nw; i++)
-        ok = ids[i] == (int32_t)json_integer_value(json_array_get(want, i));
+    for (size_t i = 0; ok && i < nw; i++) ok = ids[i] == (int32_t)json_integer_value(json_array_get(want, i));
     if (!ok && verbose) {
         fprintf(stderr, "  mismatch (%s):\n", what);
         show_text(s, n);
         int32_t *w = malloc(sizeof *w * (nw + 1));
-        for (size_t i = 0; i < nw; i++)
-            w[i] = (int32_t)json_integer_value(json_array_get(want, i));
+        for (size_t i = 0; i < nw; i++) w[i] = (int32_t)json_integer_value(json_array_get(want, i));
         show("want", w, (int)nw);
         show("got ", ids, got);
         free(w);
@@ -93,7 +91,8 @@ static int compare_ids(const bw_tok *tok, const char *s, size_t n, int parse_spe
     return ok;
 }
 
-static int has_control(const bw_tok *tok, const int32_t *ids, int n) {
+static int has_control(const bw_tok *tok, const int32_t *ids, int n)
+{
     char buf[8];
     for (int i = 0; i < n; i++) {
         /* Control tokens print nothing unless rendered. */
@@ -104,7 +103,8 @@ static int has_control(const bw_tok *tok, const int32_t *ids, int n) {
 }
 
 /* decode(encode(s)) == s, through the streaming detokenizer. */
-static int roundtrip(const bw_tok *tok, const char *s, size_t n) {
+static int roundtrip(const bw_tok *tok, const char *s, size_t n)
+{
     int32_t cap = (int32_t)(n + 16);
     int32_t *ids = malloc(sizeof *ids * (size_t)cap);
     int32_t got = bw_tok_encode(tok, s, n, 0, 0, ids, cap);
@@ -133,16 +133,18 @@ static int roundtrip(const bw_tok *tok, const char *s, size_t n) {
     return ok;
 }
 
-static int valid_utf8_no_nul(const char *s, size_t n) {
+static int valid_utf8_no_nul(const char *s, size_t n)
+{
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3
-                                                            : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
-        if (c == 0 || k == 0 || i + k > n)
-            return 0;
+        size_t k = c < 0x80                   ? 1
+                   : (c >= 0xC2 && c <= 0xDF) ? 2
+                   : (c >= 0xE0 && c <= 0xEF) ? 3
+                   : (c >= 0xF0 && c <= 0xF4) ? 4
+                                              : 0;
+        if (c == 0 || k == 0 || i + k > n) return 0;
         for (size_t j = 1; j < k; j++)
-            if (((unsigned char)s[i + j] & 0xC0) != 0x80)
-                return 0;
+            if (((unsigned char)s[i + j] & 0xC0) != 0x80) return 0;
         if (k == 3 && ((c == 0xE0 && (unsigned char)s[i + 1] < 0xA0) || (c == 0xED && (unsigned char)s[i + 1] > 0x9F)))
             return 0;
         if (k == 4 && ((c == 0xF0 && (unsigned char)s[i + 1] < 0x90) || (c == 0xF4 && (unsigned char)s[i + 1] > 0x8F)))
@@ -152,14 +154,16 @@ static int valid_utf8_no_nul(const char *s, size_t n) {
     return 1;
 }
 
-static double now_ms(void) {
+static double now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* A 32 KiB prompt of mixed prose, code, digits, whitespace runs and multi-byte text. */
-static void speed_check(const bw_tok *tok, const char *name) {
+static void speed_check(const bw_tok *tok, const char *name)
+{
     static const char *parts[] = {"The quick brown fox, it's said, jumps over 1234567 lazy dogs.\n",
                                   "    for (int i = 0; i < n; i++) { sum += a[i] * b[i]; }\n",
                                   "Fédération Ωmega 中文文本 العربية 😀👍🏽  \t\t  \r\n",
@@ -170,8 +174,7 @@ static void speed_check(const bw_tok *tok, const char *name) {
     for (int k = 0; o < n; k++) {
         const char *p = parts[k % 5];
         size_t l = strlen(p);
-        if (o + l > n)
-            l = n - o;
+        if (o + l > n) l = n - o;
         memcpy(s + o, p, l);
         o += l;
     }
@@ -182,8 +185,7 @@ static void speed_check(const bw_tok *tok, const char *name) {
         double t0 = now_ms();
         got = bw_tok_encode(tok, s, n, 1, 1, ids, (int32_t)(n + 16));
         double dt = now_ms() - t0;
-        if (dt < best)
-            best = dt;
+        if (dt < best) best = dt;
     }
     /* Worst case: one 32 KiB run of a single letter is one pre-tokenizer word. */
     memset(s, 'a', n);
@@ -204,7 +206,8 @@ static void speed_check(const bw_tok *tok, const char *name) {
     free(s);
 }
 
-static int check_vocab(const char *golden, const char *gguf_path) {
+static int check_vocab(const char *golden, const char *gguf_path)
+{
     json_error_t jerr;
     json_t *doc = json_load_file(golden, 0, &jerr);
     if (!doc) {
@@ -236,8 +239,7 @@ static int check_vocab(const char *golden, const char *gguf_path) {
     CHECK(!!bw_tok_add_bos(tok) == json_is_true(json_object_get(doc, "add_bos")), "%s: add_bos", name);
     json_t *eog = json_object_get(doc, "eog");
     int n_eog = 0;
-    for (int32_t i = 0; i < bw_tok_n_vocab(tok); i++)
-        n_eog += bw_tok_is_eog(tok, i);
+    for (int32_t i = 0; i < bw_tok_n_vocab(tok); i++) n_eog += bw_tok_is_eog(tok, i);
     CHECK(n_eog == (int)json_array_size(eog), "%s: %d end-of-generation tokens, want %zu", name, n_eog,
           json_array_size(eog));
     for (size_t i = 0; i < json_array_size(eog); i++) {
@@ -280,8 +282,7 @@ static int check_vocab(const char *golden, const char *gguf_path) {
             char buf[512];
             int32_t got = bw_tok_piece(tok, id, special, buf, sizeof buf);
             if (got < 0 || (size_t)got != wl || memcmp(buf, want, wl) != 0) {
-                if (ok && pn - pok < 5)
-                    fprintf(stderr, "  piece mismatch: id %d special %d\n", id, special);
+                if (ok && pn - pok < 5) fprintf(stderr, "  piece mismatch: id %d special %d\n", id, special);
                 ok = 0;
             }
             free(want);
@@ -308,15 +309,15 @@ static int check_vocab(const char *golden, const char *gguf_path) {
     return 1;
 }
 
-static int find_root(char *root, size_t cap) {
+static int find_root(char *root, size_t cap)
+{
     const char *env = getenv("BW_SOURCE_ROOT");
     if (env) {
         snprintf(root, cap, "%s", env);
         return 1;
     }
     char dir[4096];
-    if (!getcwd(dir, sizeof dir))
-        return 0;
+    if (!getcwd(dir, sizeof dir)) return 0;
     for (;;) {
         char probe[4200];
         snprintf(probe, sizeof probe, "%s/tests/golden", dir);
@@ -325,17 +326,16 @@ static int find_root(char *root, size_t cap) {
             return 1;
         }
         char *slash = strrchr(dir, '/');
-        if (!slash || slash == dir)
-            return 0;
+        if (!slash || slash == dir) return 0;
         *slash = 0;
     }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int checked = 0;
     if (argc > 1) {
-        for (int i = 1; i + 1 < argc; i += 2)
-            checked += check_vocab(argv[i], argv[i + 1]);
+        for (int i = 1; i + 1 < argc; i += 2) checked += check_vocab(argv[i], argv[i + 1]);
     } else {
         char root[4096];
         if (!find_root(root, sizeof root)) {
@@ -353,16 +353,14 @@ int main(int argc, char **argv) {
             if (strncmp(de->d_name, "tokens_", 7) == 0 && l > 5 && strcmp(de->d_name + l - 5, ".json") == 0)
                 names[nn++] = strdup(de->d_name);
         }
-        if (d)
-            closedir(d);
+        if (d) closedir(d);
         for (int i = 0; i < nn; i++) {
             char golden[8400], gguf[8400];
             snprintf(golden, sizeof golden, "%s/%s", gdir, names[i]);
             json_t *doc = json_load_file(golden, 0, NULL);
             const char *rel = doc ? json_string_value(json_object_get(doc, "gguf")) : NULL;
             snprintf(gguf, sizeof gguf, "%s/%s", root, rel ? rel : "?");
-            if (doc)
-                json_decref(doc);
+            if (doc) json_decref(doc);
             checked += check_vocab(golden, gguf);
             free(names[i]);
         }
