@@ -189,11 +189,16 @@ def test_lost_messages_are_replayed_exactly(ref, build_dir, model_path):
     ref_events = run_concurrently(ref, jobs)
     with Worker(build_dir, model_path, slots=4, extra=["--test-sub-buffer", "1"]) as w:
         w.wait_ready()
-        events = run_concurrently(w, jobs)
-        for i in range(len(jobs)):
-            assert_exact(events[i], ref_events[i], f"job {i} under forced message loss")
-        resume = w.info()["resume"]
-        print(f"\nforced loss (SUB buffer of 1 message): counters {resume}")
+        # Whether the front falls behind a 1-message buffer depends on timing (a loaded machine, a sanitizer
+        # build): the jobs run again, up to 4 rounds, until some message was lost; every round must be exact.
+        for round_ in range(4):
+            events = run_concurrently(w, jobs)
+            for i in range(len(jobs)):
+                assert_exact(events[i], ref_events[i], f"job {i} under forced message loss (round {round_ + 1})")
+            resume = w.info()["resume"]
+            if resume["tokens_replayed"] > 0:
+                break
+        print(f"\nforced loss (SUB buffer of 1 message), {round_ + 1} round(s): counters {resume}")
         assert resume["tokens_replayed"] > 0, "no message was lost: the test did not test the repair"
         assert resume["gaps_unrepairable"] == 0
 
