@@ -85,6 +85,7 @@ struct bw_sched {
     /* step time of decode-only steps as a + b * tokens, by least squares over decayed sums (what a
      * draft token costs against what a token saved is worth; see choose_draft) */
     double *cost_w, *cost_t; /* decode steps by size (tokens, 1 .. max_batch): decayed count and time (ns) */
+    double *cost_est;        /* step_cost's estimate by size, rebuilt when a step is measured */
     struct {
         _Atomic uint64_t drafted, accepted;
     } stats[2]; /* [0] prediction, [1] prompt lookup */
@@ -286,6 +287,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->b_rows = malloc((size_t)s->n_slots * sizeof(job *));
     s->cost_w = calloc(bcap + 1, sizeof(double));
     s->cost_t = calloc(bcap + 1, sizeof(double));
+    s->cost_est = calloc(bcap + 1, sizeof(double));
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
     s->forced = malloc((size_t)s->n_vocab * sizeof(float));
     /* BW_CUDA_SAMPLING=device samples on the GPU and copies only ids back. Until a GPU run has shown it
@@ -296,7 +298,7 @@ bw_sched *bw_sched_create(bw_engine *e, uint64_t epoch, bw_sched_publish_fn publ
     s->req = malloc((size_t)s->n_slots * sizeof(*s->req));
     s->ids = malloc((size_t)s->n_slots * sizeof(*s->ids));
     if (!s->sampler || !s->slots || !s->b_tok || !s->b_pos || !s->b_slot || !s->b_want || !s->b_rows || !s->cost_w ||
-        !s->cost_t || !s->logits || !s->forced || !s->req || !s->ids)
+        !s->cost_t || !s->cost_est || !s->logits || !s->forced || !s->req || !s->ids)
         goto oom;
     if (bw_gguf_get_str(e->gguf, "tokenizer.chat_template", &s->tmpl) != 0) s->tmpl = (bw_gguf_str){0, NULL};
     s->chat_kind = bw_prompt_chat_kind(e->tok, s->tmpl.str, s->tmpl.len);
@@ -350,6 +352,7 @@ void bw_sched_free(bw_sched *s)
     free(s->b_rows);
     free(s->cost_w);
     free(s->cost_t);
+    free(s->cost_est);
     free(s->logits);
     free(s->forced);
     free(s->req);
@@ -680,25 +683,24 @@ static double step_cost(const bw_sched *s, int n)
 {
     if (n < 1) n = 1;
     if (n > s->max_batch) n = s->max_batch;
-    double below = 0;
-    int n_below = 0;
-    for (int k = n; k >= 1; k--)
-        if (s->cost_w[k] > 0) {
-            below = s->cost_t[k] / s->cost_w[k];
-            n_below = k;
-            break;
-        }
-    double est = n_below == n ? below : below * (1.0 + 0.01 * (n - n_below));
-    for (int k = n + 1; k <= s->max_batch; k++)
-        if (s->cost_w[k] > 0 && s->cost_t[k] / s->cost_w[k] < est) est = s->cost_t[k] / s->cost_w[k];
-    return est;
+    return s->cost_est[n];
 }
 
+/* Rebuilds cost_est from the measured sizes: upwards, each size its own average or, unmeasured, the last
+ * measured one below plus 1% per token; downwards, never above a larger size's estimate. */
 static void note_step(bw_sched *s, int n, double ns)
 {
     if (n < 1 || n > s->max_batch) return;
     s->cost_w[n] = s->cost_w[n] * STEP_COST_MEMORY + 1;
     s->cost_t[n] = s->cost_t[n] * STEP_COST_MEMORY + ns;
+    double below = 0;
+    int n_below = 0;
+    for (int k = 1; k <= s->max_batch; k++) {
+        if (s->cost_w[k] > 0) below = s->cost_t[k] / s->cost_w[k], n_below = k;
+        s->cost_est[k] = n_below == k ? below : below * (1.0 + 0.01 * (k - n_below));
+    }
+    for (int k = s->max_batch - 1; k >= 1; k--)
+        if (s->cost_est[k + 1] > 0 && s->cost_est[k + 1] < s->cost_est[k]) s->cost_est[k] = s->cost_est[k + 1];
 }
 
 /* How many of the L drafted tokens job j should send, given that the step already holds `tokens` decode

@@ -4,22 +4,24 @@
 #include <string.h>
 
 static const bw_route routes[] = {
-    {"/health", "GET, HEAD", bw_handle_health, 0, BW_ROUTE_PUBLIC, "/health"},
-    {"/info", "GET, HEAD", bw_handle_info, 0, BW_ROUTE_PROTECTED, "/info"},
-    {"/metrics", "GET, HEAD", bw_handle_metrics, 0, BW_ROUTE_METRICS, "/metrics"},
-    {"/v1/inference", "POST", bw_handle_submit, 0, BW_ROUTE_PROTECTED, "/v1/inference"},
-    {"/v1/jobs", "POST", bw_handle_submit, 1, BW_ROUTE_PROTECTED, "/v1/jobs"},
-    {"/v1/inference/{id}", "DELETE", bw_handle_cancel, 0, BW_ROUTE_PROTECTED, "/v1/inference/{id}"},
-    {"/v1/inference/{id}/stream", "GET, HEAD", bw_handle_stream, 0, BW_ROUTE_PROTECTED, "/v1/inference/{id}/stream"},
-    {"/v1/jobs/{id}", "DELETE", bw_handle_cancel, 0, BW_ROUTE_PROTECTED, "/v1/jobs/{id}"},
-    {"/v1/jobs/{id}/stream", "GET, HEAD", bw_handle_stream, 0, BW_ROUTE_PROTECTED, "/v1/jobs/{id}/stream"},
-    {"/v1/completions", "POST", bw_handle_openai, 0, BW_ROUTE_PROTECTED, "/v1/completions"},
-    {"/v1/chat/completions", "POST", bw_handle_openai, 1, BW_ROUTE_PROTECTED, "/v1/chat/completions"},
-    {"/v1/models", "GET, HEAD", bw_handle_models, 0, BW_ROUTE_PROTECTED, "/v1/models"},
+    {"/health", "GET, HEAD", bw_handle_health, 0, BW_ROUTE_PUBLIC, NULL},
+    {"/info", "GET, HEAD", bw_handle_info, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/metrics", "GET, HEAD", bw_handle_metrics, 0, BW_ROUTE_METRICS, NULL},
+    {"/v1/inference", "POST", bw_handle_submit, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/jobs", "POST", bw_handle_submit, 1, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/inference/{id}", "DELETE", bw_handle_cancel, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/inference/{id}/stream", "GET, HEAD", bw_handle_stream, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/jobs/{id}", "DELETE", bw_handle_cancel, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/jobs/{id}/stream", "GET, HEAD", bw_handle_stream, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/completions", "POST", bw_handle_openai, 0, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/chat/completions", "POST", bw_handle_openai, 1, BW_ROUTE_PROTECTED, NULL},
+    {"/v1/models", "GET, HEAD", bw_handle_models, 0, BW_ROUTE_PROTECTED, NULL},
     /* OpenAI's models.retrieve; the id may hold a '/' ("hf:org/name") */
     {"/v1/models/{rest}", "GET, HEAD", bw_handle_models, 0, BW_ROUTE_PROTECTED, "/v1/models/{id}"},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static const char *route_label(const bw_route *r) { return r->label ? r->label : r->path; }
 
 /* Matches path against template t; the variable part goes to a. */
 static int match(const char *t, const char *p, size_t len, bw_route_args *a)
@@ -66,13 +68,13 @@ const char *bw_route_label(const char *path, size_t len)
 {
     bw_route_args a;
     const bw_route *r = bw_route_find(path, len, &a);
-    return r ? r->label : "other";
+    return r ? route_label(r) : "other";
 }
 
 const char *const *bw_route_labels(size_t *n)
 {
     static const char *labels[N_ROUTES + 1];
-    for (size_t i = 0; i < N_ROUTES; i++) labels[i] = routes[i].label;
+    for (size_t i = 0; i < N_ROUTES; i++) labels[i] = route_label(&routes[i]);
     labels[N_ROUTES] = "other";
     *n = N_ROUTES + 1;
     return labels;

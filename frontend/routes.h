@@ -23,7 +23,7 @@ typedef struct {
     int (*handle)(bw_front *f, h2o_req_t *req, const bw_route_args *a);
     int arg; /* handed to the handler as a->arg */
     enum bw_route_access access;
-    const char *label; /* the route's label in beeworker_http_requests_total */
+    const char *label; /* the route's label in beeworker_http_requests_total; NULL: its path */
 } bw_route;
 
 /* The route whose template matches path, with its {id} in a; NULL when none does. */

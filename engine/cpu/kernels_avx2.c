@@ -1201,11 +1201,11 @@ BW_AVX512_INLINE void bw_q45_rows512(const enum bw_type type, const struct bw_ro
     for (int64_t t = 0; t < n_tok;) {
         int nt = n_tok - t < 2 * BW_LANE_TOK ? (int)(n_tok - t) : 2 * BW_LANE_TOK;
         if (nb > 32 && nt > BW_LANE_TOK) nt = BW_LANE_TOK;
-        if (nt < 4) {
-            for (int64_t r = r0; r < r4; r += 4)
-                for (int k = 0; k < nt; k++)
-                    bw_vnni_tile(type, 1, 0, a->w + r * a->wrow, a->wrow, a->act + (t + k) * a->astride, a->astride,
-                                 a->cols, a->y + (t + k) * a->ys + r, a->ys);
+        if (nt < 4) { /* the last few tokens: the one-token kernels, on their records */
+            struct bw_rows_args tail = *a;
+            tail.act = a->act + t * a->astride;
+            tail.y = a->y + t * a->ys;
+            bw_vnni_rows(type, &tail, nt, r0, r4);
             break;
         }
         /* Two tiles at once while 17 or more tokens are left, so that each weight dword feeds 32, when both
